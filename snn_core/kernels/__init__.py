@@ -1,0 +1,1 @@
+"""Compute kernels: ``cpu`` (Numba), ``reference`` (NumPy truth for tests)."""

@@ -1,0 +1,96 @@
+"""Losses on a network's output ``O`` of shape (T, batch, classes).
+
+Each returns ``(value, grad)`` where ``grad = dL/dO`` has O's shape and dtype,
+ready for :meth:`snn_core.network.Network.backward`. All are means over the
+batch. ``predict(name, O)`` gives the class each loss implies.
+
+- ``ce_count``: softmax cross-entropy on spike counts ``sum_t O[t]``.
+- ``ce_membrane``: softmax cross-entropy on the time-averaged readout
+  membrane ``mean_t O[t]``.
+- ``mse_rate``: mean squared error between rates ``mean_t O[t]`` and target
+  rates (``on`` for the true class, ``off`` elsewhere).
+- ``tet``: TET, ``(1 - lam) mean_t CE(O[t], y) + lam mean_t MSE(O[t], phi)``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _check(O, y):
+    if not isinstance(O, np.ndarray) or O.ndim != 3:
+        raise ValueError(f"output: expected an ndarray (T, batch, classes), got {getattr(O, 'shape', type(O))}")
+    y = np.asarray(y)
+    if y.shape != (O.shape[1],):
+        raise ValueError(f"labels: expected shape ({O.shape[1]},), got {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise TypeError(f"labels: expected integers, got {y.dtype}")
+    if y.size and (y.min() < 0 or y.max() >= O.shape[2]):
+        raise ValueError(f"labels: must be in [0, {O.shape[2]}), got range [{y.min()}, {y.max()}]")
+    return y.astype(np.int64)
+
+
+def _softmax_ce(z, y):
+    """Mean CE of logits z (batch, C) and dL/dz, computed in float64."""
+    z = z.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    B = len(y)
+    value = -logp[np.arange(B), y].mean()
+    g = np.exp(logp)
+    g[np.arange(B), y] -= 1.0
+    return value, g / B
+
+
+def ce_count(O, y):
+    """Cross-entropy on spike counts ``sum_t O[t]``."""
+    y = _check(O, y)
+    value, g = _softmax_ce(O.sum(axis=0), y)
+    return float(value), np.broadcast_to(g.astype(O.dtype), O.shape).copy()
+
+
+def ce_membrane(O, y):
+    """Cross-entropy on the time-averaged membrane ``mean_t O[t]``."""
+    y = _check(O, y)
+    T = O.shape[0]
+    value, g = _softmax_ce(O.mean(axis=0), y)
+    return float(value), np.broadcast_to((g / T).astype(O.dtype), O.shape).copy()
+
+
+def mse_rate(O, y, on=1.0, off=0.0):
+    """MSE between rates ``mean_t O[t]`` and target rates (on/off), mean over batch and classes."""
+    y = _check(O, y)
+    T, B, C = O.shape
+    target = np.full((B, C), off)
+    target[np.arange(B), y] = on
+    diff = O.mean(axis=0, dtype=np.float64) - target
+    g = 2.0 * diff / (B * C * T)
+    return float((diff ** 2).mean()), np.broadcast_to(g.astype(O.dtype), O.shape).copy()
+
+
+def tet(O, y, lam=1e-3, phi=1.0):
+    """TET loss: per-step CE plus ``lam`` times per-step MSE to ``phi``."""
+    y = _check(O, y)
+    T, B, C = O.shape
+    value, g = 0.0, np.empty(O.shape, np.float64)
+    for t in range(T):
+        ce, gce = _softmax_ce(O[t], y)
+        d = O[t].astype(np.float64) - phi
+        value += ((1 - lam) * ce + lam * (d ** 2).mean()) / T
+        g[t] = ((1 - lam) * gce + lam * 2.0 * d / (B * C)) / T
+    return float(value), g.astype(O.dtype)
+
+
+LOSSES = {"ce_count": ce_count, "ce_membrane": ce_membrane, "mse_rate": mse_rate, "tet": tet}
+
+
+def get_loss(name):
+    """The loss function called ``name``."""
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise ValueError(f"loss: unknown name {name!r}; expected one of {sorted(LOSSES)}") from None
+
+
+def predict(O):
+    """Predicted class per sample: argmax of the time-summed output (batch,)."""
+    return O.sum(axis=0).argmax(axis=1)

@@ -1,0 +1,163 @@
+"""Sequential network: the forward pass over all time steps and BPTT back.
+
+Because every layer processes the whole sequence ``(T, batch, features)``
+in one call (see :mod:`snn_core.layers`), the network's time loop is the
+layers' own: forward goes layer by layer, each over all T steps, and the
+backward pass goes layer by layer in reverse, each running BPTT over all T
+steps. For a feed-forward network this is exactly backpropagation through
+time of the step-by-step unrolled graph.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .layers import Layer, LIF, Readout, SparseLinear, check_finite
+
+
+class Network:
+    """A sequence of layers.
+
+    Parameters
+    ----------
+    layers : list of Layer
+        Consecutive sizes must match (``out_features`` of one equals
+        ``in_features`` of the next). Names must be unique; unnamed layers get
+        ``"<index>_<kind>"``.
+
+    Attributes
+    ----------
+    recorded : dict
+        After ``forward(x, record=True)``: layer name -> that layer's
+        ``recorded`` dict (e.g. ``"u"``, ``"v"``, ``"spikes"`` for LIF layers),
+        every array ``(T, batch, features)``.
+    """
+
+    def __init__(self, layers):
+        layers = list(layers)
+        if not layers:
+            raise ValueError("layers: expected at least one layer")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"layers[{i}]: expected a Layer, got {type(layer).__name__}")
+        for i in range(1, len(layers)):
+            a, b = layers[i - 1], layers[i]
+            if a.out_features != b.in_features:
+                raise ValueError(
+                    f"layers[{i}] ({b.name}): expects {b.in_features} inputs but layers[{i-1}] ({a.name}) "
+                    f"gives {a.out_features}"
+                )
+        names = [layer.name for layer in layers]
+        if len(set(names)) != len(names):
+            for i, layer in enumerate(layers):
+                layer.name = f"{i}_{layer.name or type(layer).__name__.lower()}"
+        layers[0].need_input_grad = False
+        for layer in layers[1:]:
+            layer.need_input_grad = True
+        self.layers = layers
+        self.recorded = {}
+
+    @property
+    def in_features(self):
+        return self.layers[0].in_features
+
+    @property
+    def out_features(self):
+        return self.layers[-1].out_features
+
+    def forward(self, x, record=False):
+        """Run all layers over all time steps.
+
+        Parameters
+        ----------
+        x : ndarray (T, batch, in_features)
+            Input spikes or currents, the layers' dtype (float32 by default).
+        record : bool
+            Keep every layer's membrane and spikes in ``self.recorded``.
+
+        Returns
+        -------
+        ndarray (T, batch, out_features)
+        """
+        if isinstance(x, np.ndarray):
+            check_finite(x, "network input")
+        h = x
+        for layer in self.layers:
+            h = layer.forward(h, record=record)
+        self.recorded = {layer.name: layer.recorded for layer in self.layers if record and layer.recorded}
+        return h
+
+    __call__ = forward
+
+    def backward(self, grad_out):
+        """BPTT: accumulate every parameter's gradient from dL/d(output).
+
+        ``grad_out`` has the output's shape ``(T, batch, out_features)``.
+        """
+        g = grad_out
+        for layer in reversed(self.layers):
+            g = layer.backward(g)
+
+    def parameters(self):
+        return [p for layer in self.layers for p in layer.parameters()]
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.zero_grad()
+
+    def sparse_layers(self):
+        return [layer for layer in self.layers if isinstance(layer, SparseLinear)]
+
+    def check_finite(self):
+        """Raise ValueError naming the first parameter holding NaN/Inf."""
+        for p in self.parameters():
+            check_finite(p.value, p.name)
+
+    def __repr__(self):
+        inner = ",\n  ".join(repr(layer) for layer in self.layers)
+        return f"Network(\n  {inner}\n)"
+
+
+def mlp(sizes, density=1.0, hidden=None, readout=None, output="readout", sparse=True, seed=0,
+        gain=1.0, dtype=np.float32, densities=None):
+    """Build ``sizes[0] -> sizes[1] -> ... -> sizes[-1]`` with LIF hidden layers.
+
+    Parameters
+    ----------
+    sizes : list of int, e.g. ``[784, 800, 10]``
+    density : float
+        Density of every synaptic layer (use ``densities`` for one per layer,
+        e.g. from :func:`snn_core.structure.init.erdos_renyi_densities`).
+    hidden, readout : LIFParams
+        Neuron parameters of hidden LIF layers and of the output layer.
+    output : {"readout", "lif"}
+        Non-spiking leaky-integrator output (membrane losses) or spiking LIF
+        output (spike-count / rate losses).
+    sparse : bool
+        SparseLinear (CSR) synapses, or dense Linear ones (density ignored).
+    seed : int
+        One seed for the whole network (each layer gets its own stream).
+    """
+    if len(sizes) < 2:
+        raise ValueError(f"sizes: expected at least [n_in, n_out], got {sizes}")
+    if output not in ("readout", "lif"):
+        raise ValueError(f"output: expected 'readout' or 'lif', got {output!r}")
+    n_syn = len(sizes) - 1
+    densities = [density] * n_syn if densities is None else list(densities)
+    if len(densities) != n_syn:
+        raise ValueError(f"densities: expected {n_syn} values, got {len(densities)}")
+    rngs = np.random.default_rng(seed).spawn(n_syn)
+    layers = []
+    for i in range(n_syn):
+        n_in, n_out = sizes[i], sizes[i + 1]
+        if sparse:
+            layers.append(SparseLinear(n_in, n_out, densities[i], seed=rngs[i], gain=gain, dtype=dtype, name=f"fc{i+1}"))
+        else:
+            from .layers import Linear
+
+            layers.append(Linear(n_in, n_out, seed=rngs[i], gain=gain, dtype=dtype, name=f"fc{i+1}"))
+        last = i == n_syn - 1
+        if last and output == "readout":
+            layers.append(Readout(n_out, readout, dtype=dtype, name="readout"))
+        else:
+            layers.append(LIF(n_out, readout if last else hidden, dtype=dtype, name=f"lif{i+1}"))
+    return Network(layers)
