@@ -1,0 +1,299 @@
+"""Trainer: epochs of mini-batches, LR schedule, rewiring, validation, checkpoints.
+
+One :class:`Trainer` serves the Python API and the ``snn-esl`` command. It is
+deterministic: every random choice derives from ``config.seed`` and a
+position in training (the epoch for the shuffle, the iteration for spike
+encoding, the rewirer's own saved generator), so the same seed and config give
+bit-identical weights, and a run resumed from a checkpoint continues exactly
+as if it had never stopped.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import losses
+from .config import TrainConfig
+from .data.datasets import load_dataset, to_float, train_val_split
+from .data.encoders import get_encoder
+from .layers import SparseLinear
+from .network import mlp
+from .neurons import LIFParams
+from .optim import SGD, Adam, make_schedule
+from .structure import Rewirer, sparse_init
+
+
+def _seed(*keys):
+    """A 32-bit seed derived from integers (stateless: same keys, same seed)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """Limit BLAS to one thread while Numba kernels run (they fight otherwise)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def build_network(config: TrainConfig, n_in: int, n_classes: int):
+    """The network described by ``config`` (sparse layers initialised by ``config.init``)."""
+    hidden = LIFParams(tau_m=config.tau_m, v_th=config.v_th, reset=config.reset,
+                       detach_reset=config.detach_reset, surrogate=config.surrogate)
+    sizes = [n_in, *config.hidden, n_classes]
+    net = mlp(sizes, density=1.0 if not config.sparse else min(1.0, 4 * config.density), hidden=hidden,
+              readout=hidden, output=config.output, sparse=config.sparse, seed=config.seed, gain=config.gain)
+    if config.sparse:
+        sparse_init(net, config.density, method=config.init, seed=config.seed, gain=config.gain)
+    return net
+
+
+class Trainer:
+    """Train a spiking MLP with evolutionary structure learning.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    dataset : snn_core.data.datasets.Dataset, optional
+        Defaults to ``load_dataset(config.data_dir)`` (embedded sample if None).
+
+    Attributes
+    ----------
+    network, optimizer, rewirer
+    epoch : int            completed epochs
+    iteration : int        completed optimizer steps
+    metrics : dict of lists, one entry per completed epoch
+    """
+
+    def __init__(self, config: TrainConfig, dataset=None):
+        self.config = config
+        if config.device != "cpu":
+            from .backend import require_cuda
+
+            require_cuda()
+        data = dataset if dataset is not None else load_dataset(config.data_dir)
+        self.dataset_name = getattr(data, "name", "custom")
+        x_train, y_train = data.x_train, data.y_train
+        if config.max_train is not None:
+            x_train, y_train = x_train[: config.max_train], y_train[: config.max_train]
+        self.n_classes = int(max(y_train.max(), data.y_test.max())) + 1
+        tr, va = train_val_split(len(x_train), config.val_fraction, seed=config.seed)
+        self.x_train, self.y_train = to_float(x_train[tr]), y_train[tr].astype(np.int64)
+        self.x_val, self.y_val = to_float(x_train[va]), y_train[va].astype(np.int64)
+        self.x_test, self.y_test = to_float(data.x_test), data.y_test.astype(np.int64)
+        n_in = self.x_train.shape[1]
+        self.network = build_network(config, n_in, self.n_classes)
+        self.encode = get_encoder(config.encoder)
+        self.loss_fn = losses.get_loss(config.loss)
+        self.iters_per_epoch = math.ceil(len(self.x_train) / config.batch_size)
+        self.planned_iterations = self.iters_per_epoch * config.epochs
+        schedule = make_schedule(config.schedule, config.lr, config.lr_end, self.planned_iterations,
+                                 step_size=max(1, self.planned_iterations // 3))
+        params = self.network.parameters()
+        if config.optimizer == "adam":
+            self.optimizer = Adam(params, lr=schedule, weight_decay=config.weight_decay)
+        else:
+            self.optimizer = SGD(params, lr=schedule, momentum=config.momentum, weight_decay=config.weight_decay)
+        self.rewirer = Rewirer(
+            t_iter=config.t_iter, zeta0=config.zeta0, decay=config.zeta_decay,
+            t_end=max(1, int(config.t_end_fraction * self.planned_iterations)), prune=config.prune,
+            grow=config.grow, seed=config.seed, enabled=config.rewiring and config.sparse,
+        )
+        self.rewirer.start(self.network)
+        self.epoch = 0
+        self.iteration = 0
+        self.metrics = {k: [] for k in ("epoch", "train_loss", "train_accuracy", "val_accuracy", "lr",
+                                        "density", "epoch_seconds", "samples_per_s")}
+        self.best_val_accuracy = -1.0
+        self.best_epoch = 0
+        self.best_state = None
+        self.train_seconds = 0.0
+
+    # -- one pass --------------------------------------------------------------
+    def _encode(self, x, key):
+        return self.encode(x, self.config.steps, seed=_seed(self.config.seed, *key))
+
+    def train_epoch(self, progress=None):
+        """One epoch over the shuffled training set; returns (loss, accuracy)."""
+        cfg, net, opt = self.config, self.network, self.optimizer
+        order = np.random.default_rng(_seed(cfg.seed, 1, self.epoch)).permutation(len(self.x_train))
+        total_loss, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start:start + cfg.batch_size]
+            x = self._encode(self.x_train[idx], (2, self.iteration))
+            y = self.y_train[idx]
+            if self.rewirer.needs_dense_grad(self.iteration + 1):
+                for layer in net.sparse_layers():
+                    layer.retain_output_grad = True
+            out = net.forward(x)
+            value, grad = self.loss_fn(out, y)
+            net.zero_grad()
+            net.backward(grad)
+            opt.step()
+            self.iteration += 1
+            self.rewirer.maybe_rewire(self.iteration, net, opt)
+            total_loss += value * len(idx)
+            correct += int((losses.predict(out) == y).sum())
+            seen += len(idx)
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}",
+                                     density=f"{self.global_density():.3f}",
+                                     sps=f"{seen / (time.perf_counter() - t0):.0f}", refresh=False)
+        return total_loss / seen, correct / seen
+
+    def evaluate(self, x, y, batch_size=None):
+        """Top-1 accuracy and mean loss on float images x (N, features), labels y."""
+        bs = batch_size or max(self.config.batch_size, 200)
+        correct, total_loss = 0, 0.0
+        for b, start in enumerate(range(0, len(x), bs)):
+            xb, yb = x[start:start + bs], y[start:start + bs]
+            out = self.network.forward(self._encode(xb, (3, b)))
+            value, _ = self.loss_fn(out, yb)
+            total_loss += value * len(xb)
+            correct += int((losses.predict(out) == yb).sum())
+        return correct / len(x), total_loss / len(x)
+
+    # -- the loop ----------------------------------------------------------------
+    def fit(self, epochs=None, checkpoint_dir=None):
+        """Train until ``epochs`` epochs are complete (default: config.epochs).
+
+        Writes ``last.h5`` every epoch and ``best.h5`` when validation accuracy
+        improves (atomically) into ``checkpoint_dir`` (default config.out_dir);
+        ``checkpoint_dir=False`` writes nothing. Returns the summary dict.
+        """
+        from .checkpoint import save_checkpoint
+
+        cfg = self.config
+        epochs = cfg.epochs if epochs is None else epochs
+        out = Path(cfg.out_dir if checkpoint_dir is None else checkpoint_dir) if checkpoint_dir is not False else None
+        if out is not None:
+            _ensure_writable(out)
+        if cfg.threads:
+            import numba
+
+            numba.set_num_threads(cfg.threads)
+        ebar = tqdm(total=epochs, initial=self.epoch, desc="epochs", unit="ep", disable=cfg.quiet, position=0)
+        with single_threaded_blas():
+            while self.epoch < epochs:
+                bbar = tqdm(total=self.iters_per_epoch, desc=f"epoch {self.epoch + 1}", unit="batch",
+                            disable=cfg.quiet, leave=False, position=1)
+                t0 = time.perf_counter()
+                lr = self.optimizer.lr
+                train_loss, train_acc = self.train_epoch(bbar)
+                seconds = time.perf_counter() - t0
+                bbar.close()
+                self.network.check_finite()
+                val_acc, _ = self.evaluate(self.x_val, self.y_val)
+                self.train_seconds += seconds
+                self.epoch += 1
+                for k, v in (("epoch", self.epoch), ("train_loss", train_loss), ("train_accuracy", train_acc),
+                             ("val_accuracy", val_acc), ("lr", lr), ("density", self.global_density()),
+                             ("epoch_seconds", seconds), ("samples_per_s", len(self.x_train) / seconds)):
+                    self.metrics[k].append(v)
+                if val_acc > self.best_val_accuracy:
+                    self.best_val_accuracy, self.best_epoch = val_acc, self.epoch
+                    self.best_state = self.network_state()
+                    if out is not None:
+                        save_checkpoint(out / "best.h5", self)
+                if out is not None:
+                    save_checkpoint(out / "last.h5", self)
+                ebar.update(1)
+                ebar.set_postfix(loss=f"{train_loss:.3f}", train=f"{train_acc:.3f}", val=f"{val_acc:.3f}",
+                                 best=f"{self.best_val_accuracy:.3f}", refresh=False)
+                if cfg.quiet:
+                    print(f"epoch {self.epoch}/{epochs} loss {train_loss:.4f} train {train_acc:.4f} "
+                          f"val {val_acc:.4f} density {self.global_density():.4f} "
+                          f"rewiring events {len(self.rewirer.history)} {seconds:.1f}s", flush=True)
+        ebar.close()
+        summary = self.summary()
+        if out is not None:
+            _atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+        return summary
+
+    # -- state -------------------------------------------------------------------
+    def global_density(self):
+        layers = [l for l in self.network.layers if hasattr(l, "nnz")]
+        return sum(l.nnz for l in layers) / sum(l.in_features * l.out_features for l in layers)
+
+    def network_state(self):
+        """Copies of every layer's arrays (CSR arrays for sparse layers)."""
+        state = {}
+        for layer in self.network.layers:
+            if isinstance(layer, SparseLinear):
+                w = layer.weight
+                state[layer.name] = {"indptr": w.indptr.copy(), "indices": w.indices.copy(), "data": w.data.copy()}
+            elif hasattr(layer, "weight"):
+                state[layer.name] = {"weight": layer.weight.value.copy()}
+            else:
+                continue
+            state[layer.name]["shape"] = np.array([layer.out_features, layer.in_features])
+            if layer.bias is not None:
+                state[layer.name]["bias"] = layer.bias.value.copy()
+        return state
+
+    def load_network_state(self, state):
+        for layer in self.network.layers:
+            if layer.name not in state:
+                continue
+            s = state[layer.name]
+            if isinstance(layer, SparseLinear):
+                layer.set_connections(s["indptr"], s["indices"], s["data"])
+                # the optimizer's parameter object survives set_connections;
+                # state arrays must match the new nnz (resume loads them after)
+            else:
+                layer.weight.value[...] = s["weight"]
+            if "bias" in s and layer.bias is not None:
+                layer.bias.value[...] = s["bias"]
+
+    def summary(self):
+        """Results of the run (what ``summary.json`` holds)."""
+        current = self.network_state()
+        if self.best_state is not None:
+            self.load_network_state(self.best_state)
+        with single_threaded_blas():
+            test_acc, test_loss = self.evaluate(self.x_test, self.y_test)
+        layers = [{"name": l.name, "shape": [l.out_features, l.in_features], "nnz": int(l.nnz),
+                   "density": l.nnz / (l.in_features * l.out_features)}
+                  for l in self.network.layers if hasattr(l, "nnz")]
+        self.load_network_state(current)
+        n_samples = self.epoch * len(self.x_train)
+        return {
+            "test_accuracy": test_acc, "test_loss": test_loss,
+            "best_val_accuracy": self.best_val_accuracy, "best_epoch": self.best_epoch,
+            "density": self.global_density(), "layers": layers,
+            "rewiring_events": self.rewirer.n_events(), "epochs": self.epoch, "iterations": self.iteration,
+            "train_seconds": self.train_seconds,
+            "train_samples_per_s": n_samples / self.train_seconds if self.train_seconds else 0.0,
+            "dataset": self.dataset_name, "n_train": len(self.x_train), "n_val": len(self.x_val),
+            "n_test": len(self.x_test), "metrics": self.metrics, "config": self.config.to_dict(),
+        }
+
+
+def _ensure_writable(directory: Path):
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"output directory {directory}: cannot create it ({e.strerror})") from None
+    if not os.access(directory, os.W_OK):
+        raise PermissionError(f"output directory {directory}: not writable")
+
+
+def _atomic_write_text(path: Path, text: str):
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
