@@ -33,6 +33,9 @@ FORMAT = "snn_core-checkpoint"
 FORMAT_VERSION = 1
 
 
+_SLASH = "\\"  # stands for "/" inside stored names
+
+
 class CheckpointError(ValueError):
     """A file that is not a readable snn_core checkpoint of a known version."""
 
@@ -42,7 +45,7 @@ class CheckpointError(ValueError):
 # --------------------------------------------------------------------------
 def _write_tree(group, obj):
     for key, value in obj.items():
-        key = str(key)
+        key = str(key).replace("/", _SLASH)  # HDF5 would read "a/b" as a nested path
         if isinstance(value, dict):
             _write_tree(group.create_group(key), value)
         elif isinstance(value, list) and any(isinstance(v, (dict, np.ndarray)) for v in value):
@@ -67,9 +70,10 @@ def _json_default(v):
 def _read_tree(group):
     out = {}
     for key, value in group.attrs.items():
-        if key != "__list__":
-            out[key] = json.loads(value)
+        if key != "__list__" and isinstance(value, str):  # non-string attrs are read explicitly
+            out[key.replace(_SLASH, "/")] = json.loads(value)
     for key, item in group.items():
+        key = key.replace(_SLASH, "/")
         if isinstance(item, h5py.Group):
             out[key] = _read_tree(item)
         else:
@@ -192,6 +196,16 @@ def restore_trainer(path, dataset=None, **overrides):
     # resuming with the same config continues bit-identically; raising
     # 'epochs' re-plans them over the longer run (documented in docs/howto.md)
     trainer = Trainer(config, dataset=dataset)
+    first = next(iter(ck["network"].values()))
+    n_in = int(first["shape"][1])
+    if trainer.x_train.shape[1] != n_in or trainer.n_classes > trainer.network.out_features:
+        raise ValueError(f"data: the checkpoint's network takes {n_in} input features, the data "
+                         f"({trainer.dataset_name}) has {trainer.x_train.shape[1]}")
+    for layer in trainer.network.layers:
+        saved = ck["network"].get(layer.name)
+        if saved is not None and tuple(saved["shape"]) != (layer.out_features, layer.in_features):
+            raise ValueError(f"checkpoint {path}: layer {layer.name} has shape {tuple(saved['shape'])}, the "
+                             f"config builds {(layer.out_features, layer.in_features)}")
     trainer.load_network_state(ck["network"])
     trainer.optimizer.load_state_dict(ck["optimizer"])
     trainer.rewirer.load_state_dict(ck["rewirer"])

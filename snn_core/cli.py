@@ -134,8 +134,7 @@ def cmd_info(args):
         total += shape[0] * shape[1]
         print(f"{name:10s} {str(shape):>14s} {nnz:>9d} {nnz / (shape[0] * shape[1]):>8.4f}")
     print(f"{'global':10s} {'':>14s} {total_nnz:>9d} {total_nnz / total:>8.4f}")
-    hist = ck["rewirer"].get("history", {})
-    _print_turnover(hist)
+    _print_turnover(ck["rewirer"])
     m = t["metrics"]
     if m.get("epoch"):
         print("epoch  train_loss  train_acc  val_acc  density")
@@ -144,14 +143,11 @@ def cmd_info(args):
     return 0
 
 
-def _print_turnover(hist):
-    from .structure import RewiringHistory
+def _print_turnover(rewirer_state):
+    from .structure import Rewirer
 
-    try:
-        arrays = RewiringHistory.from_dict(hist).as_arrays() if hist else {}
-    except Exception:  # an empty or static-sparse history
-        arrays = {}
-    if not arrays or len(arrays.get("iteration", [])) == 0:
+    arrays = Rewirer.from_state_dict(rewirer_state).history.as_arrays()
+    if len(arrays["iteration"]) == 0:
         print("rewiring: no events")
         return
     print(f"rewiring: {len(arrays['iteration'])} layer events, last at iteration {int(arrays['iteration'].max())}")
@@ -159,8 +155,10 @@ def _print_turnover(hist):
     for name in dict.fromkeys(layers.tolist()):
         sel = layers == name
         last = {k: v[sel][-1] for k, v in arrays.items() if k not in ("layer",)}
-        parts = [f"{k}={last[k]:.4f}" for k in ("density", "initial_fraction", "rewired_fraction") if k in last]
-        print(f"  {name}: {int(sel.sum())} events, pruned+grown {int(arrays['n_grown'][sel].sum())} in total, " + ", ".join(parts))
+        print(f"  {name}: {int(sel.sum())} events, {int(arrays['n_grown'][sel].sum())} connections regrown in total; "
+              f"density {last['density']:.4f}, initial connections kept {last['frac_initial_kept']:.1%}, "
+              f"current connections grown by rewiring {last['frac_grown']:.1%}, positions explored "
+              f"{last['frac_explored']:.1%}")
 
 
 def cmd_sweep(args):

@@ -26,7 +26,7 @@ class TrainConfig:
     encoder: str = "bernoulli"           # bernoulli | poisson | direct | latency
     steps: int = 8                       # T, time steps per sample
     val_fraction: float = 0.1            # paper: 10% of the training set, drawn at random
-    max_train: int | None = None         # use only the first N training samples (quick runs)
+    max_train: int | None = None         # use a random subset of N training samples (quick runs)
     # network
     hidden: list = field(default_factory=lambda: [800])
     density: float = 0.1                 # target global connection density D
@@ -34,14 +34,14 @@ class TrainConfig:
     sparse: bool = True                  # False: dense Linear layers (density ignored)
     output: str = "readout"              # readout (membrane) | lif (spikes)
     loss: str = "ce_membrane"            # ce_membrane | ce_count | mse_rate | tet
-    gain: float = 1.0                    # initial weight scale (x sqrt(3/fan_in))
+    gain: float = 2.0                    # initial weight scale (x sqrt(3/fan_in)); 2 keeps hidden layers firing
     tau_m: float = 2.0                   # membrane time constant, in units of dt
     v_th: float = 1.0
     reset: str = "hard"                  # hard | soft | none
     detach_reset: bool = False
     surrogate: str = "rectangular"
     # optimisation
-    epochs: int = 20
+    epochs: int = 30
     batch_size: int = 100
     optimizer: str = "adam"              # adam | sgd
     lr: float = 0.01                     # paper: exponential decay 0.01 -> 0.0001
@@ -57,6 +57,7 @@ class TrainConfig:
     t_end_fraction: float = 0.75         # rewiring stops after this fraction of the iterations
     prune: str = "magnitude"             # magnitude | set | gradient
     grow: str = "random"                 # random | gradient | momentum
+    snapshot_every: int | None = 1       # keep the connectivity mask every k events (plots); None: never
     # run
     seed: int = 0
     out_dir: str = "runs/esl"
@@ -101,6 +102,8 @@ class TrainConfig:
         need(0 < self.t_end_fraction <= 1, "t_end_fraction", "a value in (0, 1]")
         choice("prune", ("magnitude", "set", "gradient"))
         choice("grow", ("random", "gradient", "momentum"))
+        need(self.snapshot_every is None or (isinstance(self.snapshot_every, int) and self.snapshot_every >= 1),
+             "snapshot_every", "None or an integer >= 1")
         choice("device", ("cpu", "cuda"))
         need(self.threads is None or (isinstance(self.threads, int) and self.threads >= 1), "threads", "None or an integer >= 1")
 

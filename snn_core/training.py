@@ -27,7 +27,7 @@ from .layers import SparseLinear
 from .network import mlp
 from .neurons import LIFParams
 from .optim import SGD, Adam, make_schedule
-from .structure import Rewirer, sparse_init
+from .structure import Rewirer, mlp_densities
 
 
 def _seed(*keys):
@@ -52,11 +52,10 @@ def build_network(config: TrainConfig, n_in: int, n_classes: int):
     hidden = LIFParams(tau_m=config.tau_m, v_th=config.v_th, reset=config.reset,
                        detach_reset=config.detach_reset, surrogate=config.surrogate)
     sizes = [n_in, *config.hidden, n_classes]
-    net = mlp(sizes, density=1.0 if not config.sparse else min(1.0, 4 * config.density), hidden=hidden,
-              readout=hidden, output=config.output, sparse=config.sparse, seed=config.seed, gain=config.gain)
-    if config.sparse:
-        sparse_init(net, config.density, method=config.init, seed=config.seed, gain=config.gain)
-    return net
+    # per-layer densities with exact connection counts summing to D x total
+    densities = mlp_densities(sizes, config.density, method=config.init) if config.sparse else None
+    return mlp(sizes, densities=densities, hidden=hidden, readout=hidden, output=config.output,
+               sparse=config.sparse, seed=config.seed, gain=config.gain)
 
 
 class Trainer:
@@ -85,8 +84,10 @@ class Trainer:
         data = dataset if dataset is not None else load_dataset(config.data_dir)
         self.dataset_name = getattr(data, "name", "custom")
         x_train, y_train = data.x_train, data.y_train
-        if config.max_train is not None:
-            x_train, y_train = x_train[: config.max_train], y_train[: config.max_train]
+        if config.max_train is not None and config.max_train < len(x_train):
+            # a random subset: files may be ordered by class (the embedded sample is)
+            keep = np.sort(np.random.default_rng(_seed(config.seed, 4)).permutation(len(x_train))[: config.max_train])
+            x_train, y_train = x_train[keep], y_train[keep]
         self.n_classes = int(max(y_train.max(), data.y_test.max())) + 1
         tr, va = train_val_split(len(x_train), config.val_fraction, seed=config.seed)
         self.x_train, self.y_train = to_float(x_train[tr]), y_train[tr].astype(np.int64)
@@ -109,8 +110,11 @@ class Trainer:
             t_iter=config.t_iter, zeta0=config.zeta0, decay=config.zeta_decay,
             t_end=max(1, int(config.t_end_fraction * self.planned_iterations)), prune=config.prune,
             grow=config.grow, seed=config.seed, enabled=config.rewiring and config.sparse,
+            snapshot_every=config.snapshot_every,
         )
-        self.rewirer.start(self.network)
+        for layer in self.network.sparse_layers():  # turnover is measured against the initial structure
+            w = layer.weight
+            self.rewirer.history.register(layer.name, w.shape, w.indptr, w.indices)
         self.epoch = 0
         self.iteration = 0
         self.metrics = {k: [] for k in ("epoch", "train_loss", "train_accuracy", "val_accuracy", "lr",
@@ -133,9 +137,7 @@ class Trainer:
             idx = order[start:start + cfg.batch_size]
             x = self._encode(self.x_train[idx], (2, self.iteration))
             y = self.y_train[idx]
-            if self.rewirer.needs_dense_grad(self.iteration + 1):
-                for layer in net.sparse_layers():
-                    layer.retain_output_grad = True
+            self.rewirer.prepare(self.iteration + 1, net)
             out = net.forward(x)
             value, grad = self.loss_fn(out, y)
             net.zero_grad()
@@ -215,7 +217,7 @@ class Trainer:
                 if cfg.quiet:
                     print(f"epoch {self.epoch}/{epochs} loss {train_loss:.4f} train {train_acc:.4f} "
                           f"val {val_acc:.4f} density {self.global_density():.4f} "
-                          f"rewiring events {len(self.rewirer.history)} {seconds:.1f}s", flush=True)
+                          f"rewiring events {self.rewirer.n_events} {seconds:.1f}s", flush=True)
         ebar.close()
         summary = self.summary()
         if out is not None:
@@ -273,7 +275,7 @@ class Trainer:
             "test_accuracy": test_acc, "test_loss": test_loss,
             "best_val_accuracy": self.best_val_accuracy, "best_epoch": self.best_epoch,
             "density": self.global_density(), "layers": layers,
-            "rewiring_events": self.rewirer.n_events(), "epochs": self.epoch, "iterations": self.iteration,
+            "rewiring_events": self.rewirer.n_events, "epochs": self.epoch, "iterations": self.iteration,
             "train_seconds": self.train_seconds,
             "train_samples_per_s": n_samples / self.train_seconds if self.train_seconds else 0.0,
             "dataset": self.dataset_name, "n_train": len(self.x_train), "n_val": len(self.x_val),

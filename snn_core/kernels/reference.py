@@ -130,3 +130,46 @@ def sgd_update(w, g, buf, lr, momentum, nesterov, wd):
         buf = momentum * buf + g
         g = g + momentum * buf if nesterov else buf
     return w - lr * g, buf
+
+
+# --------------------------------------------------------------------------
+# Twins of the spike-driven and fused kernels
+# --------------------------------------------------------------------------
+def spike_pack(X, thr):
+    """Returns (X8, cnt, cols, n_bad) for X (n_in, N).
+
+    ``cols`` is a list: ``cols[j]`` holds the sorted active columns of row j
+    when ``0 < cnt[j] < thr`` and is None otherwise (the compiled kernel
+    leaves those rows of its padded array undefined).
+    """
+    X8 = (X != 0).astype(np.uint8)
+    cnt = X8.sum(axis=1).astype(np.int32)
+    cols = [np.flatnonzero(X8[j]).astype(np.int32) if 0 < cnt[j] < thr else None for j in range(X.shape[0])]
+    n_bad = int(np.count_nonzero((X != 0) & (X != 1)))
+    return X8, cnt, cols, n_bad
+
+
+def csr_forward_spikes(indptr, indices, data, bias, X8):
+    """Returns Y = W X + bias for the spike matrix X = X8 (0/1)."""
+    return csr_forward(indptr, indices, data, bias, X8.astype(data.dtype))
+
+
+def csr_grad_spikes(indptr, indices, X8, G):
+    """Returns (dW at the connections, bias gradient G.sum(1), rownz) for X = X8."""
+    g = csr_grad_at(indptr, indices, G, X8.astype(G.dtype))
+    return g, G.sum(axis=1), (G != 0).any(axis=1).astype(np.uint8)
+
+
+def csr_grad_dense(indptr, indices, G, X):
+    """Returns (dW at the connections, bias gradient, rownz) for a float input X."""
+    return csr_grad_at(indptr, indices, G, X), G.sum(axis=1), (G != 0).any(axis=1).astype(np.uint8)
+
+
+def csr_backward_input_nz(indptr, indices, data, G, rownz, n_in):
+    """Returns GX = W^T G using only the rows r of G with rownz[r] (the others must be 0)."""
+    return csr_backward_input(indptr, indices, data, np.where(rownz[:, None] != 0, G, 0).astype(G.dtype), n_in)
+
+
+def count_nonfinite(arr):
+    """Returns the number of NaN/Inf entries (twin of ``cpu._nonfinite_count``)."""
+    return int(np.count_nonzero(~np.isfinite(arr)))

@@ -1,0 +1,84 @@
+"""``snn-esl plot RUN_DIR``: every figure that applies to a run directory.
+
+A run directory holds what ``snn-esl train`` wrote (``summary.json``,
+``best.h5``, ``last.h5``) or what ``snn-esl sweep`` wrote (``sweep.json``).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import viz
+
+#: history column -> name the figures use
+_HISTORY_KEYS = {"frac_initial_kept": "initial_fraction", "frac_grown": "rewired_fraction"}
+
+
+def history_for_plots(history):
+    """History arrays with the column names :func:`viz.density_turnover` expects."""
+    arrays = history.as_arrays()
+    for old, new in _HISTORY_KEYS.items():
+        if old in arrays:
+            arrays[new] = arrays[old]
+    return arrays
+
+
+def plot_run(run_dir, out_dir=None, sample_index=0):
+    """Write PNGs (and a GIF) for ``run_dir``; returns the list of paths written."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise FileNotFoundError(f"run directory {run}: not found")
+    out = Path(out_dir) if out_dir else run / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def save(fig, name):
+        written.append(viz.save(fig, out / name))
+
+    sweep = run / "sweep.json"
+    if sweep.is_file():
+        rows = json.loads(sweep.read_text())
+        save(viz.accuracy_vs_density(rows), "accuracy_vs_density.png")
+    ckpt = run / "last.h5"
+    summary = run / "summary.json"
+    if summary.is_file():
+        save(viz.training_curves(json.loads(summary.read_text())["metrics"]), "training_curves.png")
+    if not ckpt.is_file():
+        if not written:
+            raise FileNotFoundError(f"run directory {run}: no summary.json, last.h5 or sweep.json to plot")
+        return written
+
+    from .checkpoint import restore_trainer
+
+    trainer = restore_trainer(ckpt, quiet=True)
+    if not summary.is_file():
+        save(viz.training_curves(trainer.metrics), "training_curves.png")
+    history = trainer.rewirer.history
+    if len(history):
+        save(viz.density_turnover(history_for_plots(history)), "density_turnover.png")
+    for layer in trainer.network.sparse_layers():
+        w = layer.weight
+        save(viz.connectivity_matrix(w.indptr, w.indices, w.shape, data=w.data, title=f"{layer.name}: final weights"),
+             f"connectivity_{layer.name}.png")
+        snaps = history.snapshots(layer.name) if layer.name in history.layer_names else []
+        if len(snaps) >= 2:
+            (_, p0, i0), (_, p1, i1) = snaps[0], snaps[-1]
+            save(viz.connectivity_diff((p0, i0), (p1, i1), w.shape,
+                                       title=f"{layer.name}: initial vs last snapshot"), f"rewiring_diff_{layer.name}.png")
+            written.append(viz.structure_animation(snaps, w.shape, out / f"structure_{layer.name}.gif",
+                                                   layer_name=layer.name))
+    save(viz.weight_histograms([(layer.name, layer.weight_param.value) for layer in trainer.network.layers
+                                if hasattr(layer, "weight_param")], mode="multiples"), "weight_histograms.png")
+    # one test digit through the trained network: what the neurons did
+    x = trainer._encode(trainer.x_test[sample_index:sample_index + 1], (3, 0))
+    trainer.network.forward(x, record=True)
+    for name, rec in trainer.network.recorded.items():
+        if "spikes" in rec:
+            save(viz.spike_raster(rec["spikes"], title=f"{name}: spikes for test sample {sample_index}"),
+                 f"raster_{name}.png")
+            layer = next(l for l in trainer.network.layers if l.name == name)
+            save(viz.membrane_traces(rec["u"], rec["spikes"], v_th=layer.params.v_th, v_reset=layer.params.v_reset,
+                                     neurons=None, v=rec["v"]), f"membrane_{name}.png")
+    return written

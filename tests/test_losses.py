@@ -1,0 +1,154 @@
+"""Losses: values against direct NumPy formulas, gradients against central
+finite differences (float64), predictions and label validation."""
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+
+from snn_core import losses as L
+
+NAMES = ["ce_count", "ce_membrane", "mse_rate", "tet"]
+
+
+def _ce(z, y):
+    """Mean softmax cross-entropy written directly with scipy's logsumexp."""
+    return float(np.mean(logsumexp(z, axis=1) - z[np.arange(len(y)), y]))
+
+
+def expected_value(name, O, y, **kw):
+    O = O.astype(np.float64)
+    T, B, C = O.shape
+    if name == "ce_count":
+        return _ce(O.sum(axis=0), y)
+    if name == "ce_membrane":
+        return _ce(O.mean(axis=0), y)
+    if name == "mse_rate":
+        on, off = kw.get("on", 1.0), kw.get("off", 0.0)
+        target = np.where(np.arange(C)[None, :] == y[:, None], on, off)
+        return float(np.mean((O.mean(axis=0) - target) ** 2))
+    if name == "tet":
+        lam, phi = kw.get("lam", 1e-3), kw.get("phi", 1.0)
+        per_t = [(1 - lam) * _ce(O[t], y) + lam * np.mean((O[t] - phi) ** 2) for t in range(T)]
+        return float(np.mean(per_t))
+    raise AssertionError(name)
+
+
+def _case(seed, T=4, B=3, C=5, spikes=False):
+    rng = np.random.default_rng(seed)
+    if spikes:
+        O = (rng.random((T, B, C)) < 0.4).astype(np.float64)
+    else:
+        O = rng.normal(size=(T, B, C))
+    y = rng.integers(0, C, size=B)
+    return O, y
+
+
+KWARGS = {"ce_count": [{}], "ce_membrane": [{}], "mse_rate": [{}, {"on": 0.8, "off": 0.1}],
+          "tet": [{}, {"lam": 0.3, "phi": 0.5}]}
+CASES = [(n, kw) for n in NAMES for kw in KWARGS[n]]
+
+
+@pytest.mark.parametrize("name, kw", CASES)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_value_matches_direct_computation(name, kw, seed):
+    O, y = _case(seed, spikes=(seed == 2))
+    value, grad = L.get_loss(name)(O, y, **kw)
+    assert isinstance(value, float)
+    assert value == pytest.approx(expected_value(name, O, y, **kw), rel=1e-12, abs=1e-14)
+    assert grad.shape == O.shape and grad.dtype == O.dtype
+
+
+def test_hand_computed_values():
+    # T=2, B=1, C=2: counts (2, 0) -> CE = log(1 + e^-2) for label 0, log(1 + e^2) for label 1
+    O = np.array([[[1.0, 0.0]], [[1.0, 0.0]]])
+    assert L.ce_count(O, np.array([0]))[0] == pytest.approx(np.log1p(np.exp(-2.0)))
+    assert L.ce_count(O, np.array([1]))[0] == pytest.approx(np.log1p(np.exp(2.0)))
+    # mean membrane (1, 0) -> log(1 + e^-1)
+    assert L.ce_membrane(O, np.array([0]))[0] == pytest.approx(np.log1p(np.exp(-1.0)))
+    # rates (1, 0) vs target (1, 0) -> 0; vs (0, 1) -> (1 + 1) / 2 = 1
+    assert L.mse_rate(O, np.array([0]))[0] == pytest.approx(0.0)
+    assert L.mse_rate(O, np.array([1]))[0] == pytest.approx(1.0)
+    # equal logits: CE = log C whatever the label
+    Z = np.zeros((3, 4, 7))
+    for name in ("ce_count", "ce_membrane"):
+        assert L.get_loss(name)(Z, np.arange(4))[0] == pytest.approx(np.log(7))
+    # tet with lam=0 is the mean of per-step CE
+    assert L.tet(Z, np.arange(4), lam=0.0)[0] == pytest.approx(np.log(7))
+    # tet with lam=1 is the MSE to phi
+    assert L.tet(Z, np.arange(4), lam=1.0, phi=0.5)[0] == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("name, kw", CASES)
+@pytest.mark.parametrize("seed", [3, 4])
+def test_gradient_matches_finite_differences(name, kw, seed):
+    O, y = _case(seed)
+    fn = L.get_loss(name)
+    _, g = fn(O, y, **kw)
+    h = 1e-6
+    fd = np.empty_like(O)
+    for idx in np.ndindex(*O.shape):
+        Op, Om = O.copy(), O.copy()
+        Op[idx] += h
+        Om[idx] -= h
+        fd[idx] = (fn(Op, y, **kw)[0] - fn(Om, y, **kw)[0]) / (2 * h)
+    err = np.linalg.norm(g - fd) / np.linalg.norm(fd)
+    assert err < 1e-6, err
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_float32_output_gives_float32_grad(name):
+    O, y = _case(5)
+    v64, g64 = L.get_loss(name)(O, y)
+    v32, g32 = L.get_loss(name)(O.astype(np.float32), y)
+    assert g32.dtype == np.float32 and g32.shape == O.shape
+    assert v32 == pytest.approx(v64, rel=1e-5)
+    np.testing.assert_allclose(g32, g64, rtol=1e-5, atol=1e-7)
+    # the gradient is a fresh writable array, not a broadcast view
+    assert g32.flags.writeable and g32.flags.owndata
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_labels_accept_any_integer_dtype_and_lists(name):
+    O, y = _case(6)
+    ref = L.get_loss(name)(O, y)[0]
+    assert L.get_loss(name)(O, y.astype(np.int32))[0] == ref
+    assert L.get_loss(name)(O, y.astype(np.uint8))[0] == ref
+    assert L.get_loss(name)(O, list(int(v) for v in y))[0] == ref
+
+
+def test_predict():
+    O = np.zeros((3, 4, 5), np.float32)
+    O[:, 0, 2] = 1                     # class 2 every step
+    O[0, 1, 4] = 1; O[1, 1, 1] = 1; O[2, 1, 1] = 1  # noqa: E702  count 2 for class 1
+    O[0, 2, 3] = 5; O[1, 2, 0] = 2; O[2, 2, 0] = 2  # noqa: E702  sum 5 vs 4 -> class 3
+    O[:, 3, :] = np.arange(5)[::-1]    # class 0
+    np.testing.assert_array_equal(L.predict(O), [2, 1, 3, 0])
+    # the predicted class has the lowest ce_count loss among all labels
+    O2, _ = _case(7)
+    for b, pred in enumerate(L.predict(O2)):
+        vals = [L.ce_count(O2[:, b:b + 1], np.array([c]))[0] for c in range(O2.shape[2])]
+        assert pred == int(np.argmin(vals))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_labels(name):
+    fn = L.get_loss(name)
+    O = np.zeros((2, 3, 4))
+    with pytest.raises(ValueError, match="labels"):
+        fn(O, np.array([0, 1, 4]))        # out of range (C = 4)
+    with pytest.raises(ValueError, match="labels"):
+        fn(O, np.array([0, -1, 2]))       # negative
+    with pytest.raises(ValueError, match="labels"):
+        fn(O, np.array([0, 1]))           # wrong length
+    with pytest.raises(ValueError, match="labels"):
+        fn(O, np.array([[0, 1, 2]]))      # wrong shape
+    with pytest.raises(TypeError, match="labels"):
+        fn(O, np.array([0.0, 1.0, 2.0]))  # float labels
+    with pytest.raises(ValueError, match="output"):
+        fn(np.zeros((3, 4)), np.array([0, 1, 2]))  # output not (T, batch, classes)
+
+
+def test_get_loss():
+    for name in NAMES:
+        assert L.get_loss(name) is getattr(L, name)
+    with pytest.raises(ValueError, match="loss.*'hinge'"):
+        L.get_loss("hinge")
