@@ -195,7 +195,7 @@ class Linear(Layer):
         if weight is None:
             a = gain * np.sqrt(3.0 / in_features)
             weight = rng.uniform(-a, a, size=(out_features, in_features))
-        weight = np.ascontiguousarray(weight, dtype=self.dtype)
+        weight = np.array(weight, dtype=self.dtype, order="C", copy=True)  # never alias the caller's array
         if weight.shape != (self.out_features, self.in_features):
             raise ValueError(f"{name}.weight: expected shape {(out_features, in_features)}, got {weight.shape}")
         check_finite(weight, f"{name}.weight")

@@ -21,8 +21,8 @@ class Network:
     ----------
     layers : list of Layer
         Consecutive sizes must match (``out_features`` of one equals
-        ``in_features`` of the next). Names must be unique; unnamed layers get
-        ``"<index>_<kind>"``.
+        ``in_features`` of the next). If two layers share a name, every layer
+        is renamed ``"<index>_<name>"`` (and its parameters with it).
 
     Attributes
     ----------
@@ -50,6 +50,8 @@ class Network:
         if len(set(names)) != len(names):
             for i, layer in enumerate(layers):
                 layer.name = f"{i}_{layer.name or type(layer).__name__.lower()}"
+                for p in layer.parameters():  # keep error messages pointing at the right layer
+                    p.name = f"{layer.name}.{p.name.rsplit('.', 1)[-1]}"
         layers[0].need_input_grad = False
         for layer in layers[1:]:
             layer.need_input_grad = True

@@ -12,6 +12,7 @@ connections keep their state, new ones start at 0, pruned ones are dropped.
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -80,7 +81,8 @@ def make_schedule(name, lr0, lr_end=None, n_iters=None, step_size=None, gamma=0.
 
 
 def _check_lr(lr, name, allow_zero=False):
-    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0 or (lr == 0 and not allow_zero):
+    if (not isinstance(lr, numbers.Real) or isinstance(lr, bool) or not math.isfinite(lr) or lr < 0
+            or (lr == 0 and not allow_zero)):
         raise ValueError(f"{name}: expected a finite learning rate > 0, got {lr!r}")
 
 
@@ -118,6 +120,10 @@ class Optimizer:
     def step(self):
         lr = self.lr
         for p, st in zip(self.params, self.state):
+            for k, arr in st.items():  # the kernels do not bounds-check: catch a missed remap here
+                if arr.shape != p.value.shape:
+                    raise RuntimeError(f"optimizer state {p.name}.{k} has shape {arr.shape} but the parameter "
+                                       f"{p.value.shape}: call optimizer.remap after changing connections")
             g = np.zeros_like(p.value) if p.grad_is_zero else p.grad
             wd = self.weight_decay if p.decay else 0.0
             self._update(p.value, g, st, lr, wd)
@@ -156,11 +162,13 @@ class Optimizer:
         if len(d["state"]) != len(self.params):
             raise ValueError(f"optimizer state: expected {len(self.params)} parameters, got {len(d['state'])}")
         for p, st in zip(self.params, d["state"]):
+            if set(st) != set(self.state_names):
+                raise ValueError(f"optimizer state {p.name}: expected arrays {sorted(self.state_names)}, got {sorted(st)}")
             for k, v in st.items():
                 if v.shape != p.value.shape:
                     raise ValueError(f"optimizer state {p.name}.{k}: shape {v.shape} != parameter {p.value.shape}")
         self.iteration = int(d["iteration"])
-        self.state = [{k: np.ascontiguousarray(v, p.value.dtype) for k, v in st.items()}
+        self.state = [{k: np.array(v, dtype=p.value.dtype, order="C", copy=True) for k, v in st.items()}
                       for p, st in zip(self.params, d["state"])]
 
 
@@ -178,7 +186,7 @@ class SGD(Optimizer):
 
     def _update(self, w, g, st, lr, wd):
         f = w.dtype.type
-        buf = st.get("momentum", w)  # unused when momentum == 0
+        buf = st["momentum"] if self.momentum else g  # g is a placeholder the kernel never reads
         cpu.sgd_update(w.reshape(-1), g.reshape(-1), buf.reshape(-1), f(lr), f(self.momentum), self.nesterov, f(wd))
 
 

@@ -22,7 +22,11 @@ def canonical_csr(weight, dtype=np.float32) -> sp.csr_matrix:
     summed silently: they mean the caller built a wrong structure.
     """
     if sp.issparse(weight):
-        w = sp.csr_matrix(weight)
+        if weight.format == "coo":  # scipy would silently sum duplicates when converting
+            keys = weight.row.astype(np.int64) * weight.shape[1] + weight.col
+            if np.unique(keys).size != keys.size:
+                raise ValueError("weight: duplicate (row, col) entries")
+        w = sp.csr_matrix(weight, copy=True)
     else:
         a = np.asarray(weight)
         if a.ndim != 2:
@@ -81,6 +85,8 @@ def sample_row_columns(rng, n_in, k):
     Costs O(k log k), not O(n_in): rejection of duplicates when k is small
     relative to n_in, a permutation otherwise.
     """
+    if not 0 <= k <= n_in:
+        raise ValueError(f"k: cannot draw {k} distinct columns out of {n_in}")
     if k * 4 >= n_in:
         return np.sort(rng.permutation(n_in)[:k]).astype(INDEX_DTYPE)
     cols = np.unique(rng.integers(0, n_in, size=k))

@@ -69,9 +69,9 @@ def surrogate_grad(x, code, p):
         return 1.0 / p if ax < 0.5 * p else 0.0
     if code == 1:  # triangle, half-width p
         return max(0.0, 1.0 / p - ax / (p * p))
-    if code == 2:  # sigmoid, slope p
-        sg = 1.0 / (1.0 + math.exp(-p * x))
-        return p * sg * (1.0 - sg)
+    if code == 2:  # sigmoid, slope p: k sig(kx)(1 - sig(kx)) in a form that never overflows
+        e = math.exp(-p * ax)
+        return p * e / ((1.0 + e) * (1.0 + e))
     if code == 3:  # arctan, alpha = p
         z = 0.5 * math.pi * p * x
         return 0.5 * p / (1.0 + z * z)
@@ -121,8 +121,8 @@ def surrogate_numpy(name: str, x, param: float | None = None) -> np.ndarray:
     """
     code = surrogate_code(name)
     p = default_param(name) if param is None else float(param)
-    if not p > 0:
-        raise ValueError(f"surrogate param: must be > 0, got {param!r}")
+    if not (math.isfinite(p) and p > 0):
+        raise ValueError(f"surrogate param: must be finite and > 0, got {param!r}")
     x = np.asarray(x, dtype=np.float64)
     ax = np.abs(x)
     if code == 0:
@@ -130,8 +130,8 @@ def surrogate_numpy(name: str, x, param: float | None = None) -> np.ndarray:
     if code == 1:
         return np.maximum(0.0, 1.0 / p - ax / (p * p))
     if code == 2:
-        sg = 1.0 / (1.0 + np.exp(-p * x))
-        return p * sg * (1.0 - sg)
+        e = np.exp(-p * ax)  # the symmetric form never overflows
+        return p * e / ((1.0 + e) * (1.0 + e))
     if code == 3:
         z = 0.5 * np.pi * p * x
         return 0.5 * p / (1.0 + z * z)
