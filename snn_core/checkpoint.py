@@ -117,6 +117,9 @@ def save_checkpoint(path, trainer):
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
+        for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a process killed mid-save
+            stale.unlink(missing_ok=True)
     except BaseException as e:
         try:
             tmp.unlink()
@@ -125,7 +128,24 @@ def save_checkpoint(path, trainer):
         if isinstance(e, OSError):
             raise OSError(e.errno, f"saving checkpoint {path} failed ({e.strerror or e}); "
                                    "the previous checkpoint, if any, is intact") from e
+        if isinstance(e, Exception):
+            raise RuntimeError(f"saving checkpoint {path} failed ({type(e).__name__}: {e}); "
+                               "the previous checkpoint, if any, is intact") from e
         raise
+
+
+def _fsync_dir(directory):
+    """Make the rename itself durable (POSIX; a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(path):
@@ -182,10 +202,18 @@ def restore_trainer(path, dataset=None, **overrides):
     ``overrides`` change config values (e.g. ``epochs=10`` to train longer,
     ``quiet=True``); changing the architecture is rejected.
     """
+    ck = load_checkpoint(path)
+    try:
+        return _restore(path, ck, dataset, overrides)
+    except (KeyError, IndexError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {path}: incomplete or damaged ({type(e).__name__}: {e})") from None
+
+
+def _restore(path, ck, dataset, overrides):
     from .config import TrainConfig
+    from .sparse import check_csr
     from .training import Trainer
 
-    ck = load_checkpoint(path)
     arch = ("hidden", "sparse", "output", "steps")
     for k in overrides:
         if k in arch and overrides[k] != ck["config"].get(k):
@@ -196,16 +224,31 @@ def restore_trainer(path, dataset=None, **overrides):
     # resuming with the same config continues bit-identically; raising
     # 'epochs' re-plans them over the longer run (documented in docs/howto.md)
     trainer = Trainer(config, dataset=dataset)
-    first = next(iter(ck["network"].values()))
-    n_in = int(first["shape"][1])
-    if trainer.x_train.shape[1] != n_in or trainer.n_classes > trainer.network.out_features:
-        raise ValueError(f"data: the checkpoint's network takes {n_in} input features, the data "
+    shapes = [tuple(int(v) for v in s["shape"]) for s in ck["network"].values()]
+    if trainer.x_train.shape[1] != shapes[0][1]:
+        raise ValueError(f"data: the checkpoint's network takes {shapes[0][1]} input features, the data "
                          f"({trainer.dataset_name}) has {trainer.x_train.shape[1]}")
-    for layer in trainer.network.layers:
-        saved = ck["network"].get(layer.name)
-        if saved is not None and tuple(saved["shape"]) != (layer.out_features, layer.in_features):
-            raise ValueError(f"checkpoint {path}: layer {layer.name} has shape {tuple(saved['shape'])}, the "
-                             f"config builds {(layer.out_features, layer.in_features)}")
+    if trainer.n_classes != shapes[-1][0]:
+        raise ValueError(f"data: the checkpoint classifies {shapes[-1][0]} classes, the data "
+                         f"({trainer.dataset_name}) has {trainer.n_classes}")
+    for state in (ck["network"], ck["best"] or {}):
+        for layer in trainer.network.layers:
+            saved = state.get(layer.name)
+            if saved is None:
+                continue
+            shape = tuple(int(v) for v in saved["shape"])
+            if shape != (layer.out_features, layer.in_features):
+                raise ValueError(f"checkpoint {path}: layer {layer.name} has shape {shape}, the config "
+                                 f"builds {(layer.out_features, layer.in_features)}")
+            try:
+                if "indptr" in saved:
+                    check_csr(np.asarray(saved["indptr"]), np.asarray(saved["indices"]), shape)
+                    if len(saved["data"]) != len(saved["indices"]):
+                        raise ValueError("data and indices differ in length")
+                elif saved["weight"].shape != shape:
+                    raise ValueError(f"weight shape {saved['weight'].shape}")
+            except ValueError as e:
+                raise CheckpointError(f"checkpoint {path}: layer {layer.name} is damaged ({e})") from None
     trainer.load_network_state(ck["network"])
     trainer.optimizer.load_state_dict(ck["optimizer"])
     trainer.rewirer.load_state_dict(ck["rewirer"])

@@ -50,7 +50,8 @@ def cmd_train(args):
     from .training import Trainer
 
     if args.resume:
-        overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+        overrides = TrainConfig.read_file(args.config) if args.config else {}
+        overrides |= {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
         trainer = restore_trainer(args.resume, **overrides)
         print(f"resumed {args.resume} at epoch {trainer.epoch}, iteration {trainer.iteration}")
     else:

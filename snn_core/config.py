@@ -131,6 +131,11 @@ class TrainConfig:
     @classmethod
     def from_file(cls, path, base=None):
         """Load a ``.toml`` or ``.json`` config file."""
+        return cls.from_dict(cls.read_file(path), base)
+
+    @classmethod
+    def read_file(cls, path):
+        """The mapping in a ``.toml`` or ``.json`` config file (keys checked, values not yet)."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {path}: not found")
@@ -148,4 +153,7 @@ class TrainConfig:
             raise ValueError(f"config file {path}: cannot parse: {e}") from None
         if not isinstance(d, dict):
             raise ValueError(f"config file {path}: expected a table/object at the top level")
-        return cls.from_dict(d, base)
+        unknown = sorted(set(d) - set(cls.field_names()))
+        if unknown:
+            raise ValueError(f"config file {path}: unknown key(s) {unknown}; valid keys are {cls.field_names()}")
+        return d

@@ -36,7 +36,7 @@ import numpy as np
 from .kernels import cpu
 from .neurons import LIFParams
 from .parameter import Parameter
-from .sparse import canonical_csr, csr_from_arrays, fan_in_uniform, random_connectivity, transpose_structure
+from .sparse import canonical_csr, check_csr, csr_from_arrays, fan_in_uniform, random_connectivity, transpose_structure
 
 FLOAT_DTYPES = (np.float32, np.float64)
 
@@ -46,7 +46,7 @@ FLOAT_DTYPES = (np.float32, np.float64)
 SPIKE_PACK_MIN_FANOUT = 2.0
 #: inputs active in fewer than this fraction of the T*batch columns are
 #: handled spike by spike (active-column lists); the others stream uint8 rows
-SPIKE_LIST_RATE = 0.1
+SPIKE_LIST_RATE = 0.03
 
 
 def _check_dtype(dtype):
@@ -307,8 +307,12 @@ class SparseLinear(Layer):
         The arrays must already be canonical (validated here). Gradients are
         reset; the caller remaps optimizer state.
         """
-        w = csr_from_arrays(np.asarray(indptr, np.int32), np.asarray(indices, np.int32),
-                            np.ascontiguousarray(data, self.dtype), self.weight.shape)
+        indptr, indices = np.asarray(indptr, np.int32), np.asarray(indices, np.int32)
+        data = np.ascontiguousarray(data, self.dtype)
+        if len(data) != len(indices):
+            raise ValueError(f"{self.name}: {len(data)} weights for {len(indices)} connections")
+        check_csr(indptr, indices, self.weight.shape)  # before scipy sees a damaged structure
+        w = csr_from_arrays(indptr, indices, data, self.weight.shape)
         self._set_weight(canonical_csr(w, self.dtype))
 
     @property

@@ -44,6 +44,8 @@ def canonical_csr(weight, dtype=np.float32) -> sp.csr_matrix:
 def check_csr(indptr, indices, shape):
     """Raise ValueError unless the structure is valid, sorted and duplicate-free."""
     n_out, n_in = shape
+    if indptr.ndim != 1 or indices.ndim != 1:
+        raise ValueError("CSR: indptr and indices must be 1-D arrays")
     if len(indptr) != n_out + 1 or indptr[0] != 0 or indptr[-1] != len(indices):
         raise ValueError("CSR: indptr does not match the shape and the number of indices")
     if np.any(np.diff(indptr) < 0):
