@@ -73,10 +73,11 @@ def cmd_train(args):
     return 0
 
 
-def _trainer_from_checkpoint(path, data_dir=None):
+def _trainer_from_checkpoint(path, data_dir=None, device="cpu"):
     from .checkpoint import restore_trainer
 
-    overrides = {"quiet": True}
+    # checkpoints are device-independent: one trained on a GPU evaluates on the CPU
+    overrides = {"quiet": True, "device": device}
     if data_dir is not None:
         overrides["data_dir"] = data_dir
     return restore_trainer(path, **overrides)
@@ -86,7 +87,7 @@ def cmd_evaluate(args):
     from .energy import energy_report, format_report
     from .training import single_threaded_blas
 
-    trainer = _trainer_from_checkpoint(args.checkpoint, args.data_dir)
+    trainer = _trainer_from_checkpoint(args.checkpoint, args.data_dir, args.device)
     if trainer.best_state is not None and not args.last:
         trainer.load_network_state(trainer.best_state)
     with single_threaded_blas():
@@ -220,6 +221,7 @@ def build_parser():
     e.add_argument("--last", action="store_true", help="use the last weights instead of the best-validation ones")
     e.add_argument("--energy-samples", type=int, default=200, help="test samples used for SOP counting")
     e.add_argument("--json", help="also write the results to this JSON file")
+    e.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run the evaluation")
     e.set_defaults(func=cmd_evaluate)
 
     i = sub.add_parser("info", help="architecture, per-layer nnz/density, turnover and metrics of a checkpoint")

@@ -52,7 +52,7 @@ def plot_run(run_dir, out_dir=None, sample_index=0):
 
     from .checkpoint import restore_trainer
 
-    trainer = restore_trainer(ckpt, quiet=True)
+    trainer = restore_trainer(ckpt, quiet=True, device="cpu")
     if not summary.is_file():
         save(viz.training_curves(trainer.metrics), "training_curves.png")
     history = trainer.rewirer.history

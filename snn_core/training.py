@@ -126,10 +126,16 @@ class Trainer:
 
     # -- one pass --------------------------------------------------------------
     def _encode(self, x, key):
+        if self.config.encoder in ("direct", "latency"):  # deterministic codes take no seed
+            return self.encode(x, self.config.steps)
         return self.encode(x, self.config.steps, seed=_seed(self.config.seed, *key))
 
     def train_epoch(self, progress=None):
         """One epoch over the shuffled training set; returns (loss, accuracy)."""
+        if self.config.device == "cuda":
+            from .gpu import train_epoch_device
+
+            return train_epoch_device(self, progress)
         cfg, net, opt = self.config, self.network, self.optimizer
         order = np.random.default_rng(_seed(cfg.seed, 1, self.epoch)).permutation(len(self.x_train))
         total_loss, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
@@ -157,6 +163,10 @@ class Trainer:
 
     def evaluate(self, x, y, batch_size=None):
         """Top-1 accuracy and mean loss on float images x (N, features), labels y."""
+        if self.config.device == "cuda":
+            from .gpu import evaluate_device
+
+            return evaluate_device(self, x, y, batch_size)
         bs = batch_size or max(self.config.batch_size, 200)
         correct, total_loss = 0, 0.0
         for b, start in enumerate(range(0, len(x), bs)):

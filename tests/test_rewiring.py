@@ -414,7 +414,7 @@ def test_static_sparse_control_never_rewires(kw):
 
 
 def test_gradient_growth_requires_prepare():
-    net = mlp([10, 8, 2], seed=0)
+    net = mlp([10, 8, 2], density=0.5, seed=0)  # dense layers are never rewired
     opt = Adam(net.parameters(), lr=1e-2)
     r = Rewirer(t_iter=1, t_end=5, grow="gradient")
     train_step(net, opt, np.random.default_rng(0))  # no prepare: the output gradient was not kept
@@ -423,7 +423,7 @@ def test_gradient_growth_requires_prepare():
 
 
 def test_gradient_prune_needs_the_gradient():
-    net = mlp([10, 8, 2], seed=0)
+    net = mlp([10, 8, 2], density=0.5, seed=0)  # dense layers are never rewired
     opt = Adam(net.parameters(), lr=1e-2)
     r = Rewirer(t_iter=1, t_end=5, prune="gradient")
     train_step(net, opt, np.random.default_rng(0))
@@ -433,7 +433,7 @@ def test_gradient_prune_needs_the_gradient():
 
 
 def test_momentum_growth_needs_momentum():
-    net = mlp([10, 8, 2], seed=0)
+    net = mlp([10, 8, 2], density=0.5, seed=0)  # dense layers are never rewired
     opt = SGD(net.parameters(), lr=0.1)
     r = Rewirer(t_iter=1, t_end=5, grow="momentum")
     train_step(net, opt, np.random.default_rng(0))
