@@ -57,6 +57,8 @@ class TrainConfig:
     t_end_fraction: float = 0.75         # rewiring stops after this fraction of the iterations
     prune: str = "magnitude"             # magnitude | set | gradient
     grow: str = "random"                 # random | gradient | momentum
+    new_weight: str = "zero"             # zero | random: initial weight of a grown connection
+    new_weight_scale: float = 0.1        # "random": U(-s a, s a) with a the fan-in init bound
     snapshot_every: int | None = 1       # keep the connectivity mask every k events (plots); None: never
     # run
     seed: int = 0
@@ -102,6 +104,9 @@ class TrainConfig:
         need(0 < self.t_end_fraction <= 1, "t_end_fraction", "a value in (0, 1]")
         choice("prune", ("magnitude", "set", "gradient"))
         choice("grow", ("random", "gradient", "momentum"))
+        choice("new_weight", ("zero", "random"))
+        need(math.isfinite(self.new_weight_scale) and self.new_weight_scale >= 0, "new_weight_scale",
+             "a finite value >= 0")
         need(self.snapshot_every is None or (isinstance(self.snapshot_every, int) and self.snapshot_every >= 1),
              "snapshot_every", "None or an integer >= 1")
         choice("device", ("cpu", "cuda"))

@@ -2,7 +2,7 @@
 
 Each returns ``(value, grad)`` where ``grad = dL/dO`` has O's shape and dtype,
 ready for :meth:`snn_core.network.Network.backward`. All are means over the
-batch. ``predict(name, O)`` gives the class each loss implies.
+batch. ``predict(O)`` gives the predicted class (argmax of the time-summed output).
 
 - ``ce_count``: softmax cross-entropy on spike counts ``sum_t O[t]``.
 - ``ce_membrane``: softmax cross-entropy on the time-averaged readout

@@ -12,19 +12,6 @@ import numpy as np
 
 from . import viz
 
-#: history column -> name the figures use
-_HISTORY_KEYS = {"frac_initial_kept": "initial_fraction", "frac_grown": "rewired_fraction"}
-
-
-def history_for_plots(history):
-    """History arrays with the column names :func:`viz.density_turnover` expects."""
-    arrays = history.as_arrays()
-    for old, new in _HISTORY_KEYS.items():
-        if old in arrays:
-            arrays[new] = arrays[old]
-    return arrays
-
-
 def plot_run(run_dir, out_dir=None, sample_index=0):
     """Write PNGs (and a GIF) for ``run_dir``; returns the list of paths written."""
     run = Path(run_dir)
@@ -57,7 +44,7 @@ def plot_run(run_dir, out_dir=None, sample_index=0):
         save(viz.training_curves(trainer.metrics), "training_curves.png")
     history = trainer.rewirer.history
     if len(history):
-        save(viz.density_turnover(history_for_plots(history)), "density_turnover.png")
+        save(viz.density_turnover(history.as_arrays()), "density_turnover.png")
     for layer in trainer.network.sparse_layers():
         w = layer.weight
         save(viz.connectivity_matrix(w.indptr, w.indices, w.shape, data=w.data, title=f"{layer.name}: final weights"),

@@ -110,6 +110,7 @@ class Trainer:
             t_iter=config.t_iter, zeta0=config.zeta0, decay=config.zeta_decay,
             t_end=max(1, int(config.t_end_fraction * self.planned_iterations)), prune=config.prune,
             grow=config.grow, seed=config.seed, enabled=config.rewiring and config.sparse,
+            new_weight=config.new_weight, new_weight_scale=config.new_weight_scale,
             snapshot_every=config.snapshot_every,
         )
         for layer in self.network.sparse_layers():  # turnover is measured against the initial structure
@@ -197,7 +198,8 @@ class Trainer:
 
             numba.set_num_threads(cfg.threads)
         ebar = tqdm(total=epochs, initial=self.epoch, desc="epochs", unit="ep", disable=cfg.quiet, position=0)
-        with single_threaded_blas():
+        # BLAS threads fight Numba's; a dense network is all BLAS, so it keeps them
+        with single_threaded_blas() if cfg.sparse else contextlib.nullcontext():
             while self.epoch < epochs:
                 bbar = tqdm(total=self.iters_per_epoch, desc=f"epoch {self.epoch + 1}", unit="batch",
                             disable=cfg.quiet, leave=False, position=1)

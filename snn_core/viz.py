@@ -17,8 +17,10 @@ Conventions
   a block of ``br x bc`` connections whose counts come straight from the CSR
   arrays (``np.bincount`` over block ids), so no array larger than
   ``max_size**2`` cells is ever built, whatever the layer size.
-- Colours: Okabe-Ito (colour-blind safe). Structure changes use grey = kept,
-  orange = pruned, blue = grown throughout.
+- Colours: Okabe-Ito (colour-blind safe). Structure changes use grey =
+  present in both structures, orange = pruned, blue = grown throughout.
+  Structure diffs compare two *masks*: a position pruned and regrown between
+  the two snapshots counts as present in both.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
 
 __all__ = [
     "spike_raster", "membrane_traces", "surrogate_curves", "input_encodings", "connectivity_matrix",
@@ -233,13 +235,16 @@ def membrane_traces(u, spikes=None, v_th=1.0, v_reset=0.0, neurons=(0, 1, 2), sa
     spikes : ndarray like ``u``, optional
         Spikes; inferred as ``u >= v_th`` if omitted.
     v_th, v_reset : float
-        Threshold and reset level (hard reset).
+        Threshold and reset level. ``v_reset`` is only used when ``v`` is
+        None (hard reset assumed): it is then drawn as a dotted line and the
+        trace drops to it after each spike.
     neurons : sequence of int, or None
         None picks the three neurons that spike most in this sample.
     sample : int
     v : ndarray like ``u``, optional
-        Membrane *after* reset (``recorded["v"]``); drawn instead of
-        ``v_reset`` after each spike (e.g. for a soft reset).
+        Membrane *after* reset (``recorded["v"]``); the trace drops to it
+        after each spike (right for any reset: hard, soft or none), and no
+        ``v_reset`` line is drawn.
 
     Returns
     -------
@@ -260,7 +265,8 @@ def membrane_traces(u, spikes=None, v_th=1.0, v_reset=0.0, neurons=(0, 1, 2), sa
     T = uu.shape[0]
     fig = _figure(7.5, 1.2 + 1.9 * len(neurons))
     axes = np.atleast_1d(fig.subplots(len(neurons), 1, sharex=True, squeeze=False)[:, 0])
-    lo = min(float(np.min(uu[:, neurons])), v_reset, 0.0)
+    floor = v_reset if vv is None else float(np.min(vv[:, neurons]))
+    lo = min(float(np.min(uu[:, neurons])), floor, 0.0)
     hi = max(float(np.max(uu[:, neurons])), v_th)
     pad = 0.12 * (hi - lo or 1.0)
     for ax, k in zip(axes, neurons):
@@ -275,7 +281,8 @@ def membrane_traces(u, spikes=None, v_th=1.0, v_reset=0.0, neurons=(0, 1, 2), sa
         ax.plot(xs, ys, color=OKABE_ITO[0], linewidth=1.4, zorder=2)
         ax.plot(np.arange(T), uu[:, k], linestyle="none", marker="o", markersize=3.5, color=OKABE_ITO[0], zorder=3)
         ax.axhline(v_th, color=OKABE_ITO[3], linestyle="--", linewidth=1.2, zorder=1)
-        ax.axhline(v_reset, color="0.45", linestyle=":", linewidth=1.2, zorder=1)
+        if vv is None:  # with v given the reset target is in the data (soft / no reset: no single level)
+            ax.axhline(v_reset, color="0.45", linestyle=":", linewidth=1.2, zorder=1)
         if len(spk):
             after = vv[spk, k] if vv is not None else np.full(len(spk), v_reset)
             ax.vlines(spk, after, uu[spk, k], colors="0.35", linestyles="--", linewidth=1.0, zorder=2)
@@ -290,12 +297,13 @@ def membrane_traces(u, spikes=None, v_th=1.0, v_reset=0.0, neurons=(0, 1, 2), sa
     handles = [
         Line2D([], [], color=OKABE_ITO[0], marker="o", markersize=4, label="membrane u (before reset)"),
         Line2D([], [], color=OKABE_ITO[3], linestyle="--", label=f"threshold v_th = {v_th:g}"),
-        Line2D([], [], color="0.45", linestyle=":", label=f"reset level v_reset = {v_reset:g}"
-               if v is None else "reset level"),
         Line2D([], [], linestyle="none", marker="*", markersize=11, color=PRUNED, markeredgecolor="black",
                markeredgewidth=0.5, label="spike (u ≥ v_th)"),
-        Line2D([], [], color="0.35", linestyle="--", label="reset after spike"),
+        Line2D([], [], color="0.35", linestyle="--",
+               label="reset after spike" if vv is None else "reset after spike (to v)"),
     ]
+    if vv is None:
+        handles.insert(2, Line2D([], [], color="0.45", linestyle=":", label=f"reset level v_reset = {v_reset:g}"))
     _fig_legend(fig, handles=handles, loc="outside lower center", ncols=3, fontsize=8.5, frameon=False)
     fig.suptitle(f"LIF membrane traces, sample {sample}", fontsize=11)
     return fig
@@ -528,7 +536,7 @@ def _matrix_figsize(shape, n_panels, extra=0.0):
 
 
 def _blocks_figsize(shape, width):
-    """Size of the three-panel (kept / pruned / grown) view: panels plus titles and colour bars."""
+    """Size of the three-panel (present in both / pruned / grown) view: panels plus titles and colour bars."""
     r = shape[0] / max(shape[1], 1)
     panel = (width - 0.8) / 3
     return width, panel * (r if _aspect(shape) == "equal" else 0.6) + 2.6
@@ -549,40 +557,45 @@ def _diff_data(before, after, shape, max_size):
     kb.sort()
     ka.sort()
     in_after = np.isin(kb, ka, assume_unique=True)
-    kept, pruned = kb[in_after], kb[~in_after]
+    both, pruned = kb[in_after], kb[~in_after]  # "both": in both masks (maybe pruned and regrown in between)
     grown = ka[~np.isin(ka, kb, assume_unique=True)]
     br, bc, gr, gc = _block_factors(shape, max_size)
     d = dict(shape=shape, br=br, bc=bc, gr=gr, gc=gc,
-             counts=dict(kept=len(kept), pruned=len(pruned), grown=len(grown)))
+             counts=dict(both=len(both), pruned=len(pruned), grown=len(grown)))
     if br == bc == 1:
         code = np.zeros(gr * gc, np.uint8)
-        code[kept] = 1
+        code[both] = 1
         code[pruned] = 2
         code[grown] = 3
         d["mode"], d["code"] = "cells", code.reshape(gr, gc)
     else:
         d["mode"] = "blocks"
         d["blocks"] = {name: _block_sum(k // shape[1], k % shape[1], br, bc, gr, gc)
-                       for name, k in (("kept", kept), ("pruned", pruned), ("grown", grown))}
+                       for name, k in (("both", both), ("pruned", pruned), ("grown", grown))}
     return d
 
 
-_DIFF_COLORS = {"kept": KEPT, "pruned": PRUNED, "grown": GROWN}
+_DIFF_KINDS = ("both", "pruned", "grown")
+#: how each diff category is labelled in figures
+_DIFF_LABELS = {"both": "present in both", "pruned": "pruned", "grown": "grown"}
+#: colour-bar labels of the downsampled view
+_DIFF_BLOCK_LABELS = {"both": "connections present in both", "pruned": "pruned connections",
+                      "grown": "grown connections"}
+_DIFF_COLORS = {"both": KEPT, "pruned": PRUNED, "grown": GROWN}
 
 
 #: darker end of the white -> colour ramps of the downsampled view (light grey is too faint there)
-_RAMP_END = {"kept": "#4D4D4D", "pruned": PRUNED, "grown": GROWN}
+_RAMP_END = {"both": "#4D4D4D", "pruned": PRUNED, "grown": GROWN}
 
 
 def _diff_legend_handles(counts, colors=_DIFF_COLORS):
-    return [Patch(facecolor=colors[k], edgecolor="0.3", label=f"{k} ({counts[k]:,})")
-            for k in ("kept", "pruned", "grown")]
+    return [Patch(facecolor=colors[k], edgecolor="0.3", label=f"{_DIFF_LABELS[k]} ({counts[k]:,})")
+            for k in _DIFF_KINDS]
 
 
 def _draw_diff(fig, d, title, vmax=None, colorbars=True):
     shape, c = d["shape"], d["counts"]
-    head = (f"{title}\n" if title else "") + \
-        f"kept {c['kept']:,} · pruned {c['pruned']:,} · grown {c['grown']:,}"
+    head = (f"{title}\n" if title else "") + " · ".join(f"{_DIFF_LABELS[k]} {c[k]:,}" for k in _DIFF_KINDS)
     if d["mode"] == "cells":
         ax = fig.add_subplot()
         cmap = mcolors.ListedColormap([ABSENT, KEPT, PRUNED, GROWN])
@@ -595,19 +608,19 @@ def _draw_diff(fig, d, title, vmax=None, colorbars=True):
         return [ax]
     axes = fig.subplots(1, 3, sharex=True, sharey=True)
     ext = _extent(shape, d["br"], d["bc"], d["gr"], d["gc"])
-    for ax, name in zip(axes, ("kept", "pruned", "grown")):
+    for ax, name in zip(axes, _DIFF_KINDS):
         g = d["blocks"][name]
         vm = (vmax or {}).get(name) or max(float(g.max()), 1.0)
         cmap = mcolors.LinearSegmentedColormap.from_list(name, ["#FFFFFF", _RAMP_END[name]])
         im = ax.imshow(g, cmap=cmap, vmin=0, vmax=vm, extent=ext, aspect=_aspect(shape),
                        interpolation="nearest" if max(d["gr"], d["gc"]) <= 200 else "antialiased")
         _matrix_axes(ax, shape, d["br"], d["bc"])
-        ax.set_title(f"{name}: {c[name]:,}", color="black", fontsize=10)
+        ax.set_title(f"{_DIFF_LABELS[name]}: {c[name]:,}", color="black", fontsize=10)
         if ax is not axes[0]:
             ax.set_ylabel("")
         if colorbars:
             cb = fig.colorbar(im, ax=ax, shrink=0.8, location="bottom")
-            cb.set_label(f"{name} connections per {d['br']}×{d['bc']} block")
+            cb.set_label(f"{_DIFF_BLOCK_LABELS[name]} per {d['br']}×{d['bc']} block")
             cb.locator = MaxNLocator(integer=True)
             cb.update_ticks()
     _fig_legend(fig, handles=_diff_legend_handles(c, _RAMP_END), loc="outside lower center", ncols=3, fontsize=9,
@@ -617,7 +630,12 @@ def _draw_diff(fig, d, title, vmax=None, colorbars=True):
 
 
 def connectivity_diff(before, after, shape, max_size=200, title=None):
-    """Connections kept, pruned and grown between two structures of one layer.
+    """Connections present in both, pruned and grown between two structures of one layer.
+
+    The two structures are compared as *masks*: a position pruned and
+    regrown between the snapshots counts as present in both (although its
+    weight restarted from 0), so the pruned / grown counts can be smaller
+    than the totals of the events in between.
 
     Parameters
     ----------
@@ -625,15 +643,16 @@ def connectivity_diff(before, after, shape, max_size=200, title=None):
     shape : (n_out, n_in)
     max_size : int
         Layers larger than this in either direction are downsampled: three
-        panels (kept / pruned / grown) show connections per block, in the
+        panels (present in both / pruned / grown) show connections per block, in the
         category's colour.
     title : str, optional
         First title line (the counts are always shown).
 
     Returns
     -------
-    Figure: 1 axes (each connection coloured grey = kept, orange = pruned,
-    blue = grown) for a small layer; 3 axes + 3 colour bars when downsampled.
+    Figure: 1 axes (each connection coloured grey = present in both,
+    orange = pruned, blue = grown) for a small layer; 3 axes + 3 colour bars
+    when downsampled.
     """
     d = _diff_data(before, after, shape, max_size)
     if d["mode"] == "cells":
@@ -648,23 +667,39 @@ def connectivity_diff(before, after, shape, max_size=200, title=None):
 # --------------------------------------------------------------------------
 # 7. density and turnover
 # --------------------------------------------------------------------------
+#: old column names of the turnover fractions -> the names ``RewiringHistory.as_arrays()`` uses
+_HISTORY_ALIASES = {"initial_fraction": "frac_initial_kept", "rewired_fraction": "frac_grown"}
+
+
 def density_turnover(history_arrays):
     """Per-layer density and turnover over training, from a rewiring history.
 
     Parameters
     ----------
     history_arrays : dict of equal-length arrays
-        One entry per (rewiring event, layer). Keys used when present:
+        One entry per (rewiring event, layer), e.g.
+        ``RewiringHistory.as_arrays()``. Keys used when present:
         ``iteration``, ``layer``, ``zeta``, ``n_pruned``, ``n_grown``,
-        ``density``, ``initial_fraction``, ``rewired_fraction``.
+        ``density``, ``frac_initial_kept`` (fraction of the initial
+        connections never pruned), ``frac_grown`` (fraction of the current
+        connections grown at some event) and ``frac_explored`` (fraction of
+        all possible positions that have ever been a connection). The old
+        names ``initial_fraction`` / ``rewired_fraction`` are accepted for
+        ``frac_initial_kept`` / ``frac_grown``; other keys (``nnz``,
+        ``n_ever_grown``, ...) are ignored.
 
     Returns
     -------
     Figure with one axes per group present, in this order: density;
-    connections pruned/grown per event; rewiring fraction zeta; fraction of
-    initial / rewired connections.
+    connections rewired per event (one curve per layer when pruned = grown,
+    as rewiring preserves density; else pruned solid / grown dashed);
+    rewiring fraction zeta; initial never pruned vs. grown connections;
+    positions explored. Iteration axes have integer ticks.
     """
     h = {k: np.asarray(v) for k, v in history_arrays.items()}
+    for old, new in _HISTORY_ALIASES.items():
+        if old in h and new not in h:
+            h[new] = h[old]
     n = max((len(v) for v in h.values()), default=0)
     it = h["iteration"].astype(float) if "iteration" in h else np.arange(n, dtype=float)
     layer = h["layer"].astype(str) if "layer" in h else np.full(n, "all layers")
@@ -678,15 +713,17 @@ def density_turnover(history_arrays):
         panels.append("turnover")
     if "zeta" in h:
         panels.append("zeta")
-    if "initial_fraction" in h or "rewired_fraction" in h:
+    if "frac_initial_kept" in h or "frac_grown" in h:
         panels.append("fractions")
+    if "frac_explored" in h:
+        panels.append("explored")
     if not panels:
         fig = _figure(5, 3)
         ax = fig.add_subplot()
         ax.text(0.5, 0.5, "no rewiring history to plot", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
         return fig
-    ncols = 1 if len(panels) == 1 else 2
+    ncols = 1 if len(panels) == 1 else 2 if len(panels) <= 4 else 3
     nrows = math.ceil(len(panels) / ncols)
     fig = _figure(5.2 * ncols, 3.4 * nrows + 0.5)
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True).ravel()
@@ -715,22 +752,33 @@ def density_turnover(history_arrays):
             pos = pos[np.isfinite(pos) & (pos > 0)]
             # layers of very different sizes: log scale keeps the small ones visible
             use_log = len(names) > 1 and pos.size > 0 and pos.max() / pos.min() > 30
-            for key, ls, mfc, lab in (("n_pruned", "-", None, "pruned"), ("n_grown", "--", "white", "grown")):
-                if key not in h:
-                    continue
-                for nm, x, y in series(key):
+            pruned = {nm: (x, y) for nm, x, y in series("n_pruned")} if "n_pruned" in h else {}
+            grown = {nm: (x, y) for nm, x, y in series("n_grown")} if "n_grown" in h else {}
+            # rewiring preserves density: pruned = grown at every event, drawn as one curve
+            equal = {nm: nm in pruned and nm in grown and np.array_equal(pruned[nm][1], grown[nm][1])
+                     for nm in names}
+            for nm in names:
+                if equal[nm]:
+                    curves = [(pruned[nm], "-", "o", 5, None, "rewired per event (pruned = grown)")]
+                else:
+                    curves = []
+                    if nm in pruned:
+                        curves.append((pruned[nm], "-", "o", 5, None, "pruned"))
+                    if nm in grown:
+                        curves.append((grown[nm], "--", "s", 7, "white", "grown"))
+                for (x, y), ls, marker, ms, mfc, lab in curves:
                     if use_log:
                         y = np.where(y > 0, y, np.nan)
                     ax.plot(x, y, color=color[nm], linestyle=ls, label=f"{nm}: {lab}",
-                            marker=None if many else ("o" if lab == "pruned" else "s"),
-                            markersize=5 if lab == "pruned" else 7, markerfacecolor=mfc or color[nm])
+                            marker=None if many else marker, markersize=ms, markerfacecolor=mfc or color[nm])
             if use_log:
                 ax.set_yscale("log")
                 ax.set_ylabel("connections per\nrewiring event (log scale)")
             else:
                 ax.set_ylim(bottom=0)
                 ax.set_ylabel("connections per\nrewiring event")
-            ax.set_title("turnover: pruned (solid) / grown (dashed)")
+            ax.set_title("turnover: connections rewired per event" if all(equal.values())
+                         else "turnover: pruned (solid) / grown (dashed)")
         elif p == "zeta":
             curves = list(series("zeta"))
             same = len(curves) > 1 and all(len(c[1]) == len(curves[0][1]) and np.allclose(c[1], curves[0][1])
@@ -740,21 +788,34 @@ def density_turnover(history_arrays):
             ax.set_ylim(bottom=0)
             ax.set_ylabel("ζ (fraction of\nconnections rewired)")
             ax.set_title("rewiring fraction ζ per event")
-        else:
-            for key, ls, lab in (("initial_fraction", "-", "initial still present"),
-                                 ("rewired_fraction", "--", "grown at some event")):
+        elif p == "fractions":
+            for key, ls, lab in (("frac_initial_kept", "-", "initial, never pruned (% of initial)"),
+                                 ("frac_grown", "--", "grown at some event (% of current)")):
                 if key not in h:
                     continue
                 for nm, x, y in series(key):
                     ax.plot(x, 100 * y, color=color[nm], linestyle=ls, label=f"{nm}: {lab}", **mk)
             ax.set_ylim(-2, 102)
-            ax.set_ylabel("% of current\nconnections")
-            ax.set_title("initial vs. rewired connections")
+            ax.set_ylabel("% of connections")
+            ax.set_title("initial vs. grown connections")
+        else:  # explored
+            top = 0.0
+            for nm, x, y in series("frac_explored"):
+                ax.plot(x, 100 * y, color=color[nm], label=f"{nm}: ever a connection", **mk)
+                top = max(top, float(np.nanmax(100 * y)) if len(y) else 0.0)
+            if "density" in h:  # explored starts at the density and can only grow
+                for nm, x, y in series("density"):
+                    ax.plot(x, 100 * y, color=color[nm], linestyle=":", linewidth=1.2,
+                            label=f"{nm}: current density")
+            ax.set_ylim(0, top * 1.25 or 1)
+            ax.set_ylabel("% of all possible\npositions")
+            ax.set_title("positions explored")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     for ax in axes[:len(panels)]:
         ax.set_xlabel(xlabel)
         ax.xaxis.set_tick_params(labelbottom=True)
+        _integer_x(ax)
     fig.suptitle("Evolution of the sparse structure during training")
     return fig
 
@@ -917,7 +978,8 @@ def accuracy_vs_density(rows, title="Test accuracy vs. connection density"):
 
     Returns
     -------
-    Figure with 1 axes.
+    Figure with 1 axes; log x axis with a tick (in %) at every plotted
+    density and at 100% (the dense reference).
     """
     fig = _figure(6.8, 4.4)
     ax = fig.add_subplot()
@@ -955,15 +1017,17 @@ def accuracy_vs_density(rows, title="Test accuracy vs. connection density"):
             ax.axhspan(d.min(), d.max(), color="0.85", zorder=0)
     ax.set_xscale("log")
     if dens_all:
-        lo, hi = min(dens_all), max(max(dens_all), 1.0)
-        ax.set_xlim(lo / 1.6, hi * 1.6)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:g}%"))
+        ticks = sorted(set(float(x) for x in dens_all) | {1.0})  # every plotted density + the dense reference
+        ax.set_xlim(ticks[0] / 1.6, ticks[-1] * 1.6)
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_minor_formatter(NullFormatter())  # log axes label some minor ticks: only ours
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:.3g}%"))
     ax.set_xlabel("connection density (% of possible connections, log scale)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best")
     return fig
 
 
@@ -984,7 +1048,7 @@ def structure_animation(snapshots, shape, path, fps=4, max_size=120, dpi=80, lay
         Frames per second.
     max_size : int
         Largest image side; bigger layers are downsampled (three panels:
-        kept / pruned / grown per block), keeping frames small.
+        present in both / pruned / grown per block), keeping frames small.
     dpi : int
     layer_name : str, optional
         Shown in the frame titles.
@@ -992,8 +1056,10 @@ def structure_animation(snapshots, shape, path, fps=4, max_size=120, dpi=80, lay
     Returns
     -------
     str : ``path``. The GIF has one frame per snapshot; frame 0 shows the
-    initial structure (all "kept"), frame k the connections kept, pruned
-    and grown since snapshot k-1.
+    initial structure (all "present in both"), frame k the connections
+    present in both snapshot k-1 and k, pruned and grown since snapshot k-1.
+    Masks are compared, so a position pruned and regrown between two
+    snapshots counts as present in both.
     """
     from matplotlib.animation import FuncAnimation, PillowWriter
 
@@ -1007,7 +1073,7 @@ def structure_animation(snapshots, shape, path, fps=4, max_size=120, dpi=80, lay
     vmax = None
     if datas[0][1]["mode"] == "blocks":
         vmax = {name: max(max(float(d["blocks"][name].max()) for _, d in datas), 1.0)
-                for name in ("kept", "pruned", "grown")}
+                for name in _DIFF_KINDS}
         w, h = _blocks_figsize(datas[0][1]["shape"], 10.0)
     else:
         w, h = _matrix_figsize(datas[0][1]["shape"], 1, extra=1.8)

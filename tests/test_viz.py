@@ -75,9 +75,27 @@ def test_membrane_traces(tmp_path):
     assert len(ax.collections) == 1  # the two reset segments
     assert fig.legends  # one legend for the whole figure
     check_png(fig, tmp_path / "membrane.png")
+    assert any(ln.get_linestyle() == ":" for ln in ax.lines)  # v_reset line without v=
+    assert any("v_reset" in t.get_text() for t in fig.legends[0].get_texts())
     # spikes inferred; neurons=None picks the most active ones
     fig = viz.membrane_traces(u[:, 0], neurons=None)
     assert len(fig.axes) == 3
+
+
+def test_membrane_traces_with_v_has_no_reset_level(tmp_path):
+    # soft reset: after a spike the membrane keeps u - v_th, which is not a fixed "reset level"
+    u = np.array([0.5, 1.2, 0.7, 1.3, 0.9], np.float32)[:, None, None] * np.ones((1, 1, 2), np.float32)
+    s = (u >= 1.0).astype(np.float32)
+    v = u - s  # soft reset
+    fig = viz.membrane_traces(u, s, v=v, v_reset=-0.5, neurons=(0, 1))
+    for ax in fig.axes:
+        assert not any(ln.get_linestyle() == ":" for ln in ax.lines)  # no dotted v_reset line
+        assert not any(np.allclose(ln.get_ydata(), -0.5) for ln in ax.lines)
+        seg = ax.collections[0].get_segments()  # drops go to v, not to v_reset
+        np.testing.assert_allclose(sorted(min(p[:, 1]) for p in seg), [0.2, 0.3], rtol=1e-6)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert not any("reset level" in lab or "v_reset" in lab for lab in labels)
+    check_png(fig, tmp_path / "membrane_soft.png")
 
 
 def test_surrogate_curves(tmp_path):
@@ -165,18 +183,37 @@ def test_big_layer_is_fast_and_memory_bounded(tmp_path):
 def test_connectivity_diff_small(tmp_path):
     before = csr([[1, 1, 0], [0, 1, 0]])
     after = csr([[1, 0, 1], [0, 1, 1]])
-    # kept: (0,0), (1,1); pruned: (0,1); grown: (0,2), (1,2)
+    # present in both: (0,0), (1,1); pruned: (0,1); grown: (0,2), (1,2)
     fig = viz.connectivity_diff(before, after, (2, 3))
     assert len(fig.axes) == 1
     code = fig.axes[0].images[0].get_array()
-    np.testing.assert_array_equal(code, [[1, 2, 3], [0, 1, 3]])  # 0 none, 1 kept, 2 pruned, 3 grown
-    assert "kept 2 · pruned 1 · grown 2" in fig.axes[0].get_title()
+    np.testing.assert_array_equal(code, [[1, 2, 3], [0, 1, 3]])  # 0 none, 1 in both, 2 pruned, 3 grown
+    assert "present in both 2 · pruned 1 · grown 2" in fig.axes[0].get_title()
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert labels[:3] == ["kept (2)", "pruned (1)", "grown (2)"]
+    assert labels[:3] == ["present in both (2)", "pruned (1)", "grown (2)"]
+    assert not any("kept" in lab for lab in labels)
     check_png(fig, tmp_path / "diff.png")
     # scipy matrices are accepted as well
     fig = viz.connectivity_diff(sp.csr_matrix(np.eye(2)), sp.csr_matrix(np.eye(2)[::-1]), (2, 2))
-    assert "kept 0 · pruned 2 · grown 2" in fig.axes[0].get_title()
+    assert "present in both 0 · pruned 2 · grown 2" in fig.axes[0].get_title()
+
+
+def test_connectivity_diff_pruned_and_regrown_counts_as_present_in_both(tmp_path):
+    # masks are compared: (0,1) pruned at one event and regrown at a later one is in both snapshots
+    before = csr([[1, 1, 0], [0, 1, 0]])
+    after = csr([[1, 1, 0], [0, 0, 1]])  # only (1,1) -> (1,2) changed between the snapshots
+    fig = viz.connectivity_diff(before, after, (2, 3))
+    np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), [[1, 1, 0], [0, 2, 3]])
+    assert "present in both 2 · pruned 1 · grown 1" in fig.axes[0].get_title()
+    assert "pruned and regrown between the snapshots counts as present in both" in \
+        " ".join(viz.connectivity_diff.__doc__.split())
+    # downsampled: the three panels are titled by category
+    n = 300
+    fig = viz.connectivity_diff(random_csr(n, n, 2000, 0), random_csr(n, n, 2000, 1), (n, n), max_size=50)
+    assert fig.axes[0].get_title().startswith("present in both: ")
+    assert [t.get_text().split(" (")[0] for t in fig.legends[0].get_texts()] == \
+        ["present in both", "pruned", "grown"]
+    check_png(fig, tmp_path / "diff_blocks.png")
 
 
 def history(n_events=4, layers=("fc1", "fc2")):
@@ -202,7 +239,14 @@ def test_density_turnover(tmp_path):
     dens = fig.axes[0]
     assert len(dens.lines) == 2  # one per layer
     np.testing.assert_allclose(dens.lines[0].get_ydata(), 10.0)  # drawn in %
-    assert len(fig.axes[1].lines) == 4  # pruned + grown per layer
+    # pruned = grown at every event (density is preserved): one curve per layer
+    assert len(fig.axes[1].lines) == 2
+    labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert labels == ["fc1: rewired per event (pruned = grown)", "fc2: rewired per event (pruned = grown)"]
+    # pruned != grown: pruned + grown per layer
+    h = history()
+    h["n_grown"] = h["n_grown"] + 1
+    assert len(viz.density_turnover(h).axes[1].lines) == 4
     assert len(fig.axes[2].lines) == 1  # same zeta for every layer -> drawn once
     check_png(fig, tmp_path / "hist.png")
     # tolerant: only some keys, no layer / iteration column
@@ -214,6 +258,61 @@ def test_density_turnover(tmp_path):
     assert len(fig.axes) == 2
     fig = viz.density_turnover({})
     assert isinstance(fig, Figure)
+
+
+def real_history():
+    """``RewiringHistory.as_arrays()`` of a few random, density-preserving events on two layers."""
+    from snn_core.structure.history import RewiringHistory
+
+    rng = np.random.default_rng(0)
+    hist = RewiringHistory()
+    masks = {"fc1": rng.random((20, 30)) < 0.1, "fc2": rng.random((5, 20)) < 0.3}
+    for name, m in masks.items():
+        hist.register(name, m.shape, *csr(m))
+    for e in range(1, 6):
+        for name, m in masks.items():
+            flat = m.ravel()
+            on, off = np.flatnonzero(flat), np.flatnonzero(~flat)
+            k = max(1, len(on) // (2 * e))
+            pruned, grown = np.sort(rng.choice(on, k, replace=False)), np.sort(rng.choice(off, k, replace=False))
+            flat[pruned], flat[grown] = False, True
+            hist.record(100 * e, name, k / len(on), pruned, grown, *csr(m))
+    return hist.as_arrays()
+
+
+def test_density_turnover_library_columns(tmp_path):
+    h = real_history()
+    assert {"frac_initial_kept", "frac_grown", "frac_explored", "n_ever_grown", "nnz"} <= set(h)
+    assert not {"initial_fraction", "rewired_fraction"} & set(h)
+    fig = viz.density_turnover(h)
+    assert len(fig.axes) == 5  # density, turnover, zeta, initial vs. grown, explored
+    frac, explored = fig.axes[3], fig.axes[4]
+    assert len(frac.lines) == 4  # initial never pruned + grown, per layer
+    fc1 = h["layer"] == "fc1"
+    np.testing.assert_allclose(frac.lines[0].get_ydata(), 100 * h["frac_initial_kept"][fc1])
+    np.testing.assert_allclose(frac.lines[2].get_ydata(), 100 * h["frac_grown"][fc1])
+    labels = [t.get_text() for t in frac.get_legend().get_texts()]
+    assert "fc1: initial, never pruned (% of initial)" in labels and "fc1: grown at some event (% of current)" in labels
+    np.testing.assert_allclose(explored.lines[0].get_ydata(), 100 * h["frac_explored"][fc1])
+    assert explored.get_title() == "positions explored"
+    assert len(fig.axes[1].lines) == 2  # pruned = grown: one curve per layer
+    for ax in fig.axes:  # integer ticks on the iteration axes
+        assert ax.get_xlabel() == "training iteration"
+        ticks = ax.get_xticks()
+        np.testing.assert_array_equal(ticks, np.round(ticks))
+    check_png(fig, tmp_path / "hist_library.png")
+    # the old names are aliases of the new ones: same curves
+    old = {k: v for k, v in h.items() if k not in ("frac_initial_kept", "frac_grown", "frac_explored")}
+    old["initial_fraction"], old["rewired_fraction"] = h["frac_initial_kept"], h["frac_grown"]
+    fig2 = viz.density_turnover(old)
+    assert len(fig2.axes) == 4
+    for a, b in zip(fig2.axes[3].lines, frac.lines):
+        np.testing.assert_allclose(a.get_ydata(), b.get_ydata())
+    # only a few events: event axis still gets integer ticks
+    fig = viz.density_turnover({"n_pruned": np.array([3, 2]), "n_grown": np.array([3, 2])})
+    ticks = fig.axes[0].get_xticks()
+    np.testing.assert_array_equal(ticks, np.round(ticks))
+    assert fig.axes[0].get_title() == "turnover: connections rewired per event"
 
 
 def test_weight_histograms(rng, tmp_path):
@@ -259,6 +358,11 @@ def test_accuracy_vs_density(tmp_path):
     assert any("dense baseline 98.00%" in lab for lab in labels)
     dense_line = [ln for ln in ax.lines if ln.get_linestyle() == "--"][0]
     np.testing.assert_allclose(dense_line.get_ydata(), 98.0)
+    # a tick at every plotted density and at 100% (the dense reference), labelled in %
+    fig.canvas.draw()
+    np.testing.assert_allclose(ax.get_xticks(), [0.01, 0.1, 0.5, 1.0])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1%", "10%", "50%", "100%"]
+    assert not any(t.get_text() for t in ax.get_xticklabels(minor=True))
     check_png(fig, tmp_path / "acc.png")
 
 
