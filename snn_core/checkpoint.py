@@ -222,7 +222,7 @@ def _restore(path, ck, dataset, overrides):
     config = TrainConfig.from_dict(ck["config"] | overrides)
     # the LR schedule and the end of rewiring are planned on config.epochs:
     # resuming with the same config continues bit-identically; raising
-    # 'epochs' re-plans them over the longer run (documented in docs/howto.md)
+    # 'epochs' re-plans both over the longer run (documented in docs/howto.md)
     trainer = Trainer(config, dataset=dataset)
     shapes = [tuple(int(v) for v in s["shape"]) for s in ck["network"].values()]
     if trainer.x_train.shape[1] != shapes[0][1]:
@@ -251,7 +251,12 @@ def _restore(path, ck, dataset, overrides):
                 raise CheckpointError(f"checkpoint {path}: layer {layer.name} is damaged ({e})") from None
     trainer.load_network_state(ck["network"])
     trainer.optimizer.load_state_dict(ck["optimizer"])
+    # the saved rewirer brings its generator, history and event count; its
+    # schedule and rules follow the (possibly overridden) config, like the LR
+    plan = trainer.rewirer.config()
     trainer.rewirer.load_state_dict(ck["rewirer"])
+    for key in ("t_iter", "zeta0", "decay", "t_end", "prune", "grow", "new_weight", "new_weight_scale", "enabled"):
+        setattr(trainer.rewirer, key, plan[key])
     t = ck["trainer"]
     trainer.epoch, trainer.iteration = int(t["epoch"]), int(t["iteration"])
     trainer.best_val_accuracy, trainer.best_epoch = float(t["best_val_accuracy"]), int(t["best_epoch"])

@@ -46,6 +46,7 @@ def _config_from_args(args, base=None):
 # subcommands
 # --------------------------------------------------------------------------
 def cmd_train(args):
+    """``snn-esl train``: train (or resume) and write the run directory."""
     from .checkpoint import restore_trainer
     from .training import Trainer
 
@@ -84,6 +85,7 @@ def _trainer_from_checkpoint(path, data_dir=None, device="cpu"):
 
 
 def cmd_evaluate(args):
+    """``snn-esl evaluate CKPT``: test accuracy, firing rates, SOPs and energy."""
     from .energy import energy_report, format_report
     from .training import single_threaded_blas
 
@@ -118,6 +120,7 @@ def _jsonable(o):
 
 
 def cmd_info(args):
+    """``snn-esl info CKPT``: architecture, nnz/density per layer, turnover, metrics."""
     from .checkpoint import load_checkpoint
 
     ck = load_checkpoint(args.checkpoint)
@@ -164,6 +167,7 @@ def _print_turnover(rewirer_state):
 
 
 def cmd_sweep(args):
+    """``snn-esl sweep``: several densities with rewiring on and off, plus dense; one table."""
     from .training import Trainer
 
     base = _config_from_args(args)
@@ -195,6 +199,7 @@ def cmd_sweep(args):
 
 
 def cmd_plot(args):
+    """``snn-esl plot RUN_DIR``: write every figure that applies to the run."""
     from .plots import plot_run
 
     written = plot_run(args.run_dir, out_dir=args.out)
@@ -205,17 +210,20 @@ def cmd_plot(args):
 
 # --------------------------------------------------------------------------
 def build_parser():
-    p = argparse.ArgumentParser(prog="snn-esl", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    """The argparse parser of ``snn-esl`` (also used to generate docs/cli.md)."""
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = argparse.ArgumentParser(prog="snn-esl", formatter_class=fmt,
+                                description="Train, evaluate, inspect, sweep and plot ESL-SNNs "
+                                            "(sparse spiking networks with evolutionary structure learning).")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train an ESL-SNN (no arguments: the main job on the embedded MNIST sample)")
+    t = sub.add_parser("train", formatter_class=fmt, help="train an ESL-SNN (no arguments: the main job on the embedded MNIST sample)")
     t.add_argument("--config", help="TOML or JSON file with TrainConfig fields")
     t.add_argument("--resume", metavar="CKPT", help="continue exactly from a checkpoint (e.g. RUN_DIR/last.h5)")
     _add_config_flags(t)
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="test accuracy, firing rates, SOPs and energy of a checkpoint")
+    e = sub.add_parser("evaluate", formatter_class=fmt, help="test accuracy, firing rates, SOPs and energy of a checkpoint")
     e.add_argument("checkpoint")
     e.add_argument("--data-dir", help="evaluate on this IDX directory instead of the training data")
     e.add_argument("--last", action="store_true", help="use the last weights instead of the best-validation ones")
@@ -224,18 +232,19 @@ def build_parser():
     e.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run the evaluation")
     e.set_defaults(func=cmd_evaluate)
 
-    i = sub.add_parser("info", help="architecture, per-layer nnz/density, turnover and metrics of a checkpoint")
+    i = sub.add_parser("info", formatter_class=fmt, help="architecture, per-layer nnz/density, turnover and metrics of a checkpoint")
     i.add_argument("checkpoint")
     i.set_defaults(func=cmd_info)
 
-    s = sub.add_parser("sweep", help="train at several densities with rewiring on and off (+ dense), one table")
-    s.add_argument("--densities", type=float, nargs="+", default=[0.01, 0.05, 0.1, 0.2])
+    s = sub.add_parser("sweep", formatter_class=fmt, help="train at several densities with rewiring on and off (+ dense), one table")
+    s.add_argument("--densities", type=float, nargs="+", default=[0.01, 0.05, 0.1, 0.2],
+                   help="target global densities to train, each with rewiring on and off")
     s.add_argument("--no-dense", action="store_true", help="skip the dense baseline")
     s.add_argument("--config", help="TOML or JSON file with TrainConfig fields")
     _add_config_flags(s)
     s.set_defaults(func=cmd_sweep)
 
-    pl = sub.add_parser("plot", help="write PNG figures (training curves, rewiring history, ...) of a run directory")
+    pl = sub.add_parser("plot", formatter_class=fmt, help="write PNG figures (training curves, rewiring history, ...) of a run directory")
     pl.add_argument("run_dir")
     pl.add_argument("--out", help="directory for the PNGs (default RUN_DIR/figures)")
     pl.set_defaults(func=cmd_plot)
@@ -243,6 +252,7 @@ def build_parser():
 
 
 def main(argv=None):
+    """Entry point of ``snn-esl``; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

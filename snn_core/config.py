@@ -21,6 +21,14 @@ except ModuleNotFoundError:  # Python 3.10
 
 @dataclass
 class TrainConfig:
+    """Everything that defines a training run; the defaults are the main job.
+
+    Every field is also a ``snn-esl train`` flag (``t_iter`` -> ``--t-iter``)
+    and a key of a TOML/JSON config file. Values are validated on creation
+    (``ValueError`` naming the field); unknown keys are rejected by
+    :meth:`from_dict` and :meth:`read_file`.
+    """
+
     # data
     data_dir: str | None = None          # IDX directory; None -> $SNN_CORE_DATA or the embedded sample
     encoder: str = "bernoulli"           # bernoulli | poisson | direct | latency
@@ -72,6 +80,7 @@ class TrainConfig:
 
     # -- validation --------------------------------------------------------
     def validate(self):
+        """Raise ValueError naming the first field with an invalid value."""
         def need(cond, name, expected):
             if not cond:
                 raise ValueError(f"{name}: expected {expected}, got {getattr(self, name)!r}")
@@ -114,10 +123,12 @@ class TrainConfig:
 
     # -- (de)serialisation -------------------------------------------------
     def to_dict(self):
+        """The config as a plain JSON-able dict."""
         return dataclasses.asdict(self)
 
     @classmethod
     def field_names(cls):
+        """Names of all fields (the valid config keys)."""
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod

@@ -60,10 +60,12 @@ class Network:
 
     @property
     def in_features(self):
+        """Input size of the first layer."""
         return self.layers[0].in_features
 
     @property
     def out_features(self):
+        """Output size of the last layer."""
         return self.layers[-1].out_features
 
     def forward(self, x, record=False):
@@ -100,13 +102,16 @@ class Network:
             g = layer.backward(g)
 
     def parameters(self):
+        """Every layer's :class:`~snn_core.parameter.Parameter`, in layer order."""
         return [p for layer in self.layers for p in layer.parameters()]
 
     def zero_grad(self):
+        """Reset all gradients (lazily: the next backward overwrites them)."""
         for p in self.parameters():
             p.zero_grad()
 
     def sparse_layers(self):
+        """The :class:`~snn_core.layers.SparseLinear` layers (what rewiring acts on)."""
         return [layer for layer in self.layers if isinstance(layer, SparseLinear)]
 
     def check_finite(self):

@@ -23,6 +23,8 @@ from .kernels import cpu
 # Schedules: callables iteration -> learning rate
 # --------------------------------------------------------------------------
 class Constant:
+    """The same learning rate at every iteration."""
+
     def __init__(self, lr):
         _check_lr(lr, "lr")
         self.lr0 = lr
@@ -118,6 +120,7 @@ class Optimizer:
         return self.schedule(self.iteration)
 
     def step(self):
+        """Update every parameter in place from its gradient; advance the iteration."""
         lr = self.lr
         for p, st in zip(self.params, self.state):
             for k, arr in st.items():  # the kernels do not bounds-check: catch a missed remap here
@@ -130,10 +133,12 @@ class Optimizer:
         self.iteration += 1
 
     def zero_grad(self):
+        """Reset the gradients of all optimised parameters."""
         for p in self.params:
             p.zero_grad()
 
     def index(self, param):
+        """Position of ``param`` in ``params`` (KeyError if not optimised here)."""
         for i, p in enumerate(self.params):
             if p is param:
                 return i
@@ -159,6 +164,7 @@ class Optimizer:
                 "state": [{k: v.copy() for k, v in st.items()} for st in self.state]}
 
     def load_state_dict(self, d):
+        """Restore :meth:`state_dict` output (copies; shapes and names checked)."""
         if len(d["state"]) != len(self.params):
             raise ValueError(f"optimizer state: expected {len(self.params)} parameters, got {len(d['state'])}")
         for p, st in zip(self.params, d["state"]):

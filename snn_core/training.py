@@ -238,6 +238,7 @@ class Trainer:
 
     # -- state -------------------------------------------------------------------
     def global_density(self):
+        """Connections present / connections possible, over all synaptic layers."""
         layers = [l for l in self.network.layers if hasattr(l, "nnz")]
         return sum(l.nnz for l in layers) / sum(l.in_features * l.out_features for l in layers)
 
@@ -258,6 +259,7 @@ class Trainer:
         return state
 
     def load_network_state(self, state):
+        """Put arrays from :meth:`network_state` (or a checkpoint) back into the layers."""
         for layer in self.network.layers:
             if layer.name not in state:
                 continue

@@ -340,7 +340,7 @@ def test_missing_file_in_data_dir(tmp_path):
 def test_idx_dir_trains(tmp_path):
     d = _write_idx_dir(tmp_path / "idx", n_train=60, hw=(28, 28))
     tr = Trainer(small_config(tmp_path / "run", data_dir=str(d), max_train=None, epochs=1))
-    assert tr.dataset_name == "mnist" and len(tr.x_train) == 54 and len(tr.x_val) == 6
+    assert tr.dataset_name == "idx" and len(tr.x_train) == 54  # named after its directory and len(tr.x_val) == 6
     tr.fit()
     assert (tmp_path / "run" / "last.h5").is_file()
 

@@ -140,7 +140,7 @@ def load_idx_dir(path: str | os.PathLike, n_classes: int = 10) -> Dataset:
     Returns
     -------
     Dataset
-        ``x_*`` uint8 (N, H*W), ``y_*`` uint8 (N,), ``name="mnist"``,
+        ``x_*`` uint8 (N, H*W), ``y_*`` uint8 (N,), ``name`` = the directory's name,
         ``source`` = the resolved directory, ``image_shape`` = (H, W).
 
     Raises
@@ -174,7 +174,7 @@ def load_idx_dir(path: str | os.PathLike, n_classes: int = 10) -> Dataset:
         y_train=arrays["train_labels"],
         x_test=flat(arrays["test_images"]),
         y_test=arrays["test_labels"],
-        name="mnist",
+        name=root.resolve().name or "idx",  # e.g. "mnist", "fashion-mnist": the directory's name
         source=str(root.resolve()),
         image_shape=(int(hw_train[0]), int(hw_train[1])),
     )
