@@ -43,7 +43,7 @@ FLOAT_DTYPES = (np.float32, np.float64)
 #: SparseLinear packs a spike input (uint8 copy + per-input active-column
 #: lists, :func:`snn_core.kernels.cpu.spike_pack`) when it has at least this
 #: many connections per input on average (or when ``spike_input`` is True)
-SPIKE_PACK_MIN_FANOUT = 2.0
+SPIKE_PACK_MIN_FANOUT = 4.0
 #: inputs active in fewer than this fraction of the T*batch columns are
 #: handled spike by spike (active-column lists); the others stream uint8 rows
 SPIKE_LIST_RATE = 0.03
@@ -264,6 +264,17 @@ class SparseLinear(Layer):
         Canonical CSR (int32 sorted indices, no duplicates); ``weight.data`` is
         the same array as ``weight_param.value``.
     weight_param, bias : Parameter
+    spike_input : None, True or False
+        Spike-driven path. With an input of only 0/1 values (spikes, as LIF
+        layers and the Bernoulli encoder produce) the forward product and the
+        weight gradient cost O(connections x spikes) instead of
+        O(nnz * T * batch): the input is packed once per forward (uint8 copy,
+        bit words, per-input active-column lists) and the pack is reused by
+        backward. None (default): used whenever the layer has at least
+        ``SPIKE_PACK_MIN_FANOUT`` connections per input and the input turns
+        out to be binary (checked while packing, at no extra pass); True:
+        pack regardless of fan-out; False: never. Results equal the plain
+        path up to float rounding.
     """
 
     def __init__(self, in_features, out_features, density=1.0, bias=True, seed=None, gain=1.0,
@@ -291,6 +302,7 @@ class SparseLinear(Layer):
         #: when the layer has few connections per input
         self.spike_input = None
         self._pack_buf = None
+        self._split_buf = None
         self._row_buf = None
         self._zeros = None
 
@@ -340,15 +352,18 @@ class SparseLinear(Layer):
         if self.spike_input is None and self.weight.nnz < SPIKE_PACK_MIN_FANOUT * self.in_features:
             return None  # few connections per input: the float kernel is as cheap as packing
         if self._pack_buf is None or self._pack_buf[0].shape != X.shape:
-            self._pack_buf = (np.empty(X.shape, np.uint8), np.empty(X.shape[0], np.int32),
-                              np.empty(X.shape, np.int32))
-        X8, cnt, cols = self._pack_buf
+            n_in, N = X.shape
+            self._pack_buf = (np.empty(X.shape, np.uint8), np.empty(n_in, np.int32), np.empty(X.shape, np.int32),
+                              np.empty((n_in, (N + 15) // 16), np.uint16))
+        X8, cnt, cols, Xb = self._pack_buf
         thr = max(1, int(X.shape[1] * SPIKE_LIST_RATE))
-        if cpu.spike_pack(X, X8, cnt, cols, thr):
+        if cpu.spike_pack(X, X8, cnt, cols, thr, Xb):
             return None  # some value is neither 0 nor 1: not a spike train
         w = self.weight
         work = cpu.spike_work_ns(self.out_features, w.nnz, X.shape[0], X.shape[1], int(cnt.sum()))
-        return X8, cnt, cols, thr, work
+        if self._split_buf is None or self._split_buf.size < 2 * w.nnz:
+            self._split_buf = np.empty(max(2 * w.nnz, 1), np.int32)
+        return X8, cnt, cols, thr, work, Xb
 
     def _scratch_rows(self):
         if self._row_buf is None:
@@ -362,8 +377,9 @@ class SparseLinear(Layer):
         bias = self.bias.value if self.bias is not None else self._zero_bias()
         pack = self._pack(X)
         if pack is not None:
-            X8, cnt, cols, thr, work = pack
-            cpu.csr_forward_spikes(w.indptr, w.indices, w.data, bias, X8, cnt, cols, thr, Y, work)
+            X8, cnt, cols, thr, work, Xb = pack
+            cpu.csr_forward_spikes(w.indptr, w.indices, w.data, bias, X8, cnt, cols, thr, Y, work, Xb,
+                                   self._split_buf)
         else:
             cpu.csr_forward(w.indptr, w.indices, w.data, bias, X, Y)
         self._cache = (X, x.shape, pack)
@@ -380,9 +396,11 @@ class SparseLinear(Layer):
         w, p = self.weight, self.weight_param
         gb, rownz = self._scratch_rows()
         if pack is not None:
-            X8, cnt, cols, thr, work = pack
+            X8, cnt, cols, thr, work, Xb = pack
+            if self._split_buf is None or self._split_buf.size < 2 * w.nnz:  # rewired since the forward
+                self._split_buf = np.empty(max(2 * w.nnz, 1), np.int32)
             cpu.csr_grad_spikes(w.indptr, w.indices, X8, cnt, cols, thr, G, p.grad, not p.grad_is_zero, gb, rownz,
-                                work)
+                                work, Xb, self._split_buf)
         else:
             cpu.csr_grad_dense(w.indptr, w.indices, G, X, p.grad, not p.grad_is_zero, gb, rownz)
         p.grad_is_zero = False

@@ -54,12 +54,13 @@ def case(seed):
     return rng, n_in, n_out, N, indptr, indices, data, X, thr
 
 
-def pack(X, thr):
+def pack(X, thr, bits=False):
     X8 = np.empty(X.shape, np.uint8)
     cnt = np.empty(X.shape[0], np.int32)
     cols = np.full(X.shape, -1, np.int32)
-    n_bad = cpu.spike_pack(X, X8, cnt, cols, thr)
-    return X8, cnt, cols, n_bad
+    Xb = np.full((X.shape[0], (X.shape[1] + 15) // 16), 0xFFFF, np.uint16) if bits else None
+    n_bad = cpu.spike_pack(X, X8, cnt, cols, thr, Xb)
+    return (X8, cnt, cols, n_bad, Xb) if bits else (X8, cnt, cols, n_bad)
 
 
 SEEDS = range(25)
@@ -68,7 +69,8 @@ SEEDS = range(25)
 @pytest.mark.parametrize("seed", SEEDS)
 def test_spike_pack(seed, mode):
     _, n_in, _, N, _, _, _, X, thr = case(seed)
-    X8, cnt, cols, n_bad = pack(X, thr)
+    X8, cnt, cols, n_bad, Xb = pack(X, thr, bits=True)
+    np.testing.assert_array_equal(Xb, ref.spike_bits(X8))
     X8r, cntr, colsr, n_badr = ref.spike_pack(X, thr)
     assert n_bad == n_badr == 0
     np.testing.assert_array_equal(X8, X8r)
@@ -76,6 +78,27 @@ def test_spike_pack(seed, mode):
     for j in range(n_in):
         if colsr[j] is not None:
             np.testing.assert_array_equal(cols[j, : cnt[j]], colsr[j])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("N", [16, 100, 803])
+def test_bit_path_wide_rows(dtype, N, mode):
+    """Many full 16-column words plus a tail, both float dtypes."""
+    rng = np.random.default_rng(N)
+    n_in, n_out = 40, 30
+    indptr, indices = random_connectivity(n_out, n_in, 0.5, rng)
+    data = fan_in_uniform(indptr, rng, 1.0, dtype)
+    X = (rng.random((n_in, N)) < 0.3).astype(dtype)
+    X8, cnt, cols, _, Xb = pack(X, 2, bits=True)
+    bias = rng.normal(size=n_out).astype(dtype)
+    Y = np.empty((n_out, N), dtype)
+    cpu.csr_forward_spikes(indptr, indices, data, bias, X8, cnt, cols, 2, Y, Xb=Xb)
+    assert rel_err(Y, ref.csr_forward_spikes(indptr, indices, data.astype(np.float64), bias.astype(np.float64),
+                                             X8)) < 1e-5
+    G = rng.normal(size=(n_out, N)).astype(dtype)
+    out, gb, rownz = np.empty(len(indices), dtype), np.empty(n_out, dtype), np.empty(n_out, np.uint8)
+    cpu.csr_grad_spikes(indptr, indices, X8, cnt, cols, 2, G, out, False, gb, rownz, Xb=Xb)
+    assert rel_err(out, ref.csr_grad_spikes(indptr, indices, X8, G.astype(np.float64))[0]) < 1e-5
 
 
 def test_spike_pack_flags_non_spikes(mode):
@@ -88,12 +111,13 @@ def test_spike_pack_flags_non_spikes(mode):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_csr_forward_spikes(seed, mode):
+@pytest.mark.parametrize("bits", [False, True])
+def test_csr_forward_spikes(seed, bits, mode):
     rng, n_in, n_out, N, indptr, indices, data, X, thr = case(seed)
     bias = rng.normal(size=n_out).astype(F32)
-    X8, cnt, cols, _ = pack(X, thr)
+    X8, cnt, cols, _, Xb = pack(X, thr, bits=True)
     Y = np.empty((n_out, N), F32)
-    cpu.csr_forward_spikes(indptr, indices, data, bias, X8, cnt, cols, thr, Y)
+    cpu.csr_forward_spikes(indptr, indices, data, bias, X8, cnt, cols, thr, Y, Xb=Xb if bits else None)
     Yr = ref.csr_forward_spikes(indptr, indices, data.astype(np.float64), bias.astype(np.float64), X8)
     assert rel_err(Y, Yr) < 1e-5
     Y2 = np.empty_like(Y)
@@ -103,15 +127,16 @@ def test_csr_forward_spikes(seed, mode):
 
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("accumulate", [False, True])
-def test_csr_grad_spikes(seed, accumulate, mode):
+@pytest.mark.parametrize("bits", [False, True])
+def test_csr_grad_spikes(seed, accumulate, bits, mode):
     rng, n_in, n_out, N, indptr, indices, data, X, thr = case(seed)
     G = rng.normal(size=(n_out, N)).astype(F32)
     G[rng.random(n_out) < 0.3] = 0  # rows without gradient are skipped
-    X8, cnt, cols, _ = pack(X, thr)
+    X8, cnt, cols, _, Xb = pack(X, thr, bits=True)
     out0 = rng.normal(size=len(indices)).astype(F32)
     out = out0.copy()
     gb, rownz = np.empty(n_out, F32), np.empty(n_out, np.uint8)
-    cpu.csr_grad_spikes(indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz)
+    cpu.csr_grad_spikes(indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz, Xb=Xb if bits else None)
     g_r, gb_r, nz_r = ref.csr_grad_spikes(indptr, indices, X8, G.astype(np.float64))
     expect = g_r + out0 if accumulate else g_r
     assert rel_err(out, expect) < 1e-5

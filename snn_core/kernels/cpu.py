@@ -16,22 +16,35 @@ compare them.
 
 Serial or parallel. A ``parallel=True`` call costs 70-90 us of thread
 wake-up with the work-queue layer on this kind of machine, as much as
-streaming a few MB. Every public kernel below is therefore a thin Python
-function that estimates the work of the call and runs either the
-``prange`` version (``_<name>_par``) or the serial one (``_<name>_ser``) of
-the same row function; the results are identical (the row function is the
-same code). ``PARALLEL_MIN_NS`` is the estimated serial run time above which
-the parallel version is used.
+streaming a few MB, and when another process keeps the second core busy
+the region waits for a descheduled thread. Every public kernel below is
+therefore a thin Python function that estimates the work of the call and
+runs either the ``prange`` version (``_<name>_par``) or the serial one
+(``_<name>_ser``) of the same row function; the results are identical (the
+row function is the same code). Below ``PARALLEL_MIN_NS`` of estimated
+serial work the serial version runs; above it the faster of the two by
+measured time (``ADAPTIVE_PARALLEL``, see :func:`_pick`).
 
 Spiking inputs. When a synaptic layer's input holds only 0 and 1 (spikes),
 :func:`spike_pack` condenses it once per forward pass into ``X8`` (uint8,
-4x smaller than float32), a per-input spike count ``cnt`` and, for the inputs
-that spike rarely (``cnt < thr``), the list of their active columns
-``cols[j, :cnt[j]]``. The forward product and the weight gradient then skip
-silent inputs altogether, walk the active-column list of rarely spiking
-inputs (cost proportional to spikes) and stream the uint8 row of the others,
-four connections per pass over the output row (:func:`csr_forward_spikes`,
+4x smaller than float32), optionally 16-column bit words ``Xb``, a
+per-input spike count ``cnt`` and, for the inputs that spike rarely
+(``cnt < thr``), the list of their active columns ``cols[j, :cnt[j]]``.
+The forward product and the weight gradient then skip silent inputs
+altogether, walk the active-column list of rarely spiking inputs (cost
+proportional to spikes) and stream the spike row of the others, four
+connections per pass over the output row: with ``Xb``, one bit word is one
+vector mask and 16 columns of a connection cost one masked vector add
+(:func:`_madd16x4`, :func:`_dot16x4`, LLVM IR intrinsics), else uint8
+rows with compare-and-select (:func:`csr_forward_spikes`,
 :func:`csr_grad_spikes`). The same pack serves forward and backward.
+
+Other measured choices: ``error_model="numpy"`` (Numba's default Python
+error model puts a zero-division branch on every float division, which
+stopped the Adam loop and the surrogate loops from vectorising); LIF loops
+ordered neuron, step, sample with the per-sample carry in the output row so
+that the sample loop vectorises; the LIF backward skips neurons whose output
+gradient is zero at every step.
 
 Parallel kernels write disjoint outputs per ``prange`` index (a row or a
 neuron), never a shared accumulator, so they are race-free.
@@ -39,11 +52,16 @@ neuron), never a shared accumulator, so they are race-free.
 from __future__ import annotations
 
 import os
+import time
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import prange
+from numba.core import cgutils
+from numba.core import types as nbtypes
 from numba.cpython.unsafe.numbers import trailing_zeros
+from numba.extending import intrinsic
 
 # The OpenMP layer's barriers spin: on a 2-core laptop with anything else
 # running, every parallel call then stalls for milliseconds (measured 7 ms
@@ -74,8 +92,72 @@ _NS_PACK = 0.15        # one element of spike_pack
 _NS_UPDATE = 0.6       # one optimizer element
 
 
+#: Above PARALLEL_MIN_NS, choose between the serial and the parallel version
+#: by their measured speed (per kernel, exponential average of run time per
+#: estimated ns, the other version re-timed every ``_EXPLORE`` calls). On an
+#: idle machine the parallel one wins for large kernels; when other processes
+#: keep the second core busy, a parallel region waits for a descheduled
+#: thread and the serial one wins. Results are identical either way (same
+#: row code). Set False to always take the parallel version above the
+#: threshold; PARALLEL_MIN_NS = 0 (tests) also forces the parallel version.
+ADAPTIVE_PARALLEL = True
+_EXPLORE = 32
+
+
 def _parallel(ns):
     return ns >= PARALLEL_MIN_NS
+
+
+class _Choice:
+    """Timing state of one kernel: per version, samples seen and average cost."""
+
+    __slots__ = ("n", "cost", "calls")
+
+    def __init__(self):
+        self.n = [0, 0]
+        self.cost = [0.0, 0.0]
+        self.calls = 0
+
+
+_CHOICES = {}
+
+
+class _Timed:
+    __slots__ = ("fn", "choice", "v", "ns")
+
+    def __init__(self, fn, choice, v, ns):
+        self.fn, self.choice, self.v, self.ns = fn, choice, v, ns
+
+    def __call__(self, *args):
+        t0 = time.perf_counter()
+        r = self.fn(*args)
+        x = (time.perf_counter() - t0) * 1e9 / self.ns
+        c, v = self.choice, self.v
+        c.n[v] += 1
+        if c.n[v] == 2:  # the first call may include loading the compiled code
+            c.cost[v] = x
+        elif c.n[v] > 2:
+            c.cost[v] = 0.75 * c.cost[v] + 0.25 * x
+        return r
+
+
+def _pick(ser, par, ns):
+    """The version of a kernel to run for an estimated serial cost of ``ns``."""
+    if not _parallel(ns):
+        return ser
+    if not ADAPTIVE_PARALLEL or PARALLEL_MIN_NS <= 0.0:
+        return par
+    c = _CHOICES.get(ser)
+    if c is None:
+        c = _CHOICES[ser] = _Choice()
+    c.calls += 1
+    if c.n[0] < 2 or c.n[1] < 2:
+        v = 0 if c.n[0] <= c.n[1] else 1
+    else:
+        v = 0 if c.cost[0] <= c.cost[1] else 1
+        if c.calls % _EXPLORE == 0:
+            v = 1 - v
+    return _Timed(par if v else ser, c, v, max(ns, 1.0))
 
 
 # --------------------------------------------------------------------------
@@ -151,7 +233,7 @@ def lif_forward(I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth, u_out
     (used only when smooth=1, the test-only differentiable spike).
     Writes u_out (pre-reset membrane), s_out (spikes), v_out (final v, (F, B)).
     """
-    k = _lif_forward_par if _parallel(I.size * _NS_LIF_FWD) else _lif_forward_ser
+    k = _pick(_lif_forward_ser, _lif_forward_par, I.size * _NS_LIF_FWD)
     k(I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth, u_out, s_out, v_out)
 
 
@@ -262,7 +344,7 @@ def lif_backward(gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, gI):
     ``s`` is read only for the hard reset. Neurons whose ``gs`` is zero at
     every step are skipped (their ``gI`` is zero).
     """
-    k = _lif_backward_par if _parallel(gs.size * _NS_LIF_BWD) else _lif_backward_ser
+    k = _pick(_lif_backward_ser, _lif_backward_par, gs.size * _NS_LIF_BWD)
     k(gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, gI)
 
 
@@ -290,7 +372,7 @@ def _readout_forward_ser(I, v0, alpha, k0, c, u_out):
 
 def readout_forward(I, v0, alpha, k0, c, u_out):
     """Leaky integrator over T steps: u[t] = alpha u[t-1] + k0 + c I[t]."""
-    k = _readout_forward_par if _parallel(I.size * _NS_LIF_FWD) else _readout_forward_ser
+    k = _pick(_readout_forward_ser, _readout_forward_par, I.size * _NS_LIF_FWD)
     k(I, v0, alpha, k0, c, u_out)
 
 
@@ -322,7 +404,7 @@ def _readout_backward_ser(gu, alpha, c, gI):
 
 def readout_backward(gu, alpha, c, gI):
     """BPTT through the leaky integrator: gu_tot[t] = gu[t] + alpha gu_tot[t+1]."""
-    k = _readout_backward_par if _parallel(gu.size * _NS_LIF_FWD) else _readout_backward_ser
+    k = _pick(_readout_backward_ser, _readout_backward_par, gu.size * _NS_LIF_FWD)
     k(gu, alpha, c, gI)
 
 
@@ -372,7 +454,7 @@ def csr_forward(indptr, indices, data, bias, X, Y):
     row of N columns (all T steps of the batch at once).
     """
     ns = (len(indices) + Y.shape[0]) * Y.shape[1] * _NS_STREAM
-    k = _csr_forward_par if _parallel(ns) else _csr_forward_ser
+    k = _pick(_csr_forward_ser, _csr_forward_par, ns)
     k(indptr, indices, data, bias, X, Y)
 
 
@@ -457,7 +539,7 @@ def csr_grad_dense(indptr, indices, G, X, out, accumulate, gb, rownz):
     Rows of G that are entirely zero skip their connections (gradient 0).
     """
     ns = (len(indices) + G.shape[0]) * G.shape[1] * _NS_STREAM
-    k = _csr_grad_dense_par if _parallel(ns) else _csr_grad_dense_ser
+    k = _pick(_csr_grad_dense_ser, _csr_grad_dense_par, ns)
     k(indptr, indices, G, X, out, accumulate, gb, rownz)
 
 
@@ -528,7 +610,7 @@ def csr_backward_input_nz(t_indptr, t_indices, t_perm, data, G, rownz, GX):
     (:func:`csr_grad_dense` / :func:`csr_grad_spikes` produce it).
     """
     ns = (len(t_indices) + GX.shape[0]) * GX.shape[1] * _NS_STREAM
-    k = _csr_backward_input_par if _parallel(ns) else _csr_backward_input_ser
+    k = _pick(_csr_backward_input_ser, _csr_backward_input_par, ns)
     k(t_indptr, t_indices, t_perm, data, G, rownz, GX)
 
 
@@ -544,10 +626,179 @@ def csr_backward_input(t_indptr, t_indices, t_perm, data, G, GX):
 
 
 # --------------------------------------------------------------------------
+# Bit-mask intrinsics (16 columns per mask word)
+# --------------------------------------------------------------------------
+# A 16-bit word of spike bits maps onto a vector mask register; a masked
+# vector add then applies 16 columns of one connection in one instruction
+# (no compare or blend), which is the inner operation of the spike kernels
+# on inputs that spike often. These intrinsics emit that LLVM IR; they need
+# C-contiguous rows (checked at typing), any float dtype.
+_I32 = ir.IntType(32)
+_SPLAT16 = ir.Constant(ir.VectorType(_I32, 16), [0] * 16)
+
+
+def _c_array(ty, ndim, dtype=None):
+    return (isinstance(ty, nbtypes.Array) and ty.ndim == ndim and ty.layout == "C"
+            and (dtype is None or ty.dtype == dtype))
+
+
+def _item_ptr(context, builder, aryty, ary, idx, idxty):
+    arr = context.make_array(aryty)(context, builder, ary)
+    idx = [context.cast(builder, v, t, nbtypes.intp) for v, t in zip(idx, idxty)]
+    return cgutils.get_item_pointer(context, builder, aryty, arr, idx, wraparound=False)
+
+
+def _splat(builder, x, vty):
+    v = builder.insert_element(ir.Constant(vty, ir.Undefined), x, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(v, v, _SPLAT16)
+
+
+def _mask16(builder, word_ptr):
+    return builder.bitcast(builder.load(word_ptr), ir.VectorType(ir.IntType(1), 16))
+
+
+def _fma_fn(builder, vty):
+    name = "llvm.fma.v16f32" if vty.element == ir.FloatType() else "llvm.fma.v16f64"
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty, vty, vty]), name)
+
+
+@intrinsic
+def _bits16(typingctx, X8, j, n0):
+    """uint16 word: bit q = (X8[j, n0 + q] != 0), q < 16."""
+    if not _c_array(X8, 2, nbtypes.uint8):
+        return None
+    sig = nbtypes.uint16(X8, j, n0)
+
+    def codegen(context, builder, signature, args):
+        p = _item_ptr(context, builder, signature.args[0], args[0], args[1:], signature.args[1:])
+        v = builder.load(builder.bitcast(p, ir.VectorType(ir.IntType(8), 16).as_pointer()), align=1)
+        m = builder.icmp_unsigned("!=", v, ir.Constant(ir.VectorType(ir.IntType(8), 16), [0] * 16))
+        return builder.bitcast(m, ir.IntType(16))
+    return sig, codegen
+
+
+@intrinsic
+def _madd16x4(typingctx, Y, r, n0, Xb, wi, j0, j1, j2, j3, w0, w1, w2, w3, one):
+    """Y[r, n0:n0+16] += w_i on the columns whose bit is set in Xb[j_i, wi], i = 0..3.
+
+    Adds alternate between plain adds and fma(w, one, y) (``one`` = 1 passed
+    at run time so that it is not folded): the two use different pipes.
+    """
+    if not (_c_array(Y, 2) and isinstance(Y.dtype, nbtypes.Float) and _c_array(Xb, 2, nbtypes.uint16)):
+        return None
+    sig = nbtypes.void(Y, r, n0, Xb, wi, j0, j1, j2, j3, w0, w1, w2, w3, one)
+
+    def codegen(context, builder, signature, args):
+        a, t = args, signature.args
+        vty = ir.VectorType(context.get_value_type(t[0].dtype), 16)
+        yp = builder.bitcast(_item_ptr(context, builder, t[0], a[0], a[1:3], t[1:3]), vty.as_pointer())
+        y = builder.load(yp, align=4)
+        fma = _fma_fn(builder, vty)
+        onev = _splat(builder, a[13], vty)
+        for i in range(4):
+            mp = _item_ptr(context, builder, t[3], a[3], [a[5 + i], a[4]], [t[5 + i], t[4]])
+            wv = _splat(builder, a[9 + i], vty)
+            s = builder.fadd(y, wv) if i % 2 == 0 else builder.call(fma, [wv, onev, y])
+            y = builder.select(_mask16(builder, mp), s, y)
+        builder.store(y, yp, align=4)
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@intrinsic
+def _dot16x4(typingctx, G, r, Xb, nw, j0, j1, j2, j3, one):
+    """For i = 0..3: sum of G[r, n] over n < 16 * nw whose bit is set in row j_i of Xb.
+
+    One loop over the nw mask words; G[r, 16w:16w+16] is loaded once per
+    word and added, masked, into four vector accumulators (two sets, for
+    even and odd words, so that the adds of consecutive words overlap).
+    """
+    if not (_c_array(G, 2) and isinstance(G.dtype, nbtypes.Float) and _c_array(Xb, 2, nbtypes.uint16)):
+        return None
+    sig = nbtypes.UniTuple(G.dtype, 4)(G, r, Xb, nw, j0, j1, j2, j3, one)
+
+    def codegen(context, builder, signature, args):
+        a, t = args, signature.args
+        ety = context.get_value_type(t[0].dtype)
+        vty = ir.VectorType(ety, 16)
+        intp = context.get_value_type(nbtypes.intp)
+        zero_i = ir.Constant(intp, 0)
+        g0 = builder.bitcast(_item_ptr(context, builder, t[0], a[0], [a[1], zero_i], [t[1], nbtypes.intp]),
+                             vty.as_pointer())
+        xps = [_item_ptr(context, builder, t[2], a[2], [a[4 + i], zero_i], [t[4 + i], nbtypes.intp])
+               for i in range(4)]
+        nw = context.cast(builder, a[3], t[3], nbtypes.intp)
+        fma = _fma_fn(builder, vty)
+        onev = _splat(builder, a[8], vty)
+        zv = ir.Constant(vty, [0.0] * 16)
+        npairs = builder.sdiv(nw, ir.Constant(intp, 2))
+
+        entry = builder.block
+        head = builder.append_basic_block("dot_head")
+        body = builder.append_basic_block("dot_body")
+        done = builder.append_basic_block("dot_done")
+        builder.branch(head)
+        builder.position_at_end(head)
+        k = builder.phi(intp)
+        acc = [builder.phi(vty) for _ in range(8)]
+        k.add_incoming(zero_i, entry)
+        for p in acc:
+            p.add_incoming(zv, entry)
+        builder.cbranch(builder.icmp_signed("<", k, npairs), body, done)
+
+        def step(accs, w):
+            g = builder.load(builder.gep(g0, [w]), align=4)
+            out = []
+            for i in range(4):
+                m = _mask16(builder, builder.gep(xps[i], [w]))
+                s = builder.fadd(accs[i], g) if i % 2 == 0 else builder.call(fma, [g, onev, accs[i]])
+                out.append(builder.select(m, s, accs[i]))
+            return out
+
+        builder.position_at_end(body)
+        w0 = builder.mul(k, ir.Constant(intp, 2))
+        even = step(acc[:4], w0)
+        odd = step(acc[4:], builder.add(w0, ir.Constant(intp, 1)))
+        k1 = builder.add(k, ir.Constant(intp, 1))
+        body_end = builder.block
+        builder.branch(head)
+        k.add_incoming(k1, body_end)
+        for p, v in zip(acc, even + odd):
+            p.add_incoming(v, body_end)
+
+        builder.position_at_end(done)
+        # odd word count: one more word into the even set
+        last = builder.sub(nw, ir.Constant(intp, 1))
+        with builder.if_then(builder.icmp_signed("==", builder.srem(nw, ir.Constant(intp, 2)),
+                                                 ir.Constant(intp, 1))):
+            tail = step(acc[:4], last)
+            tail_block = builder.block
+        phis = []
+        for i in range(4):  # all phi nodes first, at the top of the block
+            phi = builder.phi(vty)
+            phi.add_incoming(tail[i], tail_block)
+            phi.add_incoming(acc[i], done)
+            phis.append(phi)
+        merged = [builder.fadd(phis[i], acc[4 + i]) for i in range(4)]
+        sums = []
+        for v in merged:  # horizontal sum: halve the vector four times
+            width = 16
+            while width > 1:
+                width //= 2
+                lo = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, width), list(range(width))))
+                hi = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, width),
+                                                              list(range(width, 2 * width))))
+                v = builder.fadd(lo, hi)
+            sums.append(builder.extract_element(v, ir.Constant(_I32, 0)))
+        return context.make_tuple(builder, signature.return_type, sums)
+    return sig, codegen
+
+
+# --------------------------------------------------------------------------
 # Spiking inputs: pack once, then cost follows connections x spikes
 # --------------------------------------------------------------------------
 @numba.njit(**_jit)
-def _spike_pack_row(j, X, X8, cnt, cols, thr):
+def _spike_pack_row(j, X, X8, cnt, cols, thr, Xb, use_bits):
     N = X.shape[1]
     zero = X.dtype.type(0.0)
     one = X.dtype.type(1.0)
@@ -560,6 +811,15 @@ def _spike_pack_row(j, X, X8, cnt, cols, thr):
         X8[j, n] = a
         c += a
     cnt[j] = c
+    if use_bits:  # 16 columns per uint16 word; the last word is zero-padded
+        nw = N // 16
+        for wi in range(nw):
+            Xb[j, wi] = _bits16(X8, j, wi * 16)
+        if N % 16:
+            word = 0
+            for q in range(N - nw * 16):
+                word |= np.int64(X8[j, nw * 16 + q]) << q
+            Xb[j, nw] = word
     if 0 < c < thr:
         # active columns, 8 at a time: skip all-silent groups with one
         # 64-bit test, then walk the set bytes with trailing-zero counts
@@ -582,95 +842,145 @@ def _spike_pack_row(j, X, X8, cnt, cols, thr):
 
 
 @numba.njit(parallel=True, **_jit)
-def _spike_pack_par(X, X8, cnt, cols, thr):
+def _spike_pack_par(X, X8, cnt, cols, thr, Xb, use_bits):
     bad = 0
     for j in prange(X.shape[0]):
-        bad += _spike_pack_row(j, X, X8, cnt, cols, thr)
+        bad += _spike_pack_row(j, X, X8, cnt, cols, thr, Xb, use_bits)
     return bad
 
 
 @numba.njit(**_jit)
-def _spike_pack_ser(X, X8, cnt, cols, thr):
+def _spike_pack_ser(X, X8, cnt, cols, thr, Xb, use_bits):
     bad = 0
     for j in range(X.shape[0]):
-        bad += _spike_pack_row(j, X, X8, cnt, cols, thr)
+        bad += _spike_pack_row(j, X, X8, cnt, cols, thr, Xb, use_bits)
     return bad
 
 
-def spike_pack(X, X8, cnt, cols, thr):
+_NO_BITS = np.zeros((1, 1), np.uint16)
+
+
+def _c(a):
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
+def spike_pack(X, X8, cnt, cols, thr, Xb=None):
     """Condense a spike matrix X (n_in, N) for the spike-driven kernels.
 
     Writes X8[j, n] = (X[j, n] != 0) (uint8), cnt[j] = number of active
     columns of row j and, for rows with ``0 < cnt[j] < thr``, their sorted
     active columns in ``cols[j, :cnt[j]]`` (int32, other entries undefined).
+    With ``Xb`` (uint16, (n_in, ceil(N / 16)), C-contiguous) also the bit
+    words: bit q of Xb[j, w] is X8[j, 16 w + q] (padding bits 0).
     Returns the number of entries that are neither 0 nor 1 (NaN included):
     if it is not 0, X is not a spike matrix and the packed arrays must not
     be used.
     """
-    k = _spike_pack_par if _parallel(X.size * _NS_PACK) else _spike_pack_ser
-    return int(k(X, X8, cnt, cols, thr))
+    use_bits = Xb is not None
+    k = _pick(_spike_pack_ser, _spike_pack_par, X.size * _NS_PACK)
+    if X8.flags.c_contiguous:
+        return int(k(X, X8, cnt, cols, thr, Xb if use_bits else _NO_BITS, use_bits))
+    tmp = np.empty(X8.shape, np.uint8)
+    n_bad = int(k(X, tmp, cnt, cols, thr, Xb if use_bits else _NO_BITS, use_bits))
+    X8[...] = tmp
+    return n_bad
 
 
 @numba.njit(fastmath=True, **_jit)
-def _add4_spikes(r, Y, X8, j0, j1, j2, j3, w0, w1, w2, w3):
-    """Y[r, n] += sum of the w_i whose input j_i spiked at column n."""
+def _add4_u8(r, Y, X8, n0, j0, j1, j2, j3, w0, w1, w2, w3):
+    """Y[r, n] += sum of the w_i whose input j_i spiked at column n >= n0 (uint8 rows)."""
     zero = Y.dtype.type(0.0)
-    for n in range(Y.shape[1]):
+    for n in range(n0, Y.shape[1]):
         Y[r, n] += ((w0 if X8[j0, n] else zero) + (w1 if X8[j1, n] else zero)) + (
             (w2 if X8[j2, n] else zero) + (w3 if X8[j3, n] else zero))
 
 
 @numba.njit(fastmath=True, **_jit)
-def _csr_forward_spikes_row(r, indptr, indices, data, bias, X8, cnt, cols, thr, Y):
-    N = Y.shape[1]
-    zero = Y.dtype.type(0.0)
-    for n in range(N):
-        Y[r, n] = bias[r]
-    q = 0
-    j0 = j1 = j2 = j3 = 0
-    w0 = w1 = w2 = w3 = zero
-    for k in range(indptr[r], indptr[r + 1]):
-        j = indices[k]
-        m = cnt[j]
-        if m == 0:
-            continue
-        w = data[k]
-        if m < thr:  # rarely spiking input: one add per spike
-            for i in range(m):
-                Y[r, cols[j, i]] += w
-            continue
-        if q == 0:
-            j0, w0 = j, w
-        elif q == 1:
-            j1, w1 = j, w
-        elif q == 2:
-            j2, w2 = j, w
-        else:
-            j3, w3 = j, w
-        q += 1
-        if q == 4:
-            _add4_spikes(r, Y, X8, j0, j1, j2, j3, w0, w1, w2, w3)
-            q = 0
-    if q == 1:
-        for n in range(N):
-            Y[r, n] += w0 if X8[j0, n] else zero
-    elif q == 2:
-        for n in range(N):
-            Y[r, n] += (w0 if X8[j0, n] else zero) + (w1 if X8[j1, n] else zero)
-    elif q == 3:
-        _add4_spikes(r, Y, X8, j0, j1, j2, j0, w0, w1, w2, zero)
-
-
-@numba.njit(parallel=True, **_jit)
-def _csr_forward_spikes_par(indptr, indices, data, bias, X8, cnt, cols, thr, Y):
-    for r in prange(Y.shape[0]):
-        _csr_forward_spikes_row(r, indptr, indices, data, bias, X8, cnt, cols, thr, Y)
+def _add4(r, Y, X8, Xb, use_bits, one, j0, j1, j2, j3, w0, w1, w2, w3):
+    """Y[r, n] += sum of the w_i whose input j_i spiked at column n."""
+    # (the uint8 loop lives in its own function: sharing this one with the
+    # intrinsic stopped LLVM from vectorising it)
+    if use_bits:
+        nw = Y.shape[1] // 16
+        for wi in range(nw):
+            _madd16x4(Y, r, wi * 16, Xb, wi, j0, j1, j2, j3, w0, w1, w2, w3, one)
+        if nw * 16 < Y.shape[1]:
+            _add4_u8(r, Y, X8, nw * 16, j0, j1, j2, j3, w0, w1, w2, w3)
+    else:
+        _add4_u8(r, Y, X8, 0, j0, j1, j2, j3, w0, w1, w2, w3)
 
 
 @numba.njit(**_jit)
-def _csr_forward_spikes_ser(indptr, indices, data, bias, X8, cnt, cols, thr, Y):
+def _split_row(kb, ke, indices, cnt, thr, ks):
+    """Branch-free split of the connections kb..ke-1 by their input's spike count.
+
+    ks[kb : kb + nd] <- connections whose input has cnt >= thr (streamed),
+    ks[nnz + kb : nnz + kb + nl] <- those with 0 < cnt < thr (listed);
+    silent inputs are dropped. Returns (nd, nl). A row owns its segment of
+    ks, so rows can run in parallel.
+    """
+    nnz = indices.shape[0]
+    nd = 0
+    nl = 0
+    for k in range(kb, ke):
+        m = cnt[indices[k]]
+        ks[kb + nd] = k
+        nd += m >= thr
+        ks[nnz + kb + nl] = k
+        nl += (m > 0) & (m < thr)
+    return nd, nl
+
+
+@numba.njit(fastmath=True, **_jit)
+def _csr_forward_spikes_row(r, indptr, indices, data, bias, X8, cnt, cols, thr, Y, Xb, use_bits, one, ks):
+    N = Y.shape[1]
+    zero = Y.dtype.type(0.0)
+    nnz = indices.shape[0]
+    kb = indptr[r]
+    nd, nl = _split_row(kb, indptr[r + 1], indices, cnt, thr, ks)
+    for n in range(N):
+        Y[r, n] = bias[r]
+    q = 0
+    while q + 4 <= nd:  # frequently spiking inputs: stream rows, four connections a pass
+        k0, k1, k2, k3 = ks[kb + q], ks[kb + q + 1], ks[kb + q + 2], ks[kb + q + 3]
+        _add4(r, Y, X8, Xb, use_bits, one, indices[k0], indices[k1], indices[k2], indices[k3],
+              data[k0], data[k1], data[k2], data[k3])
+        q += 4
+    rem = nd - q
+    if rem == 1:
+        k0 = ks[kb + q]
+        j0, w0 = indices[k0], data[k0]
+        for n in range(N):
+            Y[r, n] += w0 if X8[j0, n] else zero
+    elif rem > 1:  # pad the group with zero weights
+        k0, k1 = ks[kb + q], ks[kb + q + 1]
+        k2 = ks[kb + q + 2] if rem == 3 else k0
+        w2 = data[k2] if rem == 3 else zero
+        _add4(r, Y, X8, Xb, use_bits, one, indices[k0], indices[k1], indices[k2], indices[k0],
+              data[k0], data[k1], w2, zero)
+    for i in range(nl):  # rarely spiking inputs: one add per spike
+        k = ks[nnz + kb + i]
+        j, w = indices[k], data[k]
+        for c in range(cnt[j]):
+            Y[r, cols[j, c]] += w
+
+
+@numba.njit(parallel=True, **_jit)
+def _csr_forward_spikes_par(indptr, indices, data, bias, X8, cnt, cols, thr, Y, Xb, use_bits, one, ks):
+    for r in prange(Y.shape[0]):
+        _csr_forward_spikes_row(r, indptr, indices, data, bias, X8, cnt, cols, thr, Y, Xb, use_bits, one, ks)
+
+
+@numba.njit(**_jit)
+def _csr_forward_spikes_ser(indptr, indices, data, bias, X8, cnt, cols, thr, Y, Xb, use_bits, one, ks):
     for r in range(Y.shape[0]):
-        _csr_forward_spikes_row(r, indptr, indices, data, bias, X8, cnt, cols, thr, Y)
+        _csr_forward_spikes_row(r, indptr, indices, data, bias, X8, cnt, cols, thr, Y, Xb, use_bits, one, ks)
+
+
+def _split_scratch(scratch, nnz):
+    if scratch is not None and scratch.dtype == np.int32 and scratch.size >= 2 * nnz:
+        return scratch
+    return np.empty(max(2 * nnz, 1), np.int32)
 
 
 def spike_work_ns(indptr_len, nnz, n_in, N, n_spikes):
@@ -679,33 +989,57 @@ def spike_work_ns(indptr_len, nnz, n_in, N, n_spikes):
     return (indptr_len * N + nnz * N * min(1.0, 4.0 * rate)) * _NS_STREAM + nnz * rate * N * _NS_EVENT * 0.25
 
 
-def csr_forward_spikes(indptr, indices, data, bias, X8, cnt, cols, thr, Y, work_ns=None):
+def csr_forward_spikes(indptr, indices, data, bias, X8, cnt, cols, thr, Y, work_ns=None, Xb=None, scratch=None):
     """Y = W X + bias for a spike matrix X given as :func:`spike_pack` output.
 
     Connections from silent inputs (cnt 0) cost nothing, those from inputs
     with ``cnt < thr`` add their weight at each active column, the others
-    stream X8 rows, four connections per pass over Y[r, :].
+    stream their spike row, four connections per pass over Y[r, :]: as bit
+    words with masked vector adds when ``Xb`` is given, else as uint8.
+    ``scratch``: optional int32 array of at least 2 * nnz entries (reused
+    by callers to avoid an allocation per call).
     """
     if work_ns is None:
         work_ns = spike_work_ns(Y.shape[0], len(indices), X8.shape[0], Y.shape[1], int(cnt.sum()))
-    k = _csr_forward_spikes_par if _parallel(work_ns) else _csr_forward_spikes_ser
-    k(indptr, indices, data, bias, X8, cnt, cols, thr, Y)
+    k = _pick(_csr_forward_spikes_ser, _csr_forward_spikes_par, work_ns)
+    use_bits = Xb is not None
+    out = Y if Y.flags.c_contiguous else np.empty(Y.shape, Y.dtype)
+    k(indptr, indices, data, bias, _c(X8), cnt, cols, thr, out, Xb if use_bits else _NO_BITS, use_bits,
+      Y.dtype.type(1.0), _split_scratch(scratch, len(indices)))
+    if out is not Y:
+        Y[...] = out
 
 
 @numba.njit(fastmath=True, **_jit)
-def _dot4_spikes(r, G, X8, j0, j1, j2, j3):
-    """Sums of G[r, n] over the columns n where input j_i spiked, i = 0..3."""
+def _dot4_u8(r, G, X8, n0, j0, j1, j2, j3):
+    """Sums of G[r, n] over the columns n >= n0 where input j_i spiked (uint8 rows)."""
     zero = G.dtype.type(0.0)
     a0 = zero
     a1 = zero
     a2 = zero
     a3 = zero
-    for n in range(G.shape[1]):
+    for n in range(n0, G.shape[1]):
         g = G[r, n]
         a0 += g if X8[j0, n] else zero
         a1 += g if X8[j1, n] else zero
         a2 += g if X8[j2, n] else zero
         a3 += g if X8[j3, n] else zero
+    return a0, a1, a2, a3
+
+
+@numba.njit(fastmath=True, **_jit)
+def _dot4(r, G, X8, Xb, use_bits, one, j0, j1, j2, j3):
+    """Sums of G[r, n] over the columns n where input j_i spiked, i = 0..3."""
+    if not use_bits:
+        return _dot4_u8(r, G, X8, 0, j0, j1, j2, j3)
+    nw = G.shape[1] // 16
+    a0, a1, a2, a3 = _dot16x4(G, r, Xb, nw, j0, j1, j2, j3, one)
+    if nw * 16 < G.shape[1]:
+        b0, b1, b2, b3 = _dot4_u8(r, G, X8, nw * 16, j0, j1, j2, j3)
+        a0 += b0
+        a1 += b1
+        a2 += b2
+        a3 += b3
     return a0, a1, a2, a3
 
 
@@ -718,8 +1052,10 @@ def _put(out, k, a, accumulate):
 
 
 @numba.njit(fastmath=True, **_jit)
-def _csr_grad_spikes_row(r, indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz):
+def _csr_grad_spikes_row(r, indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz, Xb, use_bits, one,
+                         ks):
     zero = G.dtype.type(0.0)
+    nnz = indices.shape[0]
     kb = indptr[r]
     ke = indptr[r + 1]
     if not _row_sum_nz(r, G, gb, rownz):
@@ -727,83 +1063,81 @@ def _csr_grad_spikes_row(r, indptr, indices, X8, cnt, cols, thr, G, out, accumul
             for k in range(kb, ke):
                 out[k] = zero
         return
+    if not accumulate:  # silent inputs get 0; the others are written below
+        for k in range(kb, ke):
+            out[k] = zero
+    nd, nl = _split_row(kb, ke, indices, cnt, thr, ks)
     q = 0
-    j0 = j1 = j2 = j3 = 0
-    k0 = k1 = k2 = k3 = 0
-    for k in range(kb, ke):
-        j = indices[k]
-        m = cnt[j]
-        if m == 0:
-            if not accumulate:
-                out[k] = zero
-            continue
-        if m < thr:  # rarely spiking input: gather G at its active columns
-            a0 = zero
-            a1 = zero
-            i = 0
-            while i + 2 <= m:
-                a0 += G[r, cols[j, i]]
-                a1 += G[r, cols[j, i + 1]]
-                i += 2
-            if i < m:
-                a0 += G[r, cols[j, i]]
-            _put(out, k, a0 + a1, accumulate)
-            continue
-        if q == 0:
-            j0, k0 = j, k
-        elif q == 1:
-            j1, k1 = j, k
-        elif q == 2:
-            j2, k2 = j, k
-        else:
-            j3, k3 = j, k
-        q += 1
-        if q == 4:
-            a0, a1, a2, a3 = _dot4_spikes(r, G, X8, j0, j1, j2, j3)
-            _put(out, k0, a0, accumulate)
-            _put(out, k1, a1, accumulate)
-            _put(out, k2, a2, accumulate)
-            _put(out, k3, a3, accumulate)
-            q = 0
-    if q == 1:
+    while q + 4 <= nd:  # frequently spiking inputs: stream rows, four connections a pass
+        k0, k1, k2, k3 = ks[kb + q], ks[kb + q + 1], ks[kb + q + 2], ks[kb + q + 3]
+        a0, a1, a2, a3 = _dot4(r, G, X8, Xb, use_bits, one, indices[k0], indices[k1], indices[k2], indices[k3])
+        _put(out, k0, a0, accumulate)
+        _put(out, k1, a1, accumulate)
+        _put(out, k2, a2, accumulate)
+        _put(out, k3, a3, accumulate)
+        q += 4
+    rem = nd - q
+    if rem == 1:
+        k0 = ks[kb + q]
+        j0 = indices[k0]
         a0 = zero
         for n in range(G.shape[1]):
             a0 += G[r, n] if X8[j0, n] else zero
         _put(out, k0, a0, accumulate)
-    elif q > 1:  # pad the group with j0 and drop the padding
-        if q == 2:
-            j2 = j0
-        a0, a1, a2, a3 = _dot4_spikes(r, G, X8, j0, j1, j2, j0)
+    elif rem > 1:  # pad the group with its first input and drop the padding
+        k0, k1 = ks[kb + q], ks[kb + q + 1]
+        k2 = ks[kb + q + 2] if rem == 3 else k0
+        a0, a1, a2, a3 = _dot4(r, G, X8, Xb, use_bits, one, indices[k0], indices[k1], indices[k2], indices[k0])
         _put(out, k0, a0, accumulate)
         _put(out, k1, a1, accumulate)
-        if q == 3:
+        if rem == 3:
             _put(out, k2, a2, accumulate)
+    for i in range(nl):  # rarely spiking inputs: gather G at their active columns
+        k = ks[nnz + kb + i]
+        j = indices[k]
+        m = cnt[j]
+        a0 = zero
+        a1 = zero
+        c = 0
+        while c + 2 <= m:
+            a0 += G[r, cols[j, c]]
+            a1 += G[r, cols[j, c + 1]]
+            c += 2
+        if c < m:
+            a0 += G[r, cols[j, c]]
+        _put(out, k, a0 + a1, accumulate)
 
 
 @numba.njit(parallel=True, **_jit)
-def _csr_grad_spikes_par(indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz):
+def _csr_grad_spikes_par(indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz, Xb, use_bits, one, ks):
     for r in prange(G.shape[0]):
-        _csr_grad_spikes_row(r, indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz)
+        _csr_grad_spikes_row(r, indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz, Xb, use_bits,
+                             one, ks)
 
 
 @numba.njit(**_jit)
-def _csr_grad_spikes_ser(indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz):
+def _csr_grad_spikes_ser(indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz, Xb, use_bits, one, ks):
     for r in range(G.shape[0]):
-        _csr_grad_spikes_row(r, indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz)
+        _csr_grad_spikes_row(r, indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz, Xb, use_bits,
+                             one, ks)
 
 
-def csr_grad_spikes(indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz, work_ns=None):
+def csr_grad_spikes(indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz, work_ns=None, Xb=None,
+                    scratch=None):
     """Weight gradient at the connections for a packed spike input.
 
     out[k] (+)= sum over the active columns n of input j = indices[k] of
     G[r, n]; also gb[r] = sum_n G[r, n] (bias gradient) and rownz[r] =
     any(G[r] != 0) from the same pass over G. Rows of G that are all zero
-    and silent inputs are skipped.
+    and silent inputs are skipped; ``Xb`` (bit words) and ``scratch`` as in
+    :func:`csr_forward_spikes`.
     """
     if work_ns is None:
         work_ns = spike_work_ns(G.shape[0], len(indices), X8.shape[0], G.shape[1], int(cnt.sum()))
-    k = _csr_grad_spikes_par if _parallel(work_ns) else _csr_grad_spikes_ser
-    k(indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz)
+    k = _pick(_csr_grad_spikes_ser, _csr_grad_spikes_par, work_ns)
+    use_bits = Xb is not None
+    k(indptr, indices, _c(X8), cnt, cols, thr, _c(G), out, accumulate, gb, rownz, Xb if use_bits else _NO_BITS,
+      use_bits, G.dtype.type(1.0), _split_scratch(scratch, len(indices)))
 
 
 # --------------------------------------------------------------------------
@@ -865,7 +1199,7 @@ def _adam_ser(w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
 
 def adam_update(w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
     """Adam (L2 weight decay added to the gradient), bias-corrected."""
-    k = _adam_par if _parallel(w.size * _NS_UPDATE) else _adam_ser
+    k = _pick(_adam_ser, _adam_par, w.size * _NS_UPDATE)
     k(w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd)
 
 
@@ -893,5 +1227,5 @@ def _sgd_ser(w, g, buf, lr, momentum, nesterov, wd):
 
 def sgd_update(w, g, buf, lr, momentum, nesterov, wd):
     """SGD with optional (Nesterov) momentum and L2 weight decay."""
-    k = _sgd_par if _parallel(w.size * _NS_UPDATE) else _sgd_ser
+    k = _pick(_sgd_ser, _sgd_par, w.size * _NS_UPDATE)
     k(w, g, buf, lr, momentum, nesterov, wd)

@@ -173,3 +173,12 @@ def csr_backward_input_nz(indptr, indices, data, G, rownz, n_in):
 def count_nonfinite(arr):
     """Returns the number of NaN/Inf entries (twin of ``cpu._nonfinite_count``)."""
     return int(np.count_nonzero(~np.isfinite(arr)))
+
+
+def spike_bits(X8):
+    """Returns the uint16 bit words of ``spike_pack(..., Xb)``: bit q of word w is X8[j, 16 w + q]."""
+    n_in, N = X8.shape
+    nw = (N + 15) // 16
+    padded = np.zeros((n_in, nw * 16), np.uint8)
+    padded[:, :N] = X8 != 0
+    return np.packbits(padded, axis=1, bitorder="little").view(np.uint16).reshape(n_in, nw)
