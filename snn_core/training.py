@@ -96,6 +96,7 @@ class Trainer:
         n_in = self.x_train.shape[1]
         self.network = build_network(config, n_in, self.n_classes)
         self.encode = get_encoder(config.encoder)
+        self._encode_buffers = {}
         self.loss_fn = losses.get_loss(config.loss)
         self.iters_per_epoch = math.ceil(len(self.x_train) / config.batch_size)
         self.planned_iterations = self.iters_per_epoch * config.epochs
@@ -129,7 +130,14 @@ class Trainer:
     def _encode(self, x, key):
         if self.config.encoder in ("direct", "latency"):  # deterministic codes take no seed
             return self.encode(x, self.config.steps)
-        return self.encode(x, self.config.steps, seed=_seed(self.config.seed, *key))
+        # one reused (F, T, B) buffer per batch shape: a fresh 2.5 MB array per
+        # batch costs page faults. Safe because a batch's spikes are dead once
+        # its backward is done and the next batch is encoded.
+        shape = (x.shape[1], self.config.steps, x.shape[0])
+        buf = self._encode_buffers.get(shape)
+        if buf is None:
+            buf = self._encode_buffers[shape] = np.empty(shape, np.float32)
+        return self.encode(x, self.config.steps, seed=_seed(self.config.seed, *key), out=buf)
 
     def train_epoch(self, progress=None):
         """One epoch over the shuffled training set; returns (loss, accuracy)."""

@@ -91,6 +91,38 @@ def test_independent_of_thread_count(x):
     np.testing.assert_array_equal(ref, one)
 
 
+@pytest.mark.parametrize("T", [1, 7, 8])
+def test_serial_parallel_and_threads_identical(T):
+    from snn_core.data import encoders as E
+
+    x = np.random.default_rng(3).random((13, 97), dtype=np.float32)
+    p, state = np.ascontiguousarray(x.T), E._stream_state(4)
+    ser = np.empty((97, T, 13), np.float32)
+    E._bernoulli_ser(p, state, ser)
+    ref = np.empty_like(ser)
+    E._bernoulli_numpy(p, state, ref)
+    assert ser.tobytes() == ref.tobytes()
+    old = numba.get_num_threads()
+    try:
+        for n in sorted({1, old}):
+            numba.set_num_threads(n)
+            par = np.full_like(ser, 7.0)
+            E._bernoulli_par(p, state, par)
+            assert par.tobytes() == ser.tobytes()
+    finally:
+        numba.set_num_threads(old)
+
+
+def test_bernoulli_16bit_threshold_ends():
+    # spike iff a 16-bit uniform < round(p * 2**16): p below 2**-17 never spikes,
+    # p at or above 1 - 2**-17 always does, one notch above 0 does sometimes
+    p = np.array([[0.0, 2.0**-17 * 0.999, 2.0**-16, 1.0 - 2.0**-17, 1.0]], dtype=np.float32)
+    s = bernoulli_encode(np.repeat(p, 64, axis=0), 4096, seed=0)
+    counts = s.sum(axis=(0, 1), dtype=np.float64)
+    assert counts[0] == 0 and counts[1] == 0 and counts[-1] == counts[-2] == 64 * 4096
+    assert 0 < counts[2] < 64 * 4096 * 4 / 65536
+
+
 def test_bernoulli_empirical_rate():
     p = np.array([[0.0, 1e-3, 0.1, 0.25, 0.5, 0.77, 0.9, 0.999, 1.0]], dtype=np.float32)
     p = np.repeat(p, 20, axis=0)  # batch 20

@@ -12,12 +12,25 @@ array) to reuse a buffer across batches.
 
 Random number generation
 ------------------------
-Bernoulli/Poisson draws use a counter-based SplitMix64 stream: element ``k``
-(the linear index into the ``(F, T, B)`` buffer) receives uniform
-``u_k = (mix64(s + (k + 1) * GAMMA) >> 40) * 2**-24`` where
-``s = mix64(seed)``; it spikes iff ``u_k < p``. Each draw depends only on
-(seed, k), so the parallel numba kernel gives identical results for any
-thread count, and :func:`_bernoulli_numpy` reproduces it bit for bit.
+Bernoulli/Poisson draws use a counter-based SplitMix64 stream with
+``s = mix64(seed)``. The intensity ``p`` of input ``f`` of sample ``b`` is
+the same at every step, so its ``T`` draws come from ``G = ceil(T / 4)``
+64-bit words, each cut into four 16-bit uniforms::
+
+    z[f, g, b] = mix64(s + ((f * G + g) * B + b + 1) * GAMMA)     # g < G
+    u[f, t, b] = (z[f, t // 4, b] >> (16 * (t % 4))) & 0xFFFF      # in [0, 2**16)
+    spike[f, t, b] = u[f, t, b] < round(p * 2**16)
+
+i.e. word counter ``k = (f * G + g) * B + b`` is the linear index into an
+``(F, G, B)`` array of words and lane ``t % 4`` of word ``t // 4`` decides
+step ``t`` (lanes past ``T`` in the last word are unused). The threshold
+``round(p * 2**16) = floor(p * 65536 + 0.5)`` (an integer in [0, 65536]) is
+exact in float32, so the spike probability is ``p`` rounded to a multiple of
+``2**-16`` (p = 0 never spikes, p = 1 always). Each draw depends only on
+(seed, f, t, b, B, T), so the numba kernel gives identical results for any
+thread count and serial/parallel choice, :func:`_bernoulli_numpy`
+reproduces it bit for bit, and so does the CUDA kernel
+(:func:`snn_core.kernels.cuda._bernoulli_k`).
 """
 
 from __future__ import annotations
@@ -45,9 +58,8 @@ _M2_INT = 0x94D049BB133111EB
 _GAMMA = np.uint64(_GAMMA_INT)
 _M1 = np.uint64(_M1_INT)
 _M2 = np.uint64(_M2_INT)
-_S30, _S27, _S31, _S40 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(40)
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
 _ONE = np.uint64(1)
-_INV24 = np.float32(2.0**-24)
 
 
 # --------------------------------------------------------------------------- RNG
@@ -86,29 +98,82 @@ def _mix64(z):
     return z ^ (z >> _S31)
 
 
-@numba.njit(cache=True, parallel=True)
+_MASK16 = np.uint64(0xFFFF)
+_S16, _S32, _S48 = np.uint64(16), np.uint64(32), np.uint64(48)
+_SCALE16 = np.float32(65536.0)
+_HALF = np.float32(0.5)
+#: Estimated serial cost (ns) of one output element of the Bernoulli kernel
+#: (a quarter of a hash, a compare and a float32 store); picks serial/parallel.
+_NS_BERNOULLI = 0.2
+
+
+@numba.njit(cache=True, inline="always")
+def _threshold16(p):
+    """round(p * 2**16) as uint64 in [0, 65536]; exact in float32 for p in [0, 1]."""
+    return np.uint64(p * _SCALE16 + _HALF)
+
+
+@numba.njit(cache=True, nogil=True)
+def _bernoulli_row(f, p_fb, state, out):
+    """Draws of one input feature f: out[f, t, b] for all t, b (see the module docstring)."""
+    T, B = out.shape[1], out.shape[2]
+    G = (T + 3) // 4
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+    for g in range(T // 4):  # full words: four steps each
+        base = np.uint64((f * G + g) * B) + _ONE
+        t = 4 * g
+        for b in range(B):
+            th = _threshold16(p_fb[f, b])
+            z = _mix64(state + (base + np.uint64(b)) * _GAMMA)
+            out[f, t, b] = one if (z & _MASK16) < th else zero
+            out[f, t + 1, b] = one if ((z >> _S16) & _MASK16) < th else zero
+            out[f, t + 2, b] = one if ((z >> _S32) & _MASK16) < th else zero
+            out[f, t + 3, b] = one if (z >> _S48) < th else zero
+    if T % 4:  # last word, first T % 4 lanes used
+        g = T // 4
+        base = np.uint64((f * G + g) * B) + _ONE
+        for b in range(B):
+            th = _threshold16(p_fb[f, b])
+            z = _mix64(state + (base + np.uint64(b)) * _GAMMA)
+            for t in range(4 * g, T):
+                out[f, t, b] = one if (z & _MASK16) < th else zero
+                z >>= _S16
+
+
+@numba.njit(cache=True, nogil=True)
+def _bernoulli_ser(p_fb, state, out):
+    for f in range(out.shape[0]):
+        _bernoulli_row(f, p_fb, state, out)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _bernoulli_par(p_fb, state, out):
+    for f in numba.prange(out.shape[0]):
+        _bernoulli_row(f, p_fb, state, out)
+
+
 def _bernoulli_kernel(p_fb, state, out):
-    """out[f, t, b] = 1.0 if u(state, k) < p_fb[f, b] else 0.0, k = linear index in out."""
-    F, T, B = out.shape
-    for f in numba.prange(F):
-        for t in range(T):
-            base = np.uint64((f * T + t) * B) + _ONE
-            for b in range(B):
-                z = _mix64(state + (base + np.uint64(b)) * _GAMMA)
-                u = np.float32(z >> _S40) * _INV24
-                out[f, t, b] = np.float32(1.0) if u < p_fb[f, b] else np.float32(0.0)
+    """Fill ``out`` (F, T, B) with the draws of the module docstring; serial or
+    parallel over features by estimated work (identical results either way)."""
+    from ..kernels import cpu as _cpu  # lazy: kernels import this module
+
+    _cpu._pick(_bernoulli_ser, _bernoulli_par, out.size * _NS_BERNOULLI)(p_fb, state, out)
 
 
 def _bernoulli_numpy(p_fb: np.ndarray, state: np.uint64, out: np.ndarray) -> None:
     """Plain NumPy reference for :func:`_bernoulli_kernel` (same draws, bit-identical)."""
     F, T, B = out.shape
-    k = np.arange(1, F * T * B + 1, dtype=np.uint64).reshape(F, T, B)
+    G = (T + 3) // 4
+    k = np.arange(1, F * G * B + 1, dtype=np.uint64).reshape(F, G, 1, B)
     z = state + k * _GAMMA  # uint64 arrays wrap modulo 2**64, as intended
     z = (z ^ (z >> _S30)) * _M1
     z = (z ^ (z >> _S27)) * _M2
     z ^= z >> _S31
-    u = (z >> _S40).astype(np.float32) * _INV24
-    np.less(u, p_fb[:, None, :], out=out, casting="unsafe")
+    lanes = np.array([0, 16, 32, 48], dtype=np.uint64).reshape(1, 1, 4, 1)
+    u16 = ((z >> lanes) & _MASK16).reshape(F, 4 * G, B)[:, :T]  # lane l of word g is step 4g + l
+    th = (p_fb * _SCALE16 + _HALF).astype(np.uint64)  # round(p * 2**16), exact in float32
+    np.less(u16, th[:, None, :], out=out, casting="unsafe")
 
 
 # --------------------------------------------------------------------------- validation
@@ -180,7 +245,8 @@ def _bernoulli(p_fb: np.ndarray, T: int, seed, out, backend: str) -> np.ndarray:
 
 
 def bernoulli_encode(x, T: int, seed=None, out=None, backend: str = "numba") -> np.ndarray:
-    """Rate coding: at every step each input spikes with probability equal to its intensity.
+    """Rate coding: at every step each input spikes with probability equal to its intensity
+    (rounded to a multiple of 2**-16; see the module docstring).
 
     Parameters
     ----------
@@ -194,7 +260,8 @@ def bernoulli_encode(x, T: int, seed=None, out=None, backend: str = "numba") -> 
     out : np.ndarray, optional
         Reused buffer, C-contiguous float32 of shape (features, T, batch).
     backend : {"numba", "numpy"}
-        Parallel compiled kernel, or the slower NumPy reference; bit-identical.
+        Compiled kernel (serial or parallel by size), or the slower NumPy
+        reference; bit-identical.
 
     Returns
     -------

@@ -63,7 +63,9 @@ import numba
 import numpy as np
 from numba import cuda
 
-from ..data.encoders import _GAMMA, _INV24, _M1, _M2, _ONE, _S27, _S30, _S31, _S40, _as_batch, _check_T, _stream_state
+from ..data.encoders import (
+    _GAMMA, _HALF, _M1, _M2, _MASK16, _ONE, _S16, _S27, _S30, _S31, _SCALE16, _as_batch, _check_T, _stream_state,
+)
 
 #: True when running under the CUDA simulator (NUMBA_ENABLE_CUDASIM=1).
 SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
@@ -504,6 +506,9 @@ def _mix64(z):
 
 @cuda.jit
 def _bernoulli_k(x, idx, use_scale, scale, state, out):
+    # One thread per (f, b); the draws of :func:`snn_core.data.encoders._bernoulli_row`:
+    # word g of (f, b) is mix64(state + ((f * G + g) * B + b + 1) * GAMMA), G = ceil(T / 4),
+    # and its 16-bit lane l decides step t = 4 g + l (spike iff lane < round(p * 2**16)).
     F, T, B = out.shape
     i = cuda.grid(1)
     if i >= F * B:
@@ -513,13 +518,16 @@ def _bernoulli_k(x, idx, use_scale, scale, state, out):
     p = x[idx[b], f]
     if use_scale:
         p = min(p * scale, np.float32(1.0))
+    th = np.uint64(p * _SCALE16 + _HALF)
     one = np.float32(1.0)
     zero = np.float32(0.0)
+    G = (T + 3) // 4
+    z = np.uint64(0)
     for t in range(T):
-        base = np.uint64((f * T + t) * B) + _ONE
-        z = _mix64(state + (base + np.uint64(b)) * _GAMMA)
-        u = np.float32(z >> _S40) * _INV24
-        out[f, t, b] = one if u < p else zero
+        if t % 4 == 0:
+            z = _mix64(state + (np.uint64((f * G + t // 4) * B + b) + _ONE) * _GAMMA)
+        out[f, t, b] = one if (z & _MASK16) < th else zero
+        z >>= _S16
 
 
 @cuda.jit
