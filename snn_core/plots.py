@@ -67,5 +67,21 @@ def plot_run(run_dir, out_dir=None, sample_index=0):
                  f"raster_{name}.png")
             layer = next(l for l in trainer.network.layers if l.name == name)
             save(viz.membrane_traces(rec["u"], rec["spikes"], v_th=layer.params.v_th, v_reset=layer.params.v_reset,
-                                     neurons=None, v=rec["v"]), f"membrane_{name}.png")
+                                     neurons=_varied_neurons(rec["spikes"][:, 0]), v=rec["v"]),
+                 f"membrane_{name}.png")
     return written
+
+
+def _varied_neurons(spikes, k=3):
+    """``k`` neurons whose spike counts spread over the range (not k saturated ones).
+
+    spikes: (T, n) of one sample. Prefers neurons that fire sometimes but not
+    at every step, whose traces show both integration and reset.
+    """
+    counts = spikes.sum(axis=0)
+    T = spikes.shape[0]
+    partial = np.flatnonzero((counts > 0) & (counts < T))
+    pool = partial if len(partial) >= k else np.arange(len(counts))
+    order = pool[np.argsort(counts[pool], kind="stable")]
+    picks = order[np.linspace(0, len(order) - 1, k).round().astype(int)]
+    return tuple(int(i) for i in dict.fromkeys(picks.tolist()))
