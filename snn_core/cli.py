@@ -64,7 +64,11 @@ def cmd_train(args):
         extra = f"  nnz={layer.nnz} density={layer.nnz / (layer.in_features * layer.out_features):.4f}" \
             if hasattr(layer, "nnz") else ""
         print(f"  {layer.name:10s} {type(layer).__name__:13s} {layer.in_features:>6d} -> {layer.out_features:<6d}{extra}")
-    print(f"rewiring: {'every %d iterations until %d (zeta0=%.2f, %s/%s)' % (cfg.t_iter, trainer.rewirer.t_end, cfg.zeta0, cfg.prune, cfg.grow) if trainer.rewirer.enabled else 'off (static sparse)'}")
+    if trainer.rewirer.enabled:
+        print(f"rewiring: every {cfg.t_iter} iterations until {trainer.rewirer.t_end} "
+              f"(zeta0={cfg.zeta0:.2f}, {cfg.prune}/{cfg.grow})")
+    else:
+        print(f"rewiring: off ({'static sparse' if cfg.sparse else 'dense layers'})")
     summary = trainer.fit()
     out = Path(cfg.out_dir)
     print(f"test accuracy {summary['test_accuracy']:.4f} (best val {summary['best_val_accuracy']:.4f} at epoch "

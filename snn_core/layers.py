@@ -146,12 +146,15 @@ class Layer:
         self._cache = None
 
     def parameters(self):
+        """Trainable :class:`~snn_core.parameter.Parameter` objects (none for neurons)."""
         return []
 
     def forward(self, x, record=False):
+        """Map ``x`` (T, batch, in_features) to (T, batch, out_features) over all steps."""
         raise NotImplementedError
 
     def backward(self, grad_y):
+        """Accumulate parameter gradients from dL/dy; return dL/dx (or None)."""
         raise NotImplementedError
 
     def reset_state(self):
@@ -203,10 +206,12 @@ class Linear(Layer):
         self.bias = Parameter(np.zeros(out_features, self.dtype), f"{name}.bias", decay=False) if bias else None
 
     def parameters(self):
+        """``[weight, bias]`` (bias omitted when ``bias=False``)."""
         return [self.weight] + ([self.bias] if self.bias is not None else [])
 
     @property
     def nnz(self):
+        """Number of connections: every weight of a dense layer."""
         return self.weight.value.size
 
     def forward(self, x, record=False):
@@ -215,7 +220,9 @@ class Linear(Layer):
         if self.bias is not None:
             Y += self.bias.value[:, None]
         self._cache = (X, x.shape)
-        return time_major(Y.reshape(self.out_features, x.shape[0], x.shape[1]))
+        out = time_major(Y.reshape(self.out_features, x.shape[0], x.shape[1]))
+        self.recorded = {"current": out} if record else {}
+        return out
 
     def backward(self, grad_y):
         X, shape = self._needs_cache()
@@ -329,10 +336,12 @@ class SparseLinear(Layer):
 
     @property
     def nnz(self):
+        """Number of existing connections (stored CSR entries, zeros included)."""
         return self.weight.nnz
 
     @property
     def density(self):
+        """``nnz / (out_features * in_features)``."""
         return self.weight.nnz / (self.in_features * self.out_features)
 
     def transpose_structure(self):
@@ -383,7 +392,9 @@ class SparseLinear(Layer):
         else:
             cpu.csr_forward(w.indptr, w.indices, w.data, bias, X, Y)
         self._cache = (X, x.shape, pack)
-        return time_major(Y.reshape(self.out_features, x.shape[0], x.shape[1]))
+        out = time_major(Y.reshape(self.out_features, x.shape[0], x.shape[1]))
+        self.recorded = {"current": out} if record else {}  # the input current I[t] of the next layer
+        return out
 
     def _zero_bias(self):
         if self._zeros is None:

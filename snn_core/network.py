@@ -28,7 +28,8 @@ class Network:
     ----------
     recorded : dict
         After ``forward(x, record=True)``: layer name -> that layer's
-        ``recorded`` dict (e.g. ``"u"``, ``"v"``, ``"spikes"`` for LIF layers),
+        ``recorded`` dict (``"u"``, ``"v"``, ``"spikes"`` for LIF layers, ``"u"`` for
+        the readout, ``"current"`` for synaptic layers),
         every array ``(T, batch, features)``.
     """
 

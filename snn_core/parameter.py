@@ -27,6 +27,7 @@ class Parameter:
         self.grad_is_zero = True
 
     def zero_grad(self):
+        """Mark the gradient as zero (the next accumulation overwrites it)."""
         self.grad_is_zero = True
 
     def accumulate(self, g: np.ndarray):

@@ -651,7 +651,9 @@ def test_default_layer_names_made_unique():
     names = [layer.name for layer in net.layers]
     assert len(set(names)) == 4
     net.forward(np.ones((3, 2, 3), F32), record=True)
-    assert len(net.recorded) == 2  # both LIF layers recorded under distinct keys
+    assert len(net.recorded) == 4  # every layer recorded under a distinct key
+    assert sum("spikes" in rec for rec in net.recorded.values()) == 2  # the two LIF layers
+    assert sum("current" in rec for rec in net.recorded.values()) == 2  # the two synaptic layers
 
 
 def test_check_finite_identifies_parameter_after_renaming():
