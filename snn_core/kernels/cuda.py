@@ -63,6 +63,8 @@ import numba
 import numpy as np
 from numba import cuda
 
+from .. import surrogate
+
 from ..data.encoders import (
     _GAMMA, _HALF, _M1, _M2, _MASK16, _ONE, _S16, _S27, _S30, _S31, _SCALE16, _as_batch, _check_T, _stream_state,
 )
@@ -101,42 +103,11 @@ else:  # pragma: no cover - needs a GPU (type-checked with cuda.compile_ptx)
 
 
 # --------------------------------------------------------------------------
-# Surrogates (same code, hence same types, as snn_core.surrogate)
+# Surrogates: the very Python functions of snn_core.surrogate, compiled for the
+# device, so CPU and GPU can never disagree on a formula
 # --------------------------------------------------------------------------
-@cuda.jit(device=True)
-def _surrogate_grad(x, code, p):
-    ax = abs(x)
-    if code == 0:
-        return 1.0 / p if ax < 0.5 * p else 0.0
-    if code == 1:
-        return max(0.0, 1.0 / p - ax / (p * p))
-    if code == 2:
-        e = math.exp(-p * ax)
-        return p * e / ((1.0 + e) * (1.0 + e))
-    if code == 3:
-        z = 0.5 * math.pi * p * x
-        return 0.5 * p / (1.0 + z * z)
-    d = 1.0 + p * ax
-    return 1.0 / (d * d)
-
-
-@cuda.jit(device=True)
-def _smooth_spike(x, code, p):
-    if code == 0:
-        return min(1.0, max(0.0, x / p + 0.5))
-    if code == 1:
-        if x <= -p:
-            return 0.0
-        if x >= p:
-            return 1.0
-        if x < 0.0:
-            return 0.5 * (1.0 + x / p) * (1.0 + x / p)
-        return 1.0 - 0.5 * (1.0 - x / p) * (1.0 - x / p)
-    if code == 2:
-        return 1.0 / (1.0 + math.exp(-p * x))
-    if code == 3:
-        return 0.5 + math.atan(0.5 * math.pi * p * x) / math.pi
-    return 0.5 + x / (1.0 + p * abs(x))
+_surrogate_grad = cuda.jit(device=True)(surrogate.surrogate_grad.py_func)
+_smooth_spike = cuda.jit(device=True)(surrogate.smooth_spike.py_func)
 
 
 # --------------------------------------------------------------------------
