@@ -39,6 +39,7 @@ class TrainConfig:
     hidden: list = field(default_factory=lambda: [800])
     density: float = 0.1                 # target global connection density D
     init: str = "erdos_renyi"            # erdos_renyi | uniform
+    min_per_row: int = 0                 # >= 1: every output neuron gets at least this many inputs
     sparse: bool = True                  # False: dense Linear layers (density ignored)
     output: str = "readout"              # readout (membrane) | lif (spikes)
     loss: str = "ce_membrane"            # ce_membrane | ce_count | mse_rate | tet
@@ -97,6 +98,7 @@ class TrainConfig:
         self.hidden = list(self.hidden)
         need(isinstance(self.density, (int, float)) and 0 < self.density <= 1, "density", "a value in (0, 1]")
         choice("init", ("erdos_renyi", "uniform"))
+        need(isinstance(self.min_per_row, int) and self.min_per_row >= 0, "min_per_row", "an integer >= 0")
         choice("output", ("readout", "lif"))
         choice("loss", ("ce_membrane", "ce_count", "mse_rate", "tet"))
         need(self.gain > 0, "gain", "> 0")

@@ -27,7 +27,7 @@ from .layers import SparseLinear
 from .network import mlp
 from .neurons import LIFParams
 from .optim import SGD, Adam, make_schedule
-from .structure import Rewirer, mlp_densities
+from .structure import Rewirer, mlp_densities, sparse_init
 
 
 def _seed(*keys):
@@ -53,9 +53,14 @@ def build_network(config: TrainConfig, n_in: int, n_classes: int):
                        detach_reset=config.detach_reset, surrogate=config.surrogate)
     sizes = [n_in, *config.hidden, n_classes]
     # per-layer densities with exact connection counts summing to D x total
-    densities = mlp_densities(sizes, config.density, method=config.init) if config.sparse else None
-    return mlp(sizes, densities=densities, hidden=hidden, readout=hidden, output=config.output,
-               sparse=config.sparse, seed=config.seed, gain=config.gain)
+    densities = (mlp_densities(sizes, config.density, method=config.init, min_per_row=config.min_per_row)
+                 if config.sparse else None)
+    net = mlp(sizes, densities=densities, hidden=hidden, readout=hidden, output=config.output,
+              sparse=config.sparse, seed=config.seed, gain=config.gain)
+    if config.sparse and config.min_per_row:  # re-draw so that every row gets its minimum
+        sparse_init(net, config.density, method=config.init, seed=config.seed, gain=config.gain,
+                    min_per_row=config.min_per_row)
+    return net
 
 
 class Trainer:

@@ -429,3 +429,12 @@ def test_class_count_mismatch_between_checkpoint_and_data(tmp_path):
     msg = str(e.value)
     assert "fc2" in msg or "classes" in msg
     assert "np.int64" not in msg, f"numpy scalar reprs leak into the message: {msg}"
+
+
+def test_min_per_row_guarantees_every_output_neuron_an_input(tmp_path):
+    # 0.05% of 784x64 + 64x10 is 26 connections: fewer than the 64 hidden neurons
+    with pytest.raises(ValueError, match="min_per_row"):
+        Trainer(small_config(tmp_path, density=0.0005))
+    tr = Trainer(small_config(tmp_path, density=0.0005, min_per_row=1))
+    for layer in tr.network.sparse_layers():
+        assert np.diff(layer.weight.indptr).min() >= 1, layer.name

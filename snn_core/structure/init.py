@@ -183,7 +183,7 @@ def connection_counts(shapes, density, method="erdos_renyi", min_per_row=0):
             if min_per_row == 0:
                 raise ValueError(
                     f"density: {density!r} gives layer {k} {s} only {int(c)} connection(s) for {n_out} output "
-                    f"neurons; raise density or pass min_per_row=1 to give every output neuron one input")
+                    f"neurons; raise density or pass min_per_row=1 (--min-per-row 1) to give every output neuron one input")
         c = max(int(c), min_per_row * n_out)
         out.append(c)
     return out
