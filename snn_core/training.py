@@ -5,7 +5,9 @@ deterministic: every random choice derives from ``config.seed`` and a
 position in training (the epoch for the shuffle, the iteration for spike
 encoding, the rewirer's own saved generator), so the same seed and config give
 bit-identical weights, and a run resumed from a checkpoint continues exactly
-as if it had never stopped.
+as if it had never stopped. (Caveat, docs/getting-started.md: the one run that
+compiles the Numba kernels can differ in the last bits from the runs that load
+them from the cache.)
 """
 from __future__ import annotations
 
