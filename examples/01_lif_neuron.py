@@ -31,28 +31,13 @@
 # Run: `PYTHONPATH=. python examples/01_lif_neuron.py` (or open it as a notebook).
 
 # %%
-import os
-import sys
-from pathlib import Path
-
 import numpy as np
 
-try:
-    HERE = Path(__file__).resolve().parent
-except NameError:  # running inside a notebook: assume the working directory is examples/
-    HERE = Path.cwd()
-try:
-    import snn_core  # noqa: F401
-except ImportError:  # not installed and no PYTHONPATH: use the repository this file lives in
-    sys.path.insert(0, str(HERE.parent))
-
+from _tutorial import FIG_DIR  # finds snn_core; the figure folder
 from matplotlib.figure import Figure
 
 from snn_core import LIF, LIFParams, lif_step, viz
 
-FAST = os.environ.get("SNN_CORE_FAST", "") not in ("", "0")  # nothing to shrink here: it is instant
-FIG_DIR = Path(os.environ.get("SNN_CORE_FIGURES") or HERE / "figures")
-FIG_DIR.mkdir(parents=True, exist_ok=True)
 np.set_printoptions(precision=4, suppress=True)
 
 # %% [markdown]

@@ -17,28 +17,13 @@
 # few individual pixels, and draw `examples/figures/02_input_encodings.png`.
 
 # %%
-import os
-import sys
-from pathlib import Path
-
 import numpy as np
 
-try:
-    HERE = Path(__file__).resolve().parent
-except NameError:  # running inside a notebook: assume the working directory is examples/
-    HERE = Path.cwd()
-try:
-    import snn_core  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(HERE.parent))
-
+from _tutorial import FIG_DIR  # finds snn_core; the figure folder
 from snn_core import viz
 from snn_core.data import (bernoulli_encode, direct_encode, latency_encode, load_embedded, poisson_encode,
                            to_float)
 
-FAST = os.environ.get("SNN_CORE_FAST", "") not in ("", "0")  # nothing to shrink here: it is instant
-FIG_DIR = Path(os.environ.get("SNN_CORE_FIGURES") or HERE / "figures")
-FIG_DIR.mkdir(parents=True, exist_ok=True)
 
 # %% [markdown]
 # ## Step 1 — one digit as intensities

@@ -19,28 +19,13 @@
 # Figures: `examples/figures/03_*.png`.
 
 # %%
-import os
-import sys
-from pathlib import Path
-
 import numpy as np
 
-try:
-    HERE = Path(__file__).resolve().parent
-except NameError:  # running inside a notebook: assume the working directory is examples/
-    HERE = Path.cwd()
-try:
-    import snn_core  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(HERE.parent))
-
+from _tutorial import FAST, FIG_DIR  # finds snn_core; the figure folder
 from matplotlib.figure import Figure
 
 from snn_core import LIF, SURROGATES, LIFParams, Linear, Network, surrogate_numpy, viz
 
-FAST = os.environ.get("SNN_CORE_FAST", "") not in ("", "0")  # only the staircase figure gets coarser
-FIG_DIR = Path(os.environ.get("SNN_CORE_FIGURES") or HERE / "figures")
-FIG_DIR.mkdir(parents=True, exist_ok=True)
 
 # %% [markdown]
 # ## Step 1 — the Heaviside step has no useful derivative

@@ -29,29 +29,14 @@
 #     fc1:      dL/dW1 = sum_t dL/dI[t] x[t]^T
 
 # %%
-import os
-import sys
-from pathlib import Path
-
 import numpy as np
 
-try:
-    HERE = Path(__file__).resolve().parent
-except NameError:  # running inside a notebook: assume the working directory is examples/
-    HERE = Path.cwd()
-try:
-    import snn_core  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(HERE.parent))
-
+from _tutorial import FIG_DIR  # finds snn_core; the figure folder
 from matplotlib.figure import Figure
 
 from snn_core import LIF, LIFParams, Linear, Network, Readout, SparseLinear, mse_rate, surrogate_numpy, viz
 from snn_core.kernels.reference import smooth_spike_numpy
 
-FAST = os.environ.get("SNN_CORE_FAST", "") not in ("", "0")  # nothing to shrink here: it is instant
-FIG_DIR = Path(os.environ.get("SNN_CORE_FIGURES") or HERE / "figures")
-FIG_DIR.mkdir(parents=True, exist_ok=True)
 np.set_printoptions(precision=5, suppress=True, floatmode="fixed")
 
 

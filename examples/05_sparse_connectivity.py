@@ -16,27 +16,12 @@
 # dense memory, and draws connectivity matrices (`examples/figures/05_*.png`).
 
 # %%
-import os
-import sys
-from pathlib import Path
-
 import numpy as np
 
-try:
-    HERE = Path(__file__).resolve().parent
-except NameError:  # running inside a notebook: assume the working directory is examples/
-    HERE = Path.cwd()
-try:
-    import snn_core  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(HERE.parent))
-
+from _tutorial import FIG_DIR  # finds snn_core; the figure folder
 from snn_core import SparseLinear, viz
 from snn_core.structure import connection_counts, erdos_renyi_densities, mlp_densities
 
-FAST = os.environ.get("SNN_CORE_FAST", "") not in ("", "0")  # nothing to shrink here: it takes seconds
-FIG_DIR = Path(os.environ.get("SNN_CORE_FIGURES") or HERE / "figures")
-FIG_DIR.mkdir(parents=True, exist_ok=True)
 np.set_printoptions(precision=3, suppress=True, linewidth=110)
 
 # %% [markdown]

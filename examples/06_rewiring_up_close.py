@@ -15,27 +15,12 @@
 # pruned and grown, and drawing the changes (`examples/figures/06_*`).
 
 # %%
-import os
-import sys
-from pathlib import Path
-
 import numpy as np
 
-try:
-    HERE = Path(__file__).resolve().parent
-except NameError:  # running inside a notebook: assume the working directory is examples/
-    HERE = Path.cwd()
-try:
-    import snn_core  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(HERE.parent))
-
+from _tutorial import FIG_DIR  # finds snn_core; the figure folder
 from snn_core import Adam, ce_membrane, mlp, viz
 from snn_core.structure import Rewirer, position_keys, rewire_layer, zeta_schedule
 
-FAST = os.environ.get("SNN_CORE_FAST", "") not in ("", "0")  # nothing to shrink here: it is instant
-FIG_DIR = Path(os.environ.get("SNN_CORE_FIGURES") or HERE / "figures")
-FIG_DIR.mkdir(parents=True, exist_ok=True)
 
 
 def show(layer, marks=None, title=""):

@@ -32,23 +32,13 @@
 # differences of a percent or two between runs are within noise.
 
 # %%
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-try:
-    HERE = Path(__file__).resolve().parent
-except NameError:  # running inside a notebook: assume the working directory is examples/
-    HERE = Path.cwd()
-try:
-    import snn_core  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(HERE.parent))
-
+from _tutorial import FAST, FIG_DIR  # finds snn_core; the figure folder
 from matplotlib.figure import Figure
 
 from snn_core import viz
@@ -56,9 +46,6 @@ from snn_core.config import TrainConfig
 from snn_core.data import load_embedded
 from snn_core.training import Trainer
 
-FAST = os.environ.get("SNN_CORE_FAST", "") not in ("", "0")
-FIG_DIR = Path(os.environ.get("SNN_CORE_FIGURES") or HERE / "figures")
-FIG_DIR.mkdir(parents=True, exist_ok=True)
 # TrainConfig.out_dir is where `snn-esl train` keeps checkpoints; fit(checkpoint_dir=False) below writes nothing
 OUT_DIR = str(Path(tempfile.gettempdir()) / "snn_core_examples" / "07")
 

@@ -23,22 +23,12 @@
 # separate the two effects of sparsity (`examples/figures/08_energy.png`).
 
 # %%
-import os
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-try:
-    HERE = Path(__file__).resolve().parent
-except NameError:  # running inside a notebook: assume the working directory is examples/
-    HERE = Path.cwd()
-try:
-    import snn_core  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(HERE.parent))
-
+from _tutorial import FAST, FIG_DIR  # finds snn_core; the figure folder
 from matplotlib.figure import Figure
 
 from snn_core import viz
@@ -47,9 +37,6 @@ from snn_core.data import bernoulli_encode, direct_encode, load_embedded
 from snn_core.energy import energy_from_arrays, energy_report, fan_out, format_report
 from snn_core.training import Trainer
 
-FAST = os.environ.get("SNN_CORE_FAST", "") not in ("", "0")
-FIG_DIR = Path(os.environ.get("SNN_CORE_FIGURES") or HERE / "figures")
-FIG_DIR.mkdir(parents=True, exist_ok=True)
 
 EPOCHS = 1 if FAST else 2
 MAX_TRAIN = 500 if FAST else None
