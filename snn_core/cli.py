@@ -91,16 +91,14 @@ def _trainer_from_checkpoint(path, data_dir=None, device="cpu"):
 def cmd_evaluate(args):
     """``snn-esl evaluate CKPT``: test accuracy, firing rates, SOPs and energy."""
     from .energy import energy_report, format_report
-    from .training import single_threaded_blas
 
     trainer = _trainer_from_checkpoint(args.checkpoint, args.data_dir, args.device)
     if trainer.best_state is not None and not args.last:
         trainer.load_network_state(trainer.best_state)
-    with single_threaded_blas():
-        acc, loss = trainer.evaluate(trainer.x_test, trainer.y_test)
-        n = min(args.energy_samples, len(trainer.x_test))
-        x = trainer._encode(trainer.x_test[:n], (3, 0))
-        report = energy_report(trainer.network, x)
+    acc, loss = trainer.evaluate(trainer.x_test, trainer.y_test)
+    n = min(args.energy_samples, len(trainer.x_test))
+    x = trainer._encode(trainer.x_test[:n], (3, 0))
+    report = energy_report(trainer.network, x)
     print(f"checkpoint {args.checkpoint} ({'last' if args.last else 'best'} weights), {trainer.dataset_name} test set "
           f"({len(trainer.x_test)} samples)")
     print(f"test accuracy {acc:.4f}  loss {loss:.4f}")

@@ -11,7 +11,6 @@ them from the cache.)
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -35,18 +34,6 @@ from .structure import Rewirer, mlp_densities, sparse_init
 def _seed(*keys):
     """A 32-bit seed derived from integers (stateless: same keys, same seed)."""
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
-
-
-@contextlib.contextmanager
-def single_threaded_blas():
-    """Limit BLAS to one thread while Numba kernels run (they fight otherwise)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
 
 
 def build_network(config: TrainConfig, n_in: int, n_classes: int):
@@ -213,38 +200,36 @@ class Trainer:
 
             numba.set_num_threads(cfg.threads)
         ebar = tqdm(total=epochs, initial=self.epoch, desc="epochs", unit="ep", disable=cfg.quiet, position=0)
-        # BLAS threads fight Numba's; a dense network is all BLAS, so it keeps them
-        with single_threaded_blas() if cfg.sparse else contextlib.nullcontext():
-            while self.epoch < epochs:
-                bbar = tqdm(total=self.iters_per_epoch, desc=f"epoch {self.epoch + 1}", unit="batch",
-                            disable=cfg.quiet, leave=False, position=1)
-                t0 = time.perf_counter()
-                lr = self.optimizer.lr
-                train_loss, train_acc = self.train_epoch(bbar)
-                seconds = time.perf_counter() - t0
-                bbar.close()
-                self.network.check_finite()
-                val_acc, _ = self.evaluate(self.x_val, self.y_val)
-                self.train_seconds += seconds
-                self.epoch += 1
-                for k, v in (("epoch", self.epoch), ("train_loss", train_loss), ("train_accuracy", train_acc),
-                             ("val_accuracy", val_acc), ("lr", lr), ("density", self.global_density()),
-                             ("epoch_seconds", seconds), ("samples_per_s", len(self.x_train) / seconds)):
-                    self.metrics[k].append(v)
-                if val_acc > self.best_val_accuracy:
-                    self.best_val_accuracy, self.best_epoch = val_acc, self.epoch
-                    self.best_state = self.network_state()
-                    if out is not None:
-                        save_checkpoint(out / "best.h5", self)
+        while self.epoch < epochs:
+            bbar = tqdm(total=self.iters_per_epoch, desc=f"epoch {self.epoch + 1}", unit="batch",
+                        disable=cfg.quiet, leave=False, position=1)
+            t0 = time.perf_counter()
+            lr = self.optimizer.lr
+            train_loss, train_acc = self.train_epoch(bbar)
+            seconds = time.perf_counter() - t0
+            bbar.close()
+            self.network.check_finite()
+            val_acc, _ = self.evaluate(self.x_val, self.y_val)
+            self.train_seconds += seconds
+            self.epoch += 1
+            for k, v in (("epoch", self.epoch), ("train_loss", train_loss), ("train_accuracy", train_acc),
+                         ("val_accuracy", val_acc), ("lr", lr), ("density", self.global_density()),
+                         ("epoch_seconds", seconds), ("samples_per_s", len(self.x_train) / seconds)):
+                self.metrics[k].append(v)
+            if val_acc > self.best_val_accuracy:
+                self.best_val_accuracy, self.best_epoch = val_acc, self.epoch
+                self.best_state = self.network_state()
                 if out is not None:
-                    save_checkpoint(out / "last.h5", self)
-                ebar.update(1)
-                ebar.set_postfix(loss=f"{train_loss:.3f}", train=f"{train_acc:.3f}", val=f"{val_acc:.3f}",
-                                 best=f"{self.best_val_accuracy:.3f}", refresh=False)
-                if cfg.quiet:
-                    print(f"epoch {self.epoch}/{epochs} loss {train_loss:.4f} train {train_acc:.4f} "
-                          f"val {val_acc:.4f} density {self.global_density():.4f} "
-                          f"rewiring events {self.rewirer.n_events} {seconds:.1f}s", flush=True)
+                    save_checkpoint(out / "best.h5", self)
+            if out is not None:
+                save_checkpoint(out / "last.h5", self)
+            ebar.update(1)
+            ebar.set_postfix(loss=f"{train_loss:.3f}", train=f"{train_acc:.3f}", val=f"{val_acc:.3f}",
+                             best=f"{self.best_val_accuracy:.3f}", refresh=False)
+            if cfg.quiet:
+                print(f"epoch {self.epoch}/{epochs} loss {train_loss:.4f} train {train_acc:.4f} "
+                      f"val {val_acc:.4f} density {self.global_density():.4f} "
+                      f"rewiring events {self.rewirer.n_events} {seconds:.1f}s", flush=True)
         ebar.close()
         summary = self.summary()
         if out is not None:
@@ -293,8 +278,7 @@ class Trainer:
         current = self.network_state()
         if self.best_state is not None:
             self.load_network_state(self.best_state)
-        with single_threaded_blas():
-            test_acc, test_loss = self.evaluate(self.x_test, self.y_test)
+        test_acc, test_loss = self.evaluate(self.x_test, self.y_test)
         layers = [{"name": l.name, "shape": [l.out_features, l.in_features], "nnz": int(l.nnz),
                    "density": l.nnz / (l.in_features * l.out_features)}
                   for l in self.network.layers if hasattr(l, "nnz")]
