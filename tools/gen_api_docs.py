@@ -18,7 +18,6 @@ script renders, so re-run it after changing a docstring or a signature::
 """
 from __future__ import annotations
 
-import argparse
 import ast
 import dataclasses
 import importlib
@@ -449,19 +448,10 @@ def render():
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="Render docs/api.md from the snn_core docstrings.")
-    ap.add_argument("--check", action="store_true", help="exit 1 if docs/api.md is not up to date")
-    args = ap.parse_args(argv)
-    text = render()
-    if args.check:
-        current = OUT.read_text() if OUT.is_file() else ""
-        if current != text:
-            print(f"{OUT.relative_to(ROOT)} is stale: run PYTHONPATH=. python {GENERATOR}", file=sys.stderr)
-            return 1
-        return 0
-    OUT.write_text(text)
-    print(f"wrote {OUT.relative_to(ROOT)}")
-    return 0
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/ itself, when loaded by path
+    from _docgen import run
+
+    return run(render, OUT, GENERATOR, "Render docs/api.md from the snn_core docstrings.", argv)
 
 
 if __name__ == "__main__":
