@@ -17,7 +17,6 @@ import importlib.util
 import re
 import subprocess
 import sys
-import time
 import traceback
 from pathlib import Path
 
@@ -83,15 +82,12 @@ def test_python_blocks_run(page, tmp_path, monkeypatch):
     monkeypatch.delenv("SNN_CORE_DATA", raising=False)  # snippets must see the embedded sample
     monkeypatch.setenv("MPLBACKEND", "Agg")
     namespace = {"__name__": f"docs_{page.stem.replace('-', '_')}"}
-    t0 = time.perf_counter()
     for line, code, _ in blocks:
         try:
             exec(compile(code, f"docs/{page.name}:{line}", "exec"), namespace)
         except Exception:
             msg = f"docs/{page.name}, block at line {line} failed:\n{traceback.format_exc(limit=-3)}"
             pytest.fail(msg, pytrace=False)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 30, f"docs/{page.name}: snippets took {elapsed:.1f}s; keep documentation examples small"
 
 
 def _load_tool(name):
