@@ -20,8 +20,8 @@ streaming a few MB, and when another process keeps the second core busy
 the region waits for a descheduled thread. Every public kernel below is
 therefore a thin Python function that estimates the work of the call and
 runs either the ``prange`` version (``_<name>_par``) or the serial one
-(``_<name>_ser``) of the same row function; the results agree to the last
-bit or so (same code, but fastmath reductions may vectorise differently).
+(``_<name>_ser``) of the same row function; the results are bit-identical
+(no kernel uses fastmath, see "Determinism" below).
 Below ``PARALLEL_MIN_NS`` of estimated serial work the serial version runs,
 above it the parallel one: a choice fixed by the shapes, so runs are
 bit-reproducible. ``ADAPTIVE_PARALLEL`` (off by default) instead picks the
@@ -50,6 +50,22 @@ gradient is zero at every step.
 
 Parallel kernels write disjoint outputs per ``prange`` index (a row or a
 neuron), never a shared accumulator, so they are race-free.
+
+Determinism. No kernel is compiled with ``fastmath``. With it (``reassoc``
+in particular) LLVM may reorder float sums however it likes, and it did so
+differently in different compiled copies of the same function: Numba links a
+callee (e.g. ``_dot4`` into ``_csr_grad_spikes_ser``) as a ``linkonce_odr``
+copy that is optimised again inside the caller's module, and in the process
+that compiles the kernels the JIT resolved the call to the callee's own,
+separately optimised library, while a process that loads the caller from the
+cache runs the caller's copy. The two copies summed in different orders, so
+the first (compiling) run differed from cache-loaded runs in the last bits
+of the weight gradient. Without fastmath every copy, the serial and the
+parallel build, and every x86-64 CPU (AVX2 or AVX-512, Intel or AMD) compute
+the float operations in the order the source states, so the results depend
+on the inputs only. Vector speed is kept where it matters by writing the
+vector width into the code (the bit-mask intrinsics, elementwise loops) rather
+than letting the compiler reassociate.
 """
 from __future__ import annotations
 
@@ -83,8 +99,7 @@ _jit = dict(cache=True, nogil=True, error_model="numpy")
 #: when the other core is busy; on the 2-core machine of docs/benchmarks.md
 #: the parallel version only paid off for calls above ~3 ms of serial work.
 #: The choice depends only on shapes, nnz and spike counts, so it is the same
-#: in every run: training stays bit-reproducible (the serial and parallel
-#: builds of a kernel may round differently in the last bit).
+#: in every run (and both builds give the same bits anyway).
 PARALLEL_MIN_NS = 3_000_000.0
 
 # Serial costs per element (ns), measured on the 2-core AMD EPYC (Zen 4) of
@@ -105,10 +120,9 @@ _NS_UPDATE = 0.6       # one optimizer element
 #: thread and the serial one wins. Results agree to rounding (same row
 #: code). False (the default) always takes the parallel version above the
 #: threshold; PARALLEL_MIN_NS = 0 (tests) also forces the parallel version.
-#: Off by default: a timing-based choice differs between runs, and the two
-#: builds of a kernel are not bit-identical (fastmath reductions vectorise
-#: differently), so it would break "same seed, same weights". Turn it on for
-#: speed when bit-reproducibility does not matter.
+#: Off by default: the two builds of a kernel give identical bits, but the
+#: choice costs timing calls and is not reproducible run to run; turn it on
+#: for speed on a busy machine.
 ADAPTIVE_PARALLEL = False
 _EXPLORE = 32
 
@@ -423,7 +437,7 @@ def readout_backward(gu, alpha, c, gI):
 # Dense-row kernels handle four connections per pass over the output row:
 # one load/store of Y[r, n] per four multiply-adds instead of per one (the
 # single-connection loop is bound by those stores).
-@numba.njit(fastmath=True, **_jit)
+@numba.njit(**_jit)
 def _csr_forward_row(r, indptr, indices, data, bias, X, Y):
     N = Y.shape[1]
     for n in range(N):
@@ -467,7 +481,7 @@ def csr_forward(indptr, indices, data, bias, X, Y):
     k(indptr, indices, data, bias, X, Y)
 
 
-@numba.njit(fastmath=True, **_jit)
+@numba.njit(**_jit)
 def _row_sum_nz(r, G, gb, rownz):
     """gb[r] = sum_n G[r, n]; rownz[r] = 1 if any G[r, n] != 0. Returns rownz[r]."""
     N = G.shape[1]
@@ -483,7 +497,7 @@ def _row_sum_nz(r, G, gb, rownz):
     return nz != 0
 
 
-@numba.njit(fastmath=True, **_jit)
+@numba.njit(**_jit)
 def _csr_grad_dense_row(r, indptr, indices, G, X, out, accumulate, gb, rownz):
     N = G.shape[1]
     zero = G.dtype.type(0.0)
@@ -562,7 +576,7 @@ def csr_grad_at(indptr, indices, G, X, out, accumulate):
     csr_grad_dense(indptr, indices, G, X, out, accumulate, np.empty(n_out, G.dtype), np.empty(n_out, np.uint8))
 
 
-@numba.njit(fastmath=True, **_jit)
+@numba.njit(**_jit)
 def _csr_backward_input_row(j, t_indptr, t_indices, t_perm, data, G, rownz, GX):
     N = GX.shape[1]
     zero = GX.dtype.type(0.0)
@@ -895,7 +909,7 @@ def spike_pack(X, X8, cnt, cols, thr, Xb=None):
     return n_bad
 
 
-@numba.njit(fastmath=True, **_jit)
+@numba.njit(**_jit)
 def _add4_u8(r, Y, X8, n0, j0, j1, j2, j3, w0, w1, w2, w3):
     """Y[r, n] += sum of the w_i whose input j_i spiked at column n >= n0 (uint8 rows)."""
     zero = Y.dtype.type(0.0)
@@ -904,7 +918,7 @@ def _add4_u8(r, Y, X8, n0, j0, j1, j2, j3, w0, w1, w2, w3):
             (w2 if X8[j2, n] else zero) + (w3 if X8[j3, n] else zero))
 
 
-@numba.njit(fastmath=True, **_jit)
+@numba.njit(**_jit)
 def _add4(r, Y, X8, Xb, use_bits, one, j0, j1, j2, j3, w0, w1, w2, w3):
     """Y[r, n] += sum of the w_i whose input j_i spiked at column n."""
     # (the uint8 loop lives in its own function: sharing this one with the
@@ -940,7 +954,7 @@ def _split_row(kb, ke, indices, cnt, thr, ks):
     return nd, nl
 
 
-@numba.njit(fastmath=True, **_jit)
+@numba.njit(**_jit)
 def _csr_forward_spikes_row(r, indptr, indices, data, bias, X8, cnt, cols, thr, Y, Xb, use_bits, one, ks):
     N = Y.shape[1]
     zero = Y.dtype.type(0.0)
@@ -1019,7 +1033,7 @@ def csr_forward_spikes(indptr, indices, data, bias, X8, cnt, cols, thr, Y, work_
         Y[...] = out
 
 
-@numba.njit(fastmath=True, **_jit)
+@numba.njit(**_jit)
 def _dot4_u8(r, G, X8, n0, j0, j1, j2, j3):
     """Sums of G[r, n] over the columns n >= n0 where input j_i spiked (uint8 rows)."""
     zero = G.dtype.type(0.0)
@@ -1036,7 +1050,7 @@ def _dot4_u8(r, G, X8, n0, j0, j1, j2, j3):
     return a0, a1, a2, a3
 
 
-@numba.njit(fastmath=True, **_jit)
+@numba.njit(**_jit)
 def _dot4(r, G, X8, Xb, use_bits, one, j0, j1, j2, j3):
     """Sums of G[r, n] over the columns n where input j_i spiked, i = 0..3."""
     if not use_bits:
@@ -1060,7 +1074,7 @@ def _put(out, k, a, accumulate):
         out[k] = a
 
 
-@numba.njit(fastmath=True, **_jit)
+@numba.njit(**_jit)
 def _csr_grad_spikes_row(r, indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz, Xb, use_bits, one,
                          ks):
     zero = G.dtype.type(0.0)
@@ -1182,7 +1196,7 @@ def _nonfinite_count(arr):
 # --------------------------------------------------------------------------
 # Optimizer updates (in place, one pass, O(n))
 # --------------------------------------------------------------------------
-@numba.njit(fastmath=True, **_jit)
+@numba.njit(**_jit)
 def _adam_span(i0, i1, w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
     for i in range(i0, i1):
         gi = g[i] + wd * w[i]
@@ -1212,7 +1226,7 @@ def adam_update(w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
     k(w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd)
 
 
-@numba.njit(fastmath=True, **_jit)
+@numba.njit(**_jit)
 def _sgd_span(i0, i1, w, g, buf, lr, momentum, nesterov, wd):
     for i in range(i0, i1):
         gi = g[i] + wd * w[i]

@@ -1,0 +1,51 @@
+"""Same seed, same bits: whether the Numba kernels were just compiled or loaded from the cache.
+
+The process that compiles the kernels used to differ from cache-loaded
+processes in the last bits of the spike-driven weight gradient (fastmath
+reductions, optimised differently in two compiled copies of the same
+function; root cause in the docstring of :mod:`snn_core.kernels.cpu`). Here a
+tiny training run (spike-driven path, rewiring, Adam) runs twice in fresh
+subprocesses sharing one initially empty ``NUMBA_CACHE_DIR``: the first
+compiles every kernel, the second loads them all; every parameter must agree
+bit for bit.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SCRIPT = r"""
+import hashlib, numpy as np
+from snn_core.config import TrainConfig
+from snn_core.training import Trainer
+cfg = TrainConfig(hidden=[64], max_train=300, epochs=2, batch_size=50, t_iter=3, quiet=True, threads=1, out_dir="unused")
+t = Trainer(cfg)
+t.fit(checkpoint_dir=False)
+h = hashlib.sha256()
+for p in t.network.parameters():
+    h.update(p.name.encode()); h.update(p.value.tobytes())
+assert t.network.layers[0]._cache[2] is not None, "fc1 did not take the spike-driven path"
+print("DIGEST", h.hexdigest())
+"""
+
+
+def _run(cache_dir):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir), PYTHONPATH=str(ROOT), NUMBA_NUM_THREADS="1")
+    env.pop("NUMBA_DISABLE_JIT", None)
+    r = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=ROOT, capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return [line.split()[1] for line in r.stdout.splitlines() if line.startswith("DIGEST")][0]
+
+
+def test_cold_and_warm_kernel_cache_give_identical_weights(tmp_path):
+    cache = tmp_path / "numba-cache"
+    cache.mkdir()
+    cold = _run(cache)
+    assert any(cache.rglob("*.nbi")), "the first run should have filled the kernel cache"
+    n_files = len(list(cache.rglob("*.nbc")))
+    warm = _run(cache)
+    assert len(list(cache.rglob("*.nbc"))) == n_files, "the second run should only load cached kernels"
+    assert cold == warm
