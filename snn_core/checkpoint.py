@@ -1,6 +1,6 @@
 """HDF5 checkpoints: everything needed to evaluate, inspect or resume exactly.
 
-Layout (format version 1)::
+Layout (format version 2)::
 
     /                  attrs: format="snn_core-checkpoint", format_version,
                               snn_core_version, created
@@ -18,10 +18,21 @@ attribute, so the rewirer's and optimizer's ``state_dict`` are stored as they
 are. Files are written to a temporary name in the same directory, flushed to
 disk and renamed over the target: a crash or a full disk during a save leaves
 the previous checkpoint intact. Checkpoints hold no device-specific data.
+
+Integrity (format version 2). Before the file is closed every object gets a
+``__digest__`` attribute (:func:`seal`): a dataset the SHA-256 of its dtype,
+shape and bytes, a group the SHA-256 of its other attributes and the names
+of its members. :func:`load_checkpoint` verifies every digest
+(:func:`verify`), so a flipped byte, a truncated array, an edited attribute
+or a deleted group or dataset is a :class:`CheckpointError` naming the
+object, never a silently different model; it then checks that every
+parameter and optimizer state array is finite (:func:`check_finite_tree`).
+Version-1 files (no digests) still load, unverified.
 """
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -30,7 +41,8 @@ import h5py
 import numpy as np
 
 FORMAT = "snn_core-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+DIGEST = "__digest__"
 
 
 _SLASH = "\\"  # stands for "/" inside stored names
@@ -70,7 +82,7 @@ def _json_default(v):
 def _read_tree(group):
     out = {}
     for key, value in group.attrs.items():
-        if key != "__list__" and isinstance(value, str):  # non-string attrs are read explicitly
+        if key not in ("__list__", DIGEST) and isinstance(value, str):  # non-string attrs are read explicitly
             out[key.replace(_SLASH, "/")] = json.loads(value)
     for key, item in group.items():
         key = key.replace(_SLASH, "/")
@@ -93,8 +105,10 @@ def save_checkpoint(path, trainer):
     """Atomically write ``trainer``'s complete state to ``path`` (HDF5)."""
     from . import __version__
 
+    from .runs import temp_path
+
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temp_path(path)
     try:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = FORMAT
@@ -114,24 +128,92 @@ def save_checkpoint(path, trainer):
             for k in ("epoch", "iteration", "best_val_accuracy", "best_epoch", "train_seconds"):
                 t.attrs[k] = getattr(trainer, k)
             t.attrs["metrics"] = json.dumps(trainer.metrics)
+            seal(f)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-        for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a process killed mid-save
-            stale.unlink(missing_ok=True)
+        # temporary files of other processes are left alone: the run folder's
+        # lock holder removes those of dead processes (snn_core.runs)
     except BaseException as e:
         try:
             tmp.unlink()
         except FileNotFoundError:
             pass
         if isinstance(e, OSError):
-            raise OSError(e.errno, f"saving checkpoint {path} failed ({e.strerror or e}); "
+            why = str(e.strerror or e).strip().splitlines()[0] if str(e.strerror or e).strip() else type(e).__name__
+            raise OSError(e.errno, f"saving checkpoint {path} failed ({why}); "
                                    "the previous checkpoint, if any, is intact") from e
         if isinstance(e, Exception):
             raise RuntimeError(f"saving checkpoint {path} failed ({type(e).__name__}: {e}); "
                                "the previous checkpoint, if any, is intact") from e
         raise
+
+
+# --------------------------------------------------------------------------
+# integrity: digests of every object, finite values
+# --------------------------------------------------------------------------
+def _canonical(value):
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _object_digest(obj):
+    """SHA-256 (hex) of a dataset's dtype, shape and bytes, or of a group's attributes and member names."""
+    h = hashlib.sha256()
+    if isinstance(obj, h5py.Dataset):
+        h.update(f"dataset {obj.dtype.str if obj.dtype.kind != 'O' else 'str'} {obj.shape}".encode())
+        if h5py.check_string_dtype(obj.dtype) is not None:
+            for item in np.ravel(obj.asstr()[()]):
+                h.update(item.encode() + b"\0")
+        else:
+            h.update(np.ascontiguousarray(obj[()]).tobytes())
+    else:
+        h.update(f"group {sorted(obj.keys())}".encode())
+    attrs = {k: _canonical(v) for k, v in obj.attrs.items() if k != DIGEST}
+    h.update(json.dumps(attrs, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def seal(f):
+    """Give every group and dataset of the open file ``f`` its ``__digest__`` attribute."""
+    objects = [f]
+    f.visititems(lambda name, obj: objects.append(obj))
+    for obj in objects:  # a group's digest covers member names, not members: any order works
+        obj.attrs[DIGEST] = _object_digest(obj)
+
+
+def verify(f, path):
+    """Check every object's digest; raise :class:`CheckpointError` naming the first damaged one."""
+    bad = []
+
+    def check(name, obj):
+        stored = obj.attrs.get(DIGEST)
+        if stored is None or _canonical(stored) != _object_digest(obj):
+            bad.append(name)
+            return True  # stop visiting
+        return None
+
+    if check("/", f) is None:
+        f.visititems(lambda name, obj: check("/" + name, obj))
+    if bad:
+        raise CheckpointError(f"checkpoint {path}: {bad[0]} is damaged (checksum mismatch or missing); "
+                              "the file cannot be trusted")
+
+
+def check_finite_tree(tree, where, path):
+    """Raise :class:`CheckpointError` if any float array in the nested dict/list ``tree`` holds NaN/Inf."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else ()
+    for key, value in items:
+        if isinstance(value, (dict, list)):
+            check_finite_tree(value, f"{where}/{key}", path)
+        elif isinstance(value, np.ndarray) and value.dtype.kind in "fc":
+            n_bad = int(value.size - np.count_nonzero(np.isfinite(value)))
+            if n_bad:
+                raise CheckpointError(f"checkpoint {path}: {where}/{key} holds {n_bad} NaN/Inf value(s)")
 
 
 def _fsync_dir(directory):
@@ -177,9 +259,11 @@ def load_checkpoint(path):
             for group in ("config", "network", "optimizer", "rewirer", "trainer"):
                 if group not in f:
                     raise CheckpointError(f"checkpoint {path}: missing group '/{group}' (incomplete file)")
+            if version >= 2 or DIGEST in f.attrs:
+                verify(f, path)
             opt = f["optimizer"]
             state = _read_tree(opt)
-            return {
+            ck = {
                 "config": json.loads(f["config"].attrs["json"]),
                 "network": _read_tree(f["network"]),
                 "best": _read_tree(f["best"]) if "best" in f else None,
@@ -187,21 +271,30 @@ def load_checkpoint(path):
                               "state": [state[str(i)] for i in range(len(state))]},
                 "rewirer": _read_tree(f["rewirer"]),
                 "trainer": {k: (json.loads(v) if k == "metrics" else v.item() if hasattr(v, "item") else v)
-                            for k, v in f["trainer"].attrs.items()},
+                            for k, v in f["trainer"].attrs.items() if k != DIGEST},
                 "format_version": version,
             }
+        check_finite_tree({"network": ck["network"], "best": ck["best"] or {}, "optimizer": ck["optimizer"]["state"]},
+                          "", path)
+        return ck
     except CheckpointError:
         raise
-    except (OSError, KeyError, ValueError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"checkpoint {path}: unreadable content ({type(e).__name__}: {e})") from None
+    except Exception as e:  # h5py reports damaged metadata as OSError, KeyError, TypeError, ...
+        why = (str(e).strip().splitlines() or [""])[0]
+        raise CheckpointError(f"checkpoint {path}: unreadable content ({type(e).__name__}: {why})") from None
 
 
 def restore_trainer(path, dataset=None, **overrides):
     """A :class:`~snn_core.training.Trainer` in exactly the state saved at ``path``.
 
     ``overrides`` change config values (e.g. ``epochs=10`` to train longer,
-    ``quiet=True``); changing the architecture is rejected.
+    ``quiet=True``); changing the architecture is rejected. Unless
+    ``out_dir`` is overridden, the resumed run writes beside the checkpoint
+    (its folder, not the folder recorded in the file, which may be another
+    run's or a copy's original).
     """
+    overrides = dict(overrides)
+    overrides.setdefault("out_dir", str(Path(path).parent))
     ck = load_checkpoint(path)
     try:
         return _restore(path, ck, dataset, overrides)
@@ -231,10 +324,15 @@ def _restore(path, ck, dataset, overrides):
     if trainer.n_classes != shapes[-1][0]:
         raise ValueError(f"data: the checkpoint classifies {shapes[-1][0]} classes, the data "
                          f"({trainer.dataset_name}) has {trainer.n_classes}")
-    for state in (ck["network"], ck["best"] or {}):
+    for group, state in (("network", ck["network"]), ("best", ck["best"])):
+        if state is None:
+            continue
         for layer in trainer.network.layers:
             saved = state.get(layer.name)
             if saved is None:
+                if layer.parameters():  # a missing layer is damage, never "keep the other copy"
+                    raise CheckpointError(f"checkpoint {path}: /{group}/{layer.name} is missing (incomplete or "
+                                          "damaged file)")
                 continue
             shape = tuple(int(v) for v in saved["shape"])
             if shape != (layer.out_features, layer.in_features):
@@ -263,4 +361,5 @@ def _restore(path, ck, dataset, overrides):
     trainer.train_seconds = float(t["train_seconds"])
     trainer.metrics = {k: list(v) for k, v in t["metrics"].items()}
     trainer.best_state = ck["best"]
+    trainer.run_dir = Path(path).parent  # its files are this run's own: continuing there is no overwrite
     return trainer

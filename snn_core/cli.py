@@ -3,7 +3,8 @@
 Every training flag mirrors a :class:`~snn_core.config.TrainConfig` field
 (``--t-iter`` sets ``t_iter``); ``--config FILE`` (TOML or JSON) sets many at
 once, and flags given on the command line override the file. Errors print one
-line naming the problem and exit non-zero.
+line naming the problem and exit non-zero (1; 130 when interrupted); only
+``--debug`` shows a traceback.
 """
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ def cmd_train(args):
     if args.resume:
         overrides = TrainConfig.read_file(args.config) if args.config else {}
         overrides |= {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
-        trainer = restore_trainer(args.resume, **overrides)
+        TrainConfig.from_dict(overrides, TrainConfig())  # bad values fail before the checkpoint is read
+        trainer = restore_trainer(args.resume, **overrides)  # writes beside the checkpoint unless --out-dir
         print(f"resumed {args.resume} at epoch {trainer.epoch}, iteration {trainer.iteration}")
     else:
         trainer = Trainer(_config_from_args(args))
@@ -69,7 +71,7 @@ def cmd_train(args):
               f"(zeta0={cfg.zeta0:.2f}, {cfg.prune}/{cfg.grow})")
     else:
         print(f"rewiring: off ({'static sparse' if cfg.sparse else 'dense layers'})")
-    summary = trainer.fit()
+    summary = trainer.fit(overwrite=args.overwrite)
     out = Path(cfg.out_dir)
     print(f"test accuracy {summary['test_accuracy']:.4f} (best val {summary['best_val_accuracy']:.4f} at epoch "
           f"{summary['best_epoch']}), density {summary['density']:.4f}, {summary['rewiring_events']} rewiring "
@@ -172,26 +174,37 @@ def cmd_sweep(args):
     """``snn-esl sweep``: several densities with rewiring on and off, plus dense; one table."""
     from .training import Trainer
 
+    from .runs import RunDirError, atomic_write_text, holds_run
+
     base = _config_from_args(args)
     out = Path(base.out_dir)
     rows = []
     runs = [(d, r) for d in args.densities for r in (True, False)]
     if not args.no_dense:
         runs.append((1.0, None))
+    plan = []  # every config is built (and validated) before anything trains
     for density, rewiring in runs:
         if rewiring is None:
-            name, cfg = "dense", TrainConfig.from_dict({"sparse": False, "density": 1.0, "rewiring": False,
-                                                        "out_dir": str(out / "dense")}, base)
+            name, overrides = "dense", {"sparse": False, "density": 1.0, "rewiring": False}
         else:
-            name = f"d{density:g}-{'esl' if rewiring else 'static'}"
-            cfg = TrainConfig.from_dict({"density": density, "rewiring": rewiring, "out_dir": str(out / name)}, base)
+            name, overrides = f"d{density:g}-{'esl' if rewiring else 'static'}", {"density": density,
+                                                                                 "rewiring": rewiring}
+        try:
+            cfg = TrainConfig.from_dict(overrides | {"out_dir": str(out / name)}, base)
+        except ValueError as e:
+            raise ValueError(f"--densities {density:g}: {e}") from None
+        if not args.overwrite and holds_run(out / name):
+            raise RunDirError(f"output directory {out / name} already holds a run; pass --overwrite to replace "
+                              "it or choose another --out-dir")
+        plan.append((name, cfg, density, rewiring))
+    for name, cfg, density, rewiring in plan:
         print(f"== {name}", flush=True)
-        s = Trainer(cfg).fit()
+        s = Trainer(cfg).fit(overwrite=args.overwrite)
         rows.append({"run": name, "density": s["density"], "target_density": density, "sparse": cfg.sparse,
                      "rewiring": bool(rewiring), "test_accuracy": s["test_accuracy"],
                      "best_val_accuracy": s["best_val_accuracy"], "train_seconds": s["train_seconds"]})
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sweep.json").write_text(json.dumps(rows, indent=2))
+    atomic_write_text(out / "sweep.json", json.dumps(rows, indent=2))
     print(f"\n{'run':18s} {'density':>8s} {'rewiring':>8s} {'val acc':>8s} {'test acc':>8s} {'seconds':>8s}")
     for r in rows:
         print(f"{r['run']:18s} {r['density']:8.4f} {str(r['rewiring']):>8s} {r['best_val_accuracy']:8.4f} "
@@ -217,53 +230,91 @@ def build_parser():
     p = argparse.ArgumentParser(prog="snn-esl", formatter_class=fmt,
                                 description="Train, evaluate, inspect, sweep and plot ESL-SNNs "
                                             "(sparse spiking networks with evolutionary structure learning).")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
+    debug = argparse.ArgumentParser(add_help=False)  # --debug is also accepted after the subcommand
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the full traceback of an error")
 
-    t = sub.add_parser("train", formatter_class=fmt, help="train an ESL-SNN (no arguments: the main job on the embedded MNIST sample)")
+    t = sub.add_parser("train", formatter_class=fmt, parents=[debug], help="train an ESL-SNN (no arguments: the main job on the embedded MNIST sample)")
     t.add_argument("--config", help="TOML or JSON file with TrainConfig fields")
-    t.add_argument("--resume", metavar="CKPT", help="continue exactly from a checkpoint (e.g. RUN_DIR/last.h5)")
+    t.add_argument("--resume", metavar="CKPT", help="continue exactly from a checkpoint (e.g. RUN_DIR/last.h5); "
+                                                    "writes beside it unless --out-dir is given")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace the run files (best.h5, last.h5, summary.json) of another run in --out-dir")
     _add_config_flags(t)
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", formatter_class=fmt, help="test accuracy, firing rates, SOPs and energy of a checkpoint")
+    e = sub.add_parser("evaluate", formatter_class=fmt, parents=[debug], help="test accuracy, firing rates, SOPs and energy of a checkpoint")
     e.add_argument("checkpoint")
     e.add_argument("--data-dir", help="evaluate on this IDX directory instead of the training data")
     e.add_argument("--last", action="store_true", help="use the last weights instead of the best-validation ones")
-    e.add_argument("--energy-samples", type=int, default=200, help="test samples used for SOP counting")
+    e.add_argument("--energy-samples", type=_positive_int, default=200, help="test samples used for SOP counting")
     e.add_argument("--json", help="also write the results to this JSON file")
     e.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run the evaluation")
     e.set_defaults(func=cmd_evaluate)
 
-    i = sub.add_parser("info", formatter_class=fmt, help="architecture, per-layer nnz/density, turnover and metrics of a checkpoint")
+    i = sub.add_parser("info", formatter_class=fmt, parents=[debug], help="architecture, per-layer nnz/density, turnover and metrics of a checkpoint")
     i.add_argument("checkpoint")
     i.set_defaults(func=cmd_info)
 
-    s = sub.add_parser("sweep", formatter_class=fmt, help="train at several densities with rewiring on and off (+ dense), one table")
+    s = sub.add_parser("sweep", formatter_class=fmt, parents=[debug], help="train at several densities with rewiring on and off (+ dense), one table")
     s.add_argument("--densities", type=float, nargs="+", default=[0.01, 0.05, 0.1, 0.2],
                    help="target global densities to train, each with rewiring on and off")
     s.add_argument("--no-dense", action="store_true", help="skip the dense baseline")
+    s.add_argument("--overwrite", action="store_true", help="replace runs already present in the sweep's folders")
     s.add_argument("--config", help="TOML or JSON file with TrainConfig fields")
     _add_config_flags(s)
     s.set_defaults(func=cmd_sweep)
 
-    pl = sub.add_parser("plot", formatter_class=fmt, help="write PNG figures (training curves, rewiring history, ...) of a run directory")
+    pl = sub.add_parser("plot", formatter_class=fmt, parents=[debug], help="write PNG figures (training curves, rewiring history, ...) of a run directory")
     pl.add_argument("run_dir")
     pl.add_argument("--out", help="directory for the PNGs (default RUN_DIR/figures)")
     pl.set_defaults(func=cmd_plot)
     return p
 
 
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _one_line(e):
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
 def main(argv=None):
-    """Entry point of ``snn-esl``; returns the exit status."""
+    """Entry point of ``snn-esl``; returns the exit status.
+
+    Every error is one line on stderr (exit 1); ``--debug`` re-raises it with
+    its traceback. Ctrl-C exits 130.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+        debug = args.debug
+    except KeyboardInterrupt:
+        print("snn-esl: interrupted", file=sys.stderr)
+        return 130
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        print("snn-esl: interrupted; the last completed epoch's checkpoint is intact", file=sys.stderr)
+        if debug:
+            raise
+        print("snn-esl: interrupted; checkpoints already written are intact", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError, RuntimeError) as e:
-        print(f"snn-esl {args.command}: error: {e}", file=sys.stderr)
+    except Exception as e:
+        if debug:
+            raise
+        expected = isinstance(e, (ValueError, TypeError, OSError, RuntimeError))
+        hint = "" if expected else f" ({type(e).__name__}; an internal error: rerun with --debug and report it)"
+        print(f"snn-esl {args.command}: error: {_one_line(e)}{hint}", file=sys.stderr)
         return 1
 
 

@@ -19,6 +19,10 @@ except ModuleNotFoundError:  # Python 3.10
     tomllib = None
 
 
+#: more Numba threads than this is a typo, whatever the machine
+MAX_THREADS = 1024
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run; the defaults are the main job.
@@ -81,7 +85,15 @@ class TrainConfig:
 
     # -- validation --------------------------------------------------------
     def validate(self):
-        """Raise ValueError naming the first field with an invalid value."""
+        """Raise ValueError naming the first field with an invalid value.
+
+        Types are strict: a bool field takes only true/false, an int field
+        only integers (not 1.5, not true, not "3"), a float field numbers
+        (integers are converted), a str field strings; ``None`` only where
+        the field allows it.
+        """
+        self._check_types()
+
         def need(cond, name, expected):
             if not cond:
                 raise ValueError(f"{name}: expected {expected}, got {getattr(self, name)!r}")
@@ -101,7 +113,9 @@ class TrainConfig:
         need(isinstance(self.min_per_row, int) and self.min_per_row >= 0, "min_per_row", "an integer >= 0")
         choice("output", ("readout", "lif"))
         choice("loss", ("ce_membrane", "ce_count", "mse_rate", "tet"))
-        need(self.gain > 0, "gain", "> 0")
+        need(math.isfinite(self.gain) and self.gain > 0, "gain", "a finite value > 0")
+        need(math.isfinite(self.tau_m) and self.tau_m > 0, "tau_m", "a finite value > 0")
+        need(math.isfinite(self.v_th) and self.v_th > 0, "v_th", "a finite value > 0")
         choice("reset", ("hard", "soft", "none"))
         need(isinstance(self.epochs, int) and self.epochs >= 1, "epochs", "an integer >= 1")
         need(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", "an integer >= 1")
@@ -109,6 +123,8 @@ class TrainConfig:
         need(math.isfinite(self.lr) and self.lr > 0, "lr", "a finite value > 0")
         need(math.isfinite(self.lr_end) and self.lr_end > 0, "lr_end", "a finite value > 0")
         choice("schedule", ("exponential", "cosine", "step", "constant"))
+        need(0 <= self.momentum < 1, "momentum", "a value in [0, 1)")
+        need(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a finite value >= 0")
         need(isinstance(self.t_iter, int) and self.t_iter >= 1, "t_iter", "an integer >= 1")
         need(0 <= self.zeta0 < 1, "zeta0", "a value in [0, 1)")
         choice("zeta_decay", ("cosine", "constant"))
@@ -120,8 +136,35 @@ class TrainConfig:
              "a finite value >= 0")
         need(self.snapshot_every is None or (isinstance(self.snapshot_every, int) and self.snapshot_every >= 1),
              "snapshot_every", "None or an integer >= 1")
+        need(0 <= self.seed < 2**32, "seed", "an integer in [0, 2**32)")
+        need(self.out_dir.strip() != "", "out_dir", "a folder name (an empty path would write into the current folder)")
+        need(self.data_dir is None or self.data_dir.strip() != "", "data_dir", "None or a folder name")
         choice("device", ("cpu", "cuda"))
-        need(self.threads is None or (isinstance(self.threads, int) and self.threads >= 1), "threads", "None or an integer >= 1")
+        need(self.threads is None or 1 <= self.threads <= MAX_THREADS, "threads", f"None or an integer in [1, {MAX_THREADS}]")
+
+    def _check_types(self):
+        for f in dataclasses.fields(self):
+            value, optional = getattr(self, f.name), "None" in f.type
+            base = f.type.split("|")[0].strip()
+            if value is None and optional:
+                continue
+            if base == "bool":
+                ok, kind = isinstance(value, bool), "true or false"
+            elif base == "int":
+                ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+            elif base == "float":
+                ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+                if ok:
+                    setattr(self, f.name, float(value))
+            elif base == "str":
+                ok, kind = isinstance(value, str), "a string"
+            else:  # hidden: a list of layer sizes
+                ok = isinstance(value, (list, tuple)) and all(isinstance(h, int) and not isinstance(h, bool)
+                                                               for h in value)
+                kind = "a list of integers"
+            if not ok:
+                raise ValueError(f"{f.name}: expected {kind}{' or null' if optional else ''}, got {value!r} "
+                                 f"({type(value).__name__})")
 
     # -- (de)serialisation -------------------------------------------------
     def to_dict(self):

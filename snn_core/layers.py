@@ -56,6 +56,45 @@ def _check_dtype(dtype):
     return dtype
 
 
+def check_size(n, what):
+    """``n`` as an int >= 1; a bool, float, string or smaller value is an error naming ``what``."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"{what}: expected a positive integer, got {n!r} ({type(n).__name__})")
+    if n < 1:
+        raise ValueError(f"{what}: expected a positive integer, got {n}")
+    return int(n)
+
+
+def check_grad_shape(grad_y, out_shape, where):
+    """The gradient of an output must have the output's shape ``(T, batch, features)``.
+
+    Called before any kernel or parameter gradient sees ``grad_y``: the
+    compiled kernels index by the cached forward shapes and do not check
+    bounds.
+    """
+    shape = getattr(grad_y, "shape", None)
+    if shape is not None and tuple(shape) != tuple(out_shape):
+        raise ValueError(f"{where}: expected the shape of the last forward output {tuple(out_shape)}, got "
+                         f"{tuple(shape)}")
+
+
+def check_index_array(a, what, upper):
+    """``a`` as int32 after checking it holds integers in ``[0, upper]``.
+
+    A float (``3.7``), a value beyond int32 (``2**32 + 3``) or a negative
+    one is an error, never a silent cast to another index.
+    """
+    arr = np.asarray(a)
+    if arr.size and arr.dtype.kind not in "iu":
+        raise TypeError(f"{what}: expected integer indices, got dtype {arr.dtype}")
+    if arr.ndim != 1:
+        raise ValueError(f"{what}: expected a 1-d array, got shape {arr.shape}")
+    if arr.size and (arr.min() < 0 or arr.max() > upper):
+        bad = arr.min() if arr.min() < 0 else arr.max()
+        raise ValueError(f"{what}: index {bad} out of range [0, {upper}]")
+    return arr.astype(np.int32)
+
+
 def feature_major(x, n_features, dtype, where):
     """Validate a ``(T, batch, n_features)`` array; return it as (F, T, B) C-contiguous.
 
@@ -193,7 +232,8 @@ class Linear(Layer):
     def __init__(self, in_features, out_features, bias=True, seed=None, gain=1.0, dtype=np.float32, weight=None, name="linear"):
         super().__init__()
         self.dtype = _check_dtype(dtype)
-        self.in_features, self.out_features, self.name = int(in_features), int(out_features), name
+        self.in_features = check_size(in_features, f"{name}.in_features")
+        self.out_features, self.name = check_size(out_features, f"{name}.out_features"), name
         rng = np.random.default_rng(seed)
         if weight is None:
             a = gain * np.sqrt(3.0 / in_features)
@@ -226,6 +266,7 @@ class Linear(Layer):
 
     def backward(self, grad_y):
         X, shape = self._needs_cache()
+        check_grad_shape(grad_y, (*shape[:2], self.out_features), f"{self.name} grad")
         G = feature_major(grad_y, self.out_features, self.dtype, f"{self.name} grad").reshape(self.out_features, -1)
         w = self.weight
         if w.grad_is_zero:
@@ -288,7 +329,8 @@ class SparseLinear(Layer):
                  dtype=np.float32, weight=None, name="sparse_linear"):
         super().__init__()
         self.dtype = _check_dtype(dtype)
-        self.in_features, self.out_features, self.name = int(in_features), int(out_features), name
+        self.in_features = check_size(in_features, f"{name}.in_features")
+        self.out_features, self.name = check_size(out_features, f"{name}.out_features"), name
         rng = np.random.default_rng(seed)
         if weight is None:
             indptr, indices = random_connectivity(self.out_features, self.in_features, density, rng)
@@ -326,7 +368,8 @@ class SparseLinear(Layer):
         The arrays must already be canonical (validated here). Gradients are
         reset; the caller remaps optimizer state.
         """
-        indptr, indices = np.asarray(indptr, np.int32), np.asarray(indices, np.int32)
+        indices = check_index_array(indices, f"{self.name}.set_connections indices", self.in_features - 1)
+        indptr = check_index_array(indptr, f"{self.name}.set_connections indptr", len(indices))
         data = np.ascontiguousarray(data, self.dtype)
         if len(data) != len(indices):
             raise ValueError(f"{self.name}: {len(data)} weights for {len(indices)} connections")
@@ -403,6 +446,7 @@ class SparseLinear(Layer):
 
     def backward(self, grad_y):
         X, shape, pack = self._needs_cache()
+        check_grad_shape(grad_y, (*shape[:2], self.out_features), f"{self.name} grad")  # before p.grad is touched
         G = feature_major(grad_y, self.out_features, self.dtype, f"{self.name} grad").reshape(self.out_features, -1)
         w, p = self.weight, self.weight_param
         gb, rownz = self._scratch_rows()
@@ -450,7 +494,7 @@ class _Neurons(Layer):
         if not isinstance(self.params, LIFParams):
             raise TypeError(f"{name}.params: expected LIFParams, got {type(self.params).__name__}")
         self.dtype = _check_dtype(dtype)
-        self.in_features = self.out_features = int(n)
+        self.in_features = self.out_features = check_size(n, f"{name}.n")
         self.name = name
 
     def _scalars(self):
@@ -518,6 +562,7 @@ class LIF(_Neurons):
 
     def backward(self, grad_y):
         u, s = self._needs_cache()
+        check_grad_shape(grad_y, time_major(u).shape, f"{self.name} grad")
         gs = feature_major(grad_y, self.out_features, self.dtype, f"{self.name} grad")
         p, f = self.params, self.dtype.type
         alpha, _, c = self._scalars()
@@ -543,13 +588,13 @@ class Readout(_Neurons):
         alpha, k0, c = self._scalars()
         u = _pool(self).get(I.shape, self.dtype)
         cpu.readout_forward(I, self._initial(v0, I.shape[2]), alpha, k0, c, u)
-        self._cache = True
+        self._cache = time_major(u).shape
         if record:
             self.recorded = {"u": time_major(u)}
         return time_major(u)
 
     def backward(self, grad_y):
-        self._needs_cache()
+        check_grad_shape(grad_y, self._needs_cache(), f"{self.name} grad")
         gu = feature_major(grad_y, self.out_features, self.dtype, f"{self.name} grad")
         alpha, _, c = self._scalars()
         gI = _pool(self).get(gu.shape, self.dtype)

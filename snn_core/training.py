@@ -5,15 +5,18 @@ deterministic: every random choice derives from ``config.seed`` and a
 position in training (the epoch for the shuffle, the iteration for spike
 encoding, the rewirer's own saved generator), so the same seed and config give
 bit-identical weights, and a run resumed from a checkpoint continues exactly
-as if it had never stopped. (Caveat, docs/getting-started.md: the one run that
-compiles the Numba kernels can differ in the last bits from the runs that load
-them from the cache.)
+as if it had never stopped, whether the Numba kernels were just compiled or
+loaded from the cache (docs/guarantees.md).
+
+A run stops at the first iteration whose loss is not finite or exceeds
+``DIVERGENCE_LOSS``, or whose update leaves a NaN/Inf in a parameter
+(:class:`TrainingDiverged`); the checkpoints of the last completed epoch stay
+as they were.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -28,7 +31,17 @@ from .layers import SparseLinear
 from .network import mlp
 from .neurons import LIFParams
 from .optim import SGD, Adam, make_schedule
+from .runs import RunDir, atomic_write_text
 from .structure import Rewirer, mlp_densities, sparse_init
+
+
+#: a mini-batch loss above this stops the run as diverged (the losses of
+#: :mod:`snn_core.losses` start near log(classes) or below 1 and fall)
+DIVERGENCE_LOSS = 1e4
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became non-finite or exploded, or a parameter became NaN/Inf."""
 
 
 def _seed(*keys):
@@ -82,6 +95,8 @@ class Trainer:
             # a random subset: files may be ordered by class (the embedded sample is)
             keep = np.sort(np.random.default_rng(_seed(config.seed, 4)).permutation(len(x_train))[: config.max_train])
             x_train, y_train = x_train[keep], y_train[keep]
+        check_labels(y_train, "training labels")
+        check_labels(data.y_test, "test labels")
         self.n_classes = int(max(y_train.max(), data.y_test.max())) + 1
         tr, va = train_val_split(len(x_train), config.val_fraction, seed=config.seed)
         self.x_train, self.y_train = to_float(x_train[tr]), y_train[tr].astype(np.int64)
@@ -119,6 +134,8 @@ class Trainer:
         self.best_epoch = 0
         self.best_state = None
         self.train_seconds = 0.0
+        #: the folder whose run files are this trainer's own (set by fit and by restore_trainer)
+        self.run_dir = None
 
     # -- one pass --------------------------------------------------------------
     def _encode(self, x, key):
@@ -149,10 +166,12 @@ class Trainer:
             self.rewirer.prepare(self.iteration + 1, net)
             out = net.forward(x)
             value, grad = self.loss_fn(out, y)
+            self._check_diverged(value, "loss")
             net.zero_grad()
             net.backward(grad)
             opt.step()
             self.iteration += 1
+            self._check_diverged(value, "parameters")
             self.rewirer.maybe_rewire(self.iteration, net, opt)
             total_loss += value * len(idx)
             correct += int((losses.predict(out) == y).sum())
@@ -163,6 +182,22 @@ class Trainer:
                                      density=f"{self.global_density():.3f}",
                                      sps=f"{seen / (time.perf_counter() - t0):.0f}", refresh=False)
         return total_loss / seen, correct / seen
+
+    def _check_diverged(self, loss, what):
+        """Raise :class:`TrainingDiverged` at a non-finite/exploding loss or a NaN/Inf parameter."""
+        if what == "loss":
+            if math.isfinite(loss) and loss <= DIVERGENCE_LOSS:
+                return
+            why = f"loss {loss:.4g}" + ("" if not math.isfinite(loss) else f" > {DIVERGENCE_LOSS:g}")
+        else:
+            try:
+                self.network.check_finite()
+                return
+            except ValueError as e:
+                why = f"the update left {e}"
+        raise TrainingDiverged(
+            f"training diverged at epoch {self.epoch + 1}, iteration {self.iteration}: {why}; stopped (lower "
+            f"--lr?); the checkpoints of epoch {self.epoch} are kept as they were")
 
     def evaluate(self, x, y, batch_size=None):
         """Top-1 accuracy and mean loss on float images x (N, features), labels y."""
@@ -181,24 +216,42 @@ class Trainer:
         return correct / len(x), total_loss / len(x)
 
     # -- the loop ----------------------------------------------------------------
-    def fit(self, epochs=None, checkpoint_dir=None):
+    def fit(self, epochs=None, checkpoint_dir=None, overwrite=False):
         """Train until ``epochs`` epochs are complete (default: config.epochs).
 
         Writes ``last.h5`` every epoch and ``best.h5`` when validation accuracy
         improves (atomically) into ``checkpoint_dir`` (default config.out_dir);
         ``checkpoint_dir=False`` writes nothing. Returns the summary dict.
-        """
-        from .checkpoint import save_checkpoint
 
+        The folder is locked for the run (:class:`~snn_core.runs.RunDir`): a
+        folder used by another process, or holding another run's files, is
+        refused (``overwrite=True`` deletes the other run's files first). A
+        folder holding this trainer's own files (it resumed from there, or
+        an earlier ``fit`` wrote them) is continued. Raises
+        :class:`TrainingDiverged` when training diverges.
+        """
         cfg = self.config
         epochs = cfg.epochs if epochs is None else epochs
-        out = Path(cfg.out_dir if checkpoint_dir is None else checkpoint_dir) if checkpoint_dir is not False else None
-        if out is not None:
-            _ensure_writable(out)
         if cfg.threads:
             import numba
 
+            if cfg.threads > numba.config.NUMBA_NUM_THREADS:
+                raise ValueError(f"threads: {cfg.threads} requested, this machine allows at most "
+                                 f"{numba.config.NUMBA_NUM_THREADS} (NUMBA_NUM_THREADS)")
             numba.set_num_threads(cfg.threads)
+        if checkpoint_dir is False:
+            return self._fit(epochs, None)
+        out = Path(cfg.out_dir if checkpoint_dir is None else checkpoint_dir)
+        continuing = self.run_dir is not None and Path(self.run_dir).resolve() == out.resolve()
+        with RunDir(out, overwrite=overwrite, continuing=continuing):
+            self.run_dir = out
+            return self._fit(epochs, out)
+
+    def _fit(self, epochs, out):
+        from .checkpoint import save_checkpoint
+
+        cfg = self.config
+        self.network.check_finite()  # damaged weights are an error, not a "diverged" run
         ebar = tqdm(total=epochs, initial=self.epoch, desc="epochs", unit="ep", disable=cfg.quiet, position=0)
         while self.epoch < epochs:
             bbar = tqdm(total=self.iters_per_epoch, desc=f"epoch {self.epoch + 1}", unit="batch",
@@ -233,7 +286,7 @@ class Trainer:
         ebar.close()
         summary = self.summary()
         if out is not None:
-            _atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+            atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
         return summary
 
     # -- state -------------------------------------------------------------------
@@ -296,19 +349,16 @@ class Trainer:
         }
 
 
-def _ensure_writable(directory: Path):
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OSError(f"output directory {directory}: cannot create it ({e.strerror})") from None
-    if not os.access(directory, os.W_OK):
-        raise PermissionError(f"output directory {directory}: not writable")
-
-
-def _atomic_write_text(path: Path, text: str):
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def check_labels(y, what):
+    """Class labels must be non-negative integers covering at least two classes."""
+    y = np.asarray(y)
+    if y.size == 0:
+        raise ValueError(f"{what}: no samples")
+    if y.dtype.kind not in "iu":
+        raise ValueError(f"{what}: expected integer class labels, got dtype {y.dtype}")
+    if y.min() < 0:
+        raise ValueError(f"{what}: negative class label {int(y.min())}")
+    classes = np.unique(y)
+    if what == "training labels" and len(classes) < 2:
+        raise ValueError(f"{what}: all {y.size} samples have class {int(classes[0])}; a classifier needs "
+                         "samples of at least 2 classes")

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import snn_core
-from snn_core.checkpoint import (FORMAT, FORMAT_VERSION, CheckpointError, load_checkpoint, restore_trainer,
+from snn_core.checkpoint import (FORMAT, FORMAT_VERSION, CheckpointError, load_checkpoint, restore_trainer, seal,
                                  save_checkpoint)
 from snn_core.config import TrainConfig
 from snn_core.training import Trainer
@@ -63,7 +63,7 @@ def test_round_trip(trained, tmp_path):
     path = tmp_path / "rt.h5"
     save_checkpoint(path, tr)
     ck = load_checkpoint(path)
-    assert ck["format_version"] == FORMAT_VERSION == 1
+    assert ck["format_version"] == FORMAT_VERSION == 2
     with h5py.File(path, "r") as f:
         assert f.attrs["format"] == FORMAT
         assert int(f.attrs["format_version"]) == FORMAT_VERSION
@@ -353,6 +353,7 @@ def test_cuda_checkpoint_loads_on_cpu(ckpt):
         cfg = json.loads(f["config"].attrs["json"])
         cfg["device"] = "cuda"
         f["config"].attrs["json"] = json.dumps(cfg)
+        seal(f)  # as the GPU run wrote it
     ck = load_checkpoint(ckpt)  # reading needs no GPU
     assert ck["config"]["device"] == "cuda"
     tr = restore_trainer(ckpt, device="cpu")
@@ -385,6 +386,7 @@ def test_corrupt_csr_indptr_is_a_clean_error(ckpt, group):
         a = d[()]
         a[3] = a[-1] + 100
         d[...] = a
+        seal(f)  # valid digests: the structure check itself must catch it
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run([sys.executable, "-c", _RESTORE_CHILD, str(ckpt)], capture_output=True, text=True,
                           env=env, timeout=120)
@@ -399,6 +401,7 @@ def test_inconsistent_array_lengths_are_value_errors(ckpt):
         a = f["network/fc1/data"][()]
         del f["network/fc1/data"]
         f["network/fc1/data"] = a[:-3]
+        seal(f)
     with pytest.raises(ValueError):
         restore_trainer(ckpt)
 
@@ -410,6 +413,7 @@ def test_optimizer_state_of_wrong_size_is_rejected(ckpt):
         a = g[k][()]
         del g[k]
         g[k] = a[:-1]
+        seal(f)  # consistent digests: the size check itself must catch it
     with pytest.raises(ValueError, match="optimizer state"):
         restore_trainer(ckpt)
 

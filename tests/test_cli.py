@@ -89,7 +89,7 @@ def test_info(run_dir, launcher):
     proc = ok(run_cli("info", out / "last.h5", launcher=launcher))
     s = json.loads((out / "summary.json").read_text())
     text = proc.stdout
-    assert "format v1" in text
+    assert "format v2" in text
     assert "trained 2 of 2 epochs" in text
     for layer in s["layers"]:
         line = next(l for l in text.splitlines() if l.startswith(layer["name"] + " "))
