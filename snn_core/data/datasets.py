@@ -109,6 +109,8 @@ def _check_pair(img_path: Path, images: np.ndarray, lbl_path: Path, labels: np.n
         raise ValueError(f"{img_path}: images must be 3-D (N, H, W), got shape {images.shape}")
     if images.dtype != np.uint8:
         raise ValueError(f"{img_path}: images must be uint8, got {images.dtype}")
+    if 0 in images.shape:
+        raise ValueError(f"{img_path}: no images (shape {images.shape}); the file is empty")
     if labels.ndim != 1:
         raise ValueError(f"{lbl_path}: labels must be 1-D (N,), got shape {labels.shape}")
     if labels.dtype != np.uint8:
