@@ -56,6 +56,7 @@ MODULES = [
     "snn_core.data.datasets",
     "snn_core.data.encoders",
     "snn_core.config",
+    "snn_core.runs",
     "snn_core.training",
     "snn_core.checkpoint",
     "snn_core.energy",
