@@ -483,16 +483,35 @@ def csr_forward(indptr, indices, data, bias, X, Y):
 
 @numba.njit(**_jit)
 def _row_sum_nz(r, G, gb, rownz):
-    """gb[r] = sum_n G[r, n]; rownz[r] = 1 if any G[r, n] != 0. Returns rownz[r]."""
+    """gb[r] = sum_n G[r, n]; rownz[r] = 1 if any G[r, n] != 0. Returns rownz[r].
+
+    The sum runs in eight independent lanes (columns n = 8 q + l) combined by
+    a fixed tree: the order of the additions is written here, so it is the
+    same in every compiled copy and on every CPU, and the compiler can still
+    vectorise the lanes (a single running sum without fastmath would wait for
+    every addition's latency: 3x slower, measured on 800 x 800).
+    """
     N = G.shape[1]
     zero = G.dtype.type(0.0)
-    acc = zero
     nz = 0
-    for n in range(N):
-        g = G[r, n]
-        acc += g
-        nz += g != zero
-    gb[r] = acc
+    for n in range(N):  # an integer count: any order gives the same result
+        nz += G[r, n] != zero
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = zero
+    n = 0
+    while n + 8 <= N:
+        a0 += G[r, n]
+        a1 += G[r, n + 1]
+        a2 += G[r, n + 2]
+        a3 += G[r, n + 3]
+        a4 += G[r, n + 4]
+        a5 += G[r, n + 5]
+        a6 += G[r, n + 6]
+        a7 += G[r, n + 7]
+        n += 8
+    while n < N:
+        a0 += G[r, n]
+        n += 1
+    gb[r] = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
     rownz[r] = 1 if nz else 0
     return nz != 0
 
