@@ -145,7 +145,8 @@ def _neuron_arrays(p: LIFParams, n, dt):
 
 def _neuron_meta(layer, p: LIFParams):
     meta = {META + "layer": type(layer).__name__, META + "tau_m": p.tau_m, META + "dt": p.dt,
-            META + "reset": p.reset, META + "detach_reset": bool(p.detach_reset), META + "surrogate": p.surrogate}
+            META + "reset": p.reset, META + "detach_reset": bool(p.detach_reset), META + "surrogate": p.surrogate,
+            META + "v_th": p.v_th, META + "v_reset": p.v_reset}  # v_th, v_reset: a readout's (unused) values
     if p.surrogate_param is not None:
         meta[META + "surrogate_param"] = float(p.surrogate_param)
     return meta
@@ -300,12 +301,14 @@ def _size(name, node):
     raise ValueError(f"node {name!r}: cannot tell its number of neurons")
 
 
-def _params_from_nir(name, node, dt, reset, v_th=None, v_reset=0.0):
+def _params_from_nir(name, node, dt, reset, v_th=None, v_reset=None):
     """LIFParams for a NIR LIF/LI node: the snn_core metadata's exact values when they agree with the node."""
     n = _size(name, node)
     tau, r, v_leak = (_uniform(name, node, f, n) for f in ("tau", "r", "v_leak"))
-    if v_th is None:
-        v_th = 1.0  # an LI readout has no threshold; LIFParams needs one
+    if v_th is None:  # an LI readout has no threshold or reset; LIFParams needs values (unused)
+        v_th = float(_meta(node, "v_th", 1.0))
+    if v_reset is None:
+        v_reset = float(_meta(node, "v_reset", 0.0))
     kw = dict(v_th=v_th, v_rest=v_leak, v_reset=v_reset, R=r, reset=reset)
     for key in ("detach_reset", "surrogate", "surrogate_param"):
         if _meta(node, key) is not None:
@@ -361,10 +364,11 @@ def _import_li(name, node, ctx):
         tname, thr = nxt
         n = _size(name, node)
         v_th = _uniform(tname, thr, "threshold", n)
-        n, p = _params_from_nir(name, node, ctx["dt"], "none", v_th)
+        n, p = _params_from_nir(name, node, ctx["dt"], "none", v_th, 0.0)
         ctx["consumed"] = 1
         return [_build_neurons(LIF, n, p, ctx["dtype"], name)]
-    n, p = _params_from_nir(name, node, ctx["dt"], "none")
+    reset = _meta(node, "reset", "none")
+    n, p = _params_from_nir(name, node, ctx["dt"], reset if reset in ("hard", "soft", "none") else "none")
     return [_build_neurons(Readout, n, p, ctx["dtype"], name)]
 
 
