@@ -368,3 +368,52 @@ def test_snntorch_loads_our_graph_with_the_same_spike_counts():
     with torch.no_grad():
         counts = sum(model(torch.from_numpy(x[t]))[0] for t in range(x.shape[0]))
     assert np.array_equal(np.asarray(counts), ours)
+
+
+# --------------------------------------------------------------------------
+# the command line: import -> info / evaluate / plot / export / train --resume
+# --------------------------------------------------------------------------
+def test_cli_import_export_and_the_checkpoint_commands(tmp_path):
+    from test_cli import run_cli
+
+    src = mlp([784, 20, 10], density=0.2, seed=4, gain=2.0)
+    write_nir(src, tmp_path / "src.nir", 1e-3)
+    imp = tmp_path / "imp"
+    r = run_cli("import", tmp_path / "src.nir", "--dt", "1e-3", "--out-dir", imp)
+    assert r.returncode == 0, r.stderr
+    assert "fc1        SparseLinear     784 -> 20" in r.stdout and f"wrote {imp / 'last.h5'}" in r.stdout
+    r = run_cli("import", tmp_path / "src.nir", "--dt", "1e-3", "--out-dir", imp)  # nothing overwritten silently
+    assert r.returncode == 1 and "exists; pass --force" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("info", imp / "last.h5")
+    assert r.returncode == 0 and "not trained here yet" in r.stdout and "rewiring: no events" in r.stdout
+    r = run_cli("evaluate", imp / "last.h5", "--energy-samples", "5")
+    assert r.returncode == 0 and "test accuracy" in r.stdout, r.stderr
+    r = run_cli("plot", imp, "--out", tmp_path / "fig")
+    assert r.returncode == 0, r.stderr
+    figs = sorted(p.name for p in (tmp_path / "fig").iterdir())
+    assert "connectivity_fc1.png" in figs and "raster_lif1.png" in figs and "training_curves.png" not in figs
+    r = run_cli("export", imp, "--nir", tmp_path / "back.nir", "--dt", "1e-3")
+    assert r.returncode == 0 and "fc1              Affine" in r.stdout, r.stderr
+    back, orig = nir.read(str(tmp_path / "back.nir")), to_nir(src, 1e-3)
+    for name in ("fc1", "fc2"):
+        assert np.array_equal(back.nodes[name].weight, orig.nodes[name].weight)
+        assert np.array_equal(back.nodes[name].bias, orig.nodes[name].bias)
+    np.testing.assert_array_equal(back.nodes["lif1"].tau, orig.nodes["lif1"].tau)
+    r = run_cli("train", "--resume", imp / "last.h5", "--epochs", "1", "--max-train", "60", "--quiet")
+    assert r.returncode == 0 and "resumed" in r.stdout and "test accuracy" in r.stdout, r.stderr
+
+
+def test_cli_refusals_are_one_line(tmp_path):
+    from test_cli import run_cli
+
+    (tmp_path / "junk.nir").write_bytes(b"not a NIR file")
+    r = run_cli("import", tmp_path / "junk.nir", "--dt", "1e-3", "--out-dir", tmp_path / "o")
+    assert r.returncode == 1 and "not a readable NIR graph" in r.stderr and "Traceback" not in r.stderr
+    write_nir(_net(), tmp_path / "small.nir", 1e-3)  # R = 1.3 folds; v_rest = 0.05 cannot be a TrainConfig
+    r = run_cli("import", tmp_path / "small.nir", "--dt", "1e-3", "--out-dir", tmp_path / "o")
+    assert r.returncode == 1 and "v_rest=0.05; a TrainConfig fixes v_rest=0" in r.stderr
+    assert not (tmp_path / "o").exists()
+    r = run_cli("export", tmp_path / "nowhere", "--nir", tmp_path / "x.nir", "--dt", "1e-3")
+    assert r.returncode == 1 and "no such file" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("import", tmp_path / "small.nir", "--out-dir", tmp_path / "o")
+    assert r.returncode == 2 and "--dt" in r.stderr  # required: there is no universal time unit
