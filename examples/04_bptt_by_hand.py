@@ -175,7 +175,7 @@ bwd = backward_by_hand(fwd, W2, P, verbose=True)
 # Build the network from `snn_core` layers (dense `Linear` synapses without
 # bias, float64), run `forward(record=True)` and compare every recorded
 # array; compute the loss with `mse_rate` and call `network.backward`.
-# The gradient arrays sit in `layer.weight.grad`.
+# The gradient arrays sit in `layer.weight_param.grad`.
 
 # %%
 def build(p, sparse=False):
@@ -213,7 +213,7 @@ assert np.isclose(loss, fwd["L"], rtol=1e-12)
 print(f"  OK loss: mse_rate = {loss:.6f} == hand {fwd['L']:.6f}")
 assert np.allclose(grad[:, 0, 0], 2 * (fwd["o"].mean() - y) / T)
 print(f"  OK dL/do from mse_rate: {vec(grad[:, 0, 0])}")
-g1, g2 = net.layers[0].weight.grad, net.layers[2].weight.grad
+g1, g2 = net.layers[0].weight_param.grad, net.layers[2].weight_param.grad
 assert np.allclose(g1, bwd["dW1"], rtol=1e-12, atol=1e-14)
 assert np.allclose(g2, bwd["dW2"], rtol=1e-12, atol=1e-14)
 print(f"  OK dL/dW1 engine == hand: {vec(g1.ravel())}")
@@ -231,7 +231,7 @@ print("  OK SparseLinear (CSR) synapses give the same dL/dW1 (weight_param.grad 
 P_det = LIFParams(detach_reset=True)
 net_d, *_ = engine(P_det)
 bwd_d = backward_by_hand(forward_by_hand(W1, W2, P_det), W2, P_det)
-assert np.allclose(net_d.layers[0].weight.grad, bwd_d["dW1"], rtol=1e-12, atol=1e-14)
+assert np.allclose(net_d.layers[0].weight_param.grad, bwd_d["dW1"], rtol=1e-12, atol=1e-14)
 print(f"  OK detach_reset=True (drop the carry*(v_reset - u) term): dL/dW1 = {vec(bwd_d['dW1'].ravel())} "
       f"(engine == hand)")
 
@@ -253,14 +253,14 @@ fwd_s = forward_by_hand(W1, W2, PS, verbose=True)
 bwd_s = backward_by_hand(fwd_s, W2, PS)
 net_s, out_s, loss_s, _ = engine(PS)
 assert np.isclose(loss_s, fwd_s["L"], rtol=1e-12)
-assert np.allclose(net_s.layers[0].weight.grad, bwd_s["dW1"], rtol=1e-12, atol=1e-14)
-assert np.allclose(net_s.layers[2].weight.grad, bwd_s["dW2"], rtol=1e-12, atol=1e-14)
+assert np.allclose(net_s.layers[0].weight_param.grad, bwd_s["dW1"], rtol=1e-12, atol=1e-14)
+assert np.allclose(net_s.layers[2].weight_param.grad, bwd_s["dW2"], rtol=1e-12, atol=1e-14)
 print("  OK smooth mode: engine forward and gradients == hand computation")
 
 # a Heaviside network's loss does not move under a small weight change
 net_h = build(P)
 base = mse_rate(net_h.forward(x[:, None, :]), np.array([0]), on=y)[0]
-net_h.layers[0].weight.value[0, 0] += 1e-6
+net_h.layers[0].weight_param.value[0, 0] += 1e-6
 bumped = mse_rate(net_h.forward(x[:, None, :]), np.array([0]), on=y)[0]
 print(f"  (Heaviside: L(W1[0,0] + 1e-6) - L = {bumped - base:.1e}: no finite-difference signal, "
       f"while the surrogate gradient is {bwd['dW1'][0, 0]:+.5f})")
@@ -268,11 +268,11 @@ print(f"  (Heaviside: L(W1[0,0] + 1e-6) - L = {bumped - base:.1e}: no finite-dif
 EPS = 1e-6
 rows = []
 for li, name in ((0, "W1"), (2, "W2")):
-    wv = net_s.layers[li].weight.value
-    g_engine = net_s.layers[li].weight.grad
+    wv = net_s.layers[li].weight_param.value
+    g_engine = net_s.layers[li].weight_param.grad
     for idx in np.ndindex(wv.shape):
         probe = build(PS)
-        wp = probe.layers[li].weight.value
+        wp = probe.layers[li].weight_param.value
         w0 = wp[idx]
         wp[idx] = w0 + EPS
         lp = mse_rate(probe.forward(x[:, None, :]), np.array([0]), on=y)[0]

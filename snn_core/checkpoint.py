@@ -101,19 +101,7 @@ def save_checkpoint(path, trainer):
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["snn_core_version"] = __version__
             f.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
-            f.create_group("config").attrs["json"] = json.dumps(trainer.config.to_dict())
-            _write_tree(f.create_group("network"), trainer.network_state())
-            if trainer.best_state is not None:
-                _write_tree(f.create_group("best"), trainer.best_state)
-            opt = trainer.optimizer.state_dict()
-            g = f.create_group("optimizer")
-            g.attrs["iteration"] = opt["iteration"]
-            _write_tree(g, {str(i): st for i, st in enumerate(opt["state"])})
-            _write_tree(f.create_group("rewirer"), trainer.rewirer.state_dict())
-            t = f.create_group("trainer")
-            for k in ("epoch", "iteration", "best_val_accuracy", "best_epoch", "train_seconds"):
-                t.attrs[k] = getattr(trainer, k)
-            t.attrs["metrics"] = json.dumps(trainer.metrics)
+            _write_state(f, trainer.state_dict())
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -132,6 +120,22 @@ def save_checkpoint(path, trainer):
             raise RuntimeError(f"saving checkpoint {path} failed ({type(e).__name__}: {e}); "
                                "the previous checkpoint, if any, is intact") from e
         raise
+
+
+def _write_state(f, state):
+    """Write a ``Trainer.state_dict()`` into the open file ``f`` (layout of the module docstring)."""
+    f.create_group("config").attrs["json"] = json.dumps(state["config"])
+    _write_tree(f.create_group("network"), state["network"])
+    if state["best"] is not None:
+        _write_tree(f.create_group("best"), state["best"])
+    opt = state["optimizer"]
+    g = f.create_group("optimizer")
+    g.attrs["iteration"] = opt["iteration"]
+    _write_tree(g, {str(i): st for i, st in enumerate(opt["state"])})
+    _write_tree(f.create_group("rewirer"), state["rewirer"])
+    t = f.create_group("trainer")
+    for k, v in state["trainer"].items():
+        t.attrs[k] = json.dumps(v) if k == "metrics" else v
 
 
 def _fsync_dir(directory):
@@ -211,7 +215,6 @@ def restore_trainer(path, dataset=None, **overrides):
 
 def _restore(path, ck, dataset, overrides):
     from .config import TrainConfig
-    from .sparse import check_csr
     from .training import Trainer
 
     arch = ("hidden", "sparse", "output", "steps")
@@ -231,36 +234,8 @@ def _restore(path, ck, dataset, overrides):
     if trainer.n_classes != shapes[-1][0]:
         raise ValueError(f"data: the checkpoint classifies {shapes[-1][0]} classes, the data "
                          f"({trainer.dataset_name}) has {trainer.n_classes}")
-    for state in (ck["network"], ck["best"] or {}):
-        for layer in trainer.network.layers:
-            saved = state.get(layer.name)
-            if saved is None:
-                continue
-            shape = tuple(int(v) for v in saved["shape"])
-            if shape != (layer.out_features, layer.in_features):
-                raise ValueError(f"checkpoint {path}: layer {layer.name} has shape {shape}, the config "
-                                 f"builds {(layer.out_features, layer.in_features)}")
-            try:
-                if "indptr" in saved:
-                    check_csr(np.asarray(saved["indptr"]), np.asarray(saved["indices"]), shape)
-                    if len(saved["data"]) != len(saved["indices"]):
-                        raise ValueError("data and indices differ in length")
-                elif saved["weight"].shape != shape:
-                    raise ValueError(f"weight shape {saved['weight'].shape}")
-            except ValueError as e:
-                raise CheckpointError(f"checkpoint {path}: layer {layer.name} is damaged ({e})") from None
-    trainer.load_network_state(ck["network"])
-    trainer.optimizer.load_state_dict(ck["optimizer"])
-    # the saved rewirer brings its generator, history and event count; its
-    # schedule and rules follow the (possibly overridden) config, like the LR
-    plan = trainer.rewirer.config()
-    trainer.rewirer.load_state_dict(ck["rewirer"])
-    for key in ("t_iter", "zeta0", "decay", "t_end", "prune", "grow", "new_weight", "new_weight_scale", "enabled"):
-        setattr(trainer.rewirer, key, plan[key])
-    t = ck["trainer"]
-    trainer.epoch, trainer.iteration = int(t["epoch"]), int(t["iteration"])
-    trainer.best_val_accuracy, trainer.best_epoch = float(t["best_val_accuracy"]), int(t["best_epoch"])
-    trainer.train_seconds = float(t["train_seconds"])
-    trainer.metrics = {k: list(v) for k, v in t["metrics"].items()}
-    trainer.best_state = ck["best"]
+    try:
+        trainer.load_state_dict(ck)
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint {path}: {e}") from None
     return trainer

@@ -231,7 +231,7 @@ def build_parser():
     e.add_argument("--last", action="store_true", help="use the last weights instead of the best-validation ones")
     e.add_argument("--energy-samples", type=int, default=200, help="test samples used for SOP counting")
     e.add_argument("--json", help="also write the results to this JSON file")
-    e.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run the evaluation")
+    e.add_argument("--device", choices=("reference", "cpu", "cuda"), default="cpu", help="backend to evaluate on: readable NumPy, Numba CPU kernels or a CUDA GPU")
     e.set_defaults(func=cmd_evaluate)
 
     i = sub.add_parser("info", formatter_class=fmt, help="architecture, per-layer nnz/density, turnover and metrics of a checkpoint")

@@ -182,7 +182,7 @@ def _as_structure(weight):
         w = weight.weight
         return "sparse", w.indices, w.shape
     if isinstance(weight, Linear):
-        return "dense", None, weight.weight.value.shape
+        return "dense", None, weight.weight_param.value.shape
     if sp.issparse(weight):
         w = sp.csr_matrix(weight)
         return "sparse", w.indices, w.shape

@@ -21,13 +21,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import losses
+from .backends import get_backend
 from .config import TrainConfig
 from .data.datasets import load_dataset, to_float, train_val_split
 from .data.encoders import get_encoder
-from .layers import SparseLinear
 from .network import mlp
 from .neurons import LIFParams
 from .optim import SGD, Adam, make_schedule
+from .sparse import check_csr
 from .structure import Rewirer, mlp_densities, sparse_init
 
 
@@ -71,10 +72,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, dataset=None):
         self.config = config
-        if config.device != "cpu":
-            from .backend import require_cuda
-
-            require_cuda()
+        backend = get_backend(config.device)  # fails early, in one line, when the device is unusable
         data = dataset if dataset is not None else load_dataset(config.data_dir)
         self.dataset_name = getattr(data, "name", "custom")
         x_train, y_train = data.x_train, data.y_train
@@ -88,7 +86,7 @@ class Trainer:
         self.x_val, self.y_val = to_float(x_train[va]), y_train[va].astype(np.int64)
         self.x_test, self.y_test = to_float(data.x_test), data.y_test.astype(np.int64)
         n_in = self.x_train.shape[1]
-        self.network = build_network(config, n_in, self.n_classes)
+        self.network = build_network(config, n_in, self.n_classes).to(backend)
         self.encode = get_encoder(config.encoder)
         self._encode_buffers = {}
         self.loss_fn = losses.get_loss(config.loss)
@@ -134,12 +132,14 @@ class Trainer:
         return self.encode(x, self.config.steps, seed=_seed(self.config.seed, *key), out=buf)
 
     def train_epoch(self, progress=None):
-        """One epoch over the shuffled training set; returns (loss, accuracy)."""
-        if self.config.device == "cuda":
-            from .gpu import train_epoch_device
+        """One epoch over the shuffled training set; returns (loss, accuracy).
 
-            return train_epoch_device(self, progress)
+        The same loop on every backend: inputs are encoded on the host and
+        uploaded by the first layer, the loss runs on the host on the
+        output (T, batch, classes) (a small copy on a device backend).
+        """
         cfg, net, opt = self.config, self.network, self.optimizer
+        to_host = net.backend.to_host
         order = np.random.default_rng(_seed(cfg.seed, 1, self.epoch)).permutation(len(self.x_train))
         total_loss, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
         for start in range(0, len(order), cfg.batch_size):
@@ -147,7 +147,7 @@ class Trainer:
             x = self._encode(self.x_train[idx], (2, self.iteration))
             y = self.y_train[idx]
             self.rewirer.prepare(self.iteration + 1, net)
-            out = net.forward(x)
+            out = to_host(net.forward(x))
             value, grad = self.loss_fn(out, y)
             net.zero_grad()
             net.backward(grad)
@@ -166,15 +166,12 @@ class Trainer:
 
     def evaluate(self, x, y, batch_size=None):
         """Top-1 accuracy and mean loss on float images x (N, features), labels y."""
-        if self.config.device == "cuda":
-            from .gpu import evaluate_device
-
-            return evaluate_device(self, x, y, batch_size)
+        to_host = self.network.backend.to_host
         bs = batch_size or max(self.config.batch_size, 200)
         correct, total_loss = 0, 0.0
         for b, start in enumerate(range(0, len(x), bs)):
             xb, yb = x[start:start + bs], y[start:start + bs]
-            out = self.network.forward(self._encode(xb, (3, b)))
+            out = to_host(self.network.forward(self._encode(xb, (3, b))))
             value, _ = self.loss_fn(out, yb)
             total_loss += value * len(xb)
             correct += int((losses.predict(out) == yb).sum())
@@ -243,35 +240,59 @@ class Trainer:
         return sum(l.nnz for l in layers) / sum(l.in_features * l.out_features for l in layers)
 
     def network_state(self):
-        """Copies of every layer's arrays (CSR arrays for sparse layers)."""
-        state = {}
-        for layer in self.network.layers:
-            if isinstance(layer, SparseLinear):
-                w = layer.weight
-                state[layer.name] = {"indptr": w.indptr.copy(), "indices": w.indices.copy(), "data": w.data.copy()}
-            elif hasattr(layer, "weight"):
-                state[layer.name] = {"weight": layer.weight.value.copy()}
-            else:
-                continue
-            state[layer.name]["shape"] = np.array([layer.out_features, layer.in_features])
-            if layer.bias is not None:
-                state[layer.name]["bias"] = layer.bias.value.copy()
-        return state
+        """Host copies of every layer's arrays: ``network.state_dict()``."""
+        return self.network.state_dict()
 
     def load_network_state(self, state):
         """Put arrays from :meth:`network_state` (or a checkpoint) back into the layers."""
-        for layer in self.network.layers:
-            if layer.name not in state:
-                continue
-            s = state[layer.name]
-            if isinstance(layer, SparseLinear):
-                layer.set_connections(s["indptr"], s["indices"], s["data"])
-                # the optimizer's parameter object survives set_connections;
-                # state arrays must match the new nnz (resume loads them after)
-            else:
-                layer.weight.value[...] = s["weight"]
-            if "bias" in s and layer.bias is not None:
-                layer.bias.value[...] = s["bias"]
+        self.network.load_state_dict(state)
+
+    #: trainer counters saved with a checkpoint (see :meth:`state_dict`)
+    COUNTERS = ("epoch", "iteration", "best_val_accuracy", "best_epoch", "train_seconds")
+
+    def state_dict(self):
+        """Everything needed to resume exactly, as plain dicts of host arrays and numbers.
+
+        Keys: ``config`` (dict), ``network``, ``best`` (or None),
+        ``optimizer``, ``rewirer``, ``trainer`` (counters and ``metrics``).
+        Device-independent: a state saved on ``cuda`` loads on ``cpu``.
+        """
+        counters = {k: getattr(self, k) for k in self.COUNTERS}
+        return {"config": self.config.to_dict(), "network": self.network_state(), "best": self.best_state,
+                "optimizer": self.optimizer.state_dict(), "rewirer": self.rewirer.state_dict(),
+                "trainer": counters | {"metrics": self.metrics}}
+
+    def load_state_dict(self, state):
+        """Restore :meth:`state_dict` output into this trainer (built from the same architecture).
+
+        The network (and best model) are checked layer by layer (ValueError
+        naming the layer); the rewirer keeps this trainer's schedule and
+        rules (they follow the config, like the learning rate) and takes the
+        saved generator, history and event count.
+        """
+        for name, saved in (state.get("best") or {}).items():  # validate before changing anything
+            layer = next((l for l in self.network.layers if l.name == name), None)
+            if layer is not None:
+                shape = tuple(int(v) for v in saved.get("shape", (layer.out_features, layer.in_features)))
+                if shape != (layer.out_features, layer.in_features):
+                    raise ValueError(f"best model: layer {name} has shape {shape}, the network "
+                                     f"{(layer.out_features, layer.in_features)}")
+                if "indptr" in saved:
+                    check_csr(np.asarray(saved["indptr"]), np.asarray(saved["indices"]), shape)
+                    if len(saved["data"]) != len(saved["indices"]):
+                        raise ValueError(f"best model: layer {name}: data and indices differ in length")
+        self.load_network_state(state["network"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        plan = self.rewirer.config()
+        self.rewirer.load_state_dict(state["rewirer"])
+        for key in ("t_iter", "zeta0", "decay", "t_end", "prune", "grow", "new_weight", "new_weight_scale", "enabled"):
+            setattr(self.rewirer, key, plan[key])
+        t = state["trainer"]
+        self.epoch, self.iteration = int(t["epoch"]), int(t["iteration"])
+        self.best_val_accuracy, self.best_epoch = float(t["best_val_accuracy"]), int(t["best_epoch"])
+        self.train_seconds = float(t["train_seconds"])
+        self.metrics = {k: list(v) for k, v in t["metrics"].items()}
+        self.best_state = state.get("best")
 
     def summary(self):
         """Results of the run (what ``summary.json`` holds)."""

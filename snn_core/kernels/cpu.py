@@ -25,7 +25,7 @@ bit or so (same code, but fastmath reductions may vectorise differently).
 Below ``PARALLEL_MIN_NS`` of estimated serial work the serial version runs,
 above it the parallel one: a choice fixed by the shapes, so runs are
 bit-reproducible. ``ADAPTIVE_PARALLEL`` (off by default) instead picks the
-faster of the two by measured time, see :func:`_pick`.
+faster of the two by measured time, see :func:`pick_version`.
 
 Spiking inputs. When a synaptic layer's input holds only 0 and 1 (spikes),
 :func:`spike_pack` condenses it once per forward pass into ``X8`` (uint8,
@@ -150,7 +150,7 @@ class _Timed:
         return r
 
 
-def _pick(ser, par, ns):
+def pick_version(ser, par, ns):
     """The version of a kernel to run for an estimated serial cost of ``ns``."""
     if not _parallel(ns):
         return ser
@@ -233,17 +233,20 @@ def _lif_forward_ser(I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth, 
         _lif_forward_row(f, I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth, u_out, s_out, v_out)
 
 
-def lif_forward(I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth, u_out, s_out, v_out):
-    """Euler-integrate a LIF population over T steps.
+def lif_forward(I, v0, prm, u_out, s_out, v_out):
+    """Euler-integrate a LIF population over T steps. Readable twin: :func:`snn_core.kernels.reference.lif_forward`.
 
-    I : (F, T, B) input current; v0 : (F, B) initial membrane.
-    alpha = 1 - dt/tau_m, k0 = (1 - alpha) * v_rest, c = R dt/tau_m.
-    reset: 0 hard, 1 soft, 2 none; sur/p: surrogate code and parameter
-    (used only when smooth=1, the test-only differentiable spike).
-    Writes u_out (pre-reset membrane), s_out (spikes), v_out (final v, (F, B)).
+    I : (F, T, B) input current; v0 : (F, B) initial membrane; prm : a
+    :class:`snn_core.neurons.NeuronKernelParams` record (``alpha = 1 - dt/tau_m``,
+    ``k0 = (1 - alpha) v_rest``, ``c = R dt/tau_m``, ``reset`` code, surrogate
+    code and parameter, used only when ``smooth`` = 1, the test-only
+    differentiable spike). Writes u_out (pre-reset membrane), s_out (spikes),
+    v_out (final v, (F, B)). The record is unpacked here, once, into the
+    compiled row kernels.
     """
-    k = _pick(_lif_forward_ser, _lif_forward_par, I.size * _NS_LIF_FWD)
-    k(I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth, u_out, s_out, v_out)
+    k = pick_version(_lif_forward_ser, _lif_forward_par, I.size * _NS_LIF_FWD)
+    k(I, v0, prm.alpha, prm.k0, prm.c, prm.v_th, prm.v_reset, prm.reset, prm.surrogate, prm.surrogate_p, prm.smooth,
+      u_out, s_out, v_out)
 
 
 @numba.njit(**_jit)
@@ -340,8 +343,10 @@ def _lif_backward_ser(gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, 
         _lif_backward_row(f, gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, gI)
 
 
-def lif_backward(gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, gI):
-    """BPTT through a LIF population: dL/dI from dL/ds (all (F, T, B)).
+def lif_backward(gs, u, s, prm, gI):
+    """BPTT through a LIF population: dL/dI from dL/ds (all (F, T, B)); ``prm`` as in :func:`lif_forward`.
+
+    Readable twin: :func:`snn_core.kernels.reference.lif_backward`.
 
     With ``gv`` the gradient reaching the post-reset membrane v[t] from step
     t+1 (``gv = alpha * gu[t+1]``, zero after the last step)::
@@ -353,8 +358,9 @@ def lif_backward(gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, gI):
     ``s`` is read only for the hard reset. Neurons whose ``gs`` is zero at
     every step are skipped (their ``gI`` is zero).
     """
-    k = _pick(_lif_backward_ser, _lif_backward_par, gs.size * _NS_LIF_BWD)
-    k(gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, gI)
+    k = pick_version(_lif_backward_ser, _lif_backward_par, gs.size * _NS_LIF_BWD)
+    k(gs, u, s, prm.alpha, prm.c, prm.v_th, prm.v_reset, prm.reset, bool(prm.detach), prm.surrogate, prm.surrogate_p,
+      gI)
 
 
 @numba.njit(**_jit)
@@ -379,10 +385,13 @@ def _readout_forward_ser(I, v0, alpha, k0, c, u_out):
         _readout_forward_row(f, I, v0, alpha, k0, c, u_out)
 
 
-def readout_forward(I, v0, alpha, k0, c, u_out):
-    """Leaky integrator over T steps: u[t] = alpha u[t-1] + k0 + c I[t]."""
-    k = _pick(_readout_forward_ser, _readout_forward_par, I.size * _NS_LIF_FWD)
-    k(I, v0, alpha, k0, c, u_out)
+def readout_forward(I, v0, prm, u_out):
+    """Leaky integrator over T steps: u[t] = alpha u[t-1] + k0 + c I[t] (``prm``: only alpha, k0, c are read).
+
+    Readable twin: :func:`snn_core.kernels.reference.readout_forward`.
+    """
+    k = pick_version(_readout_forward_ser, _readout_forward_par, I.size * _NS_LIF_FWD)
+    k(I, v0, prm.alpha, prm.k0, prm.c, u_out)
 
 
 @numba.njit(**_jit)
@@ -411,10 +420,13 @@ def _readout_backward_ser(gu, alpha, c, gI):
         _readout_backward_row(f, gu, alpha, c, gI)
 
 
-def readout_backward(gu, alpha, c, gI):
-    """BPTT through the leaky integrator: gu_tot[t] = gu[t] + alpha gu_tot[t+1]."""
-    k = _pick(_readout_backward_ser, _readout_backward_par, gu.size * _NS_LIF_FWD)
-    k(gu, alpha, c, gI)
+def readout_backward(gu, prm, gI):
+    """BPTT through the leaky integrator: gu_tot[t] = gu[t] + alpha gu_tot[t+1]; gI = c gu_tot.
+
+    Readable twin: :func:`snn_core.kernels.reference.readout_backward`.
+    """
+    k = pick_version(_readout_backward_ser, _readout_backward_par, gu.size * _NS_LIF_FWD)
+    k(gu, prm.alpha, prm.c, gI)
 
 
 # --------------------------------------------------------------------------
@@ -463,7 +475,7 @@ def csr_forward(indptr, indices, data, bias, X, Y):
     row of N columns (all T steps of the batch at once).
     """
     ns = (len(indices) + Y.shape[0]) * Y.shape[1] * _NS_STREAM
-    k = _pick(_csr_forward_ser, _csr_forward_par, ns)
+    k = pick_version(_csr_forward_ser, _csr_forward_par, ns)
     k(indptr, indices, data, bias, X, Y)
 
 
@@ -548,7 +560,7 @@ def csr_grad_dense(indptr, indices, G, X, out, accumulate, gb, rownz):
     Rows of G that are entirely zero skip their connections (gradient 0).
     """
     ns = (len(indices) + G.shape[0]) * G.shape[1] * _NS_STREAM
-    k = _pick(_csr_grad_dense_ser, _csr_grad_dense_par, ns)
+    k = pick_version(_csr_grad_dense_ser, _csr_grad_dense_par, ns)
     k(indptr, indices, G, X, out, accumulate, gb, rownz)
 
 
@@ -619,7 +631,7 @@ def csr_backward_input_nz(t_indptr, t_indices, t_perm, data, G, rownz, GX):
     (:func:`csr_grad_dense` / :func:`csr_grad_spikes` produce it).
     """
     ns = (len(t_indices) + GX.shape[0]) * GX.shape[1] * _NS_STREAM
-    k = _pick(_csr_backward_input_ser, _csr_backward_input_par, ns)
+    k = pick_version(_csr_backward_input_ser, _csr_backward_input_par, ns)
     k(t_indptr, t_indices, t_perm, data, G, rownz, GX)
 
 
@@ -886,7 +898,7 @@ def spike_pack(X, X8, cnt, cols, thr, Xb=None):
     be used.
     """
     use_bits = Xb is not None
-    k = _pick(_spike_pack_ser, _spike_pack_par, X.size * _NS_PACK)
+    k = pick_version(_spike_pack_ser, _spike_pack_par, X.size * _NS_PACK)
     if X8.flags.c_contiguous:
         return int(k(X, X8, cnt, cols, thr, Xb if use_bits else _NO_BITS, use_bits))
     tmp = np.empty(X8.shape, np.uint8)
@@ -1010,7 +1022,7 @@ def csr_forward_spikes(indptr, indices, data, bias, X8, cnt, cols, thr, Y, work_
     """
     if work_ns is None:
         work_ns = spike_work_ns(Y.shape[0], len(indices), X8.shape[0], Y.shape[1], int(cnt.sum()))
-    k = _pick(_csr_forward_spikes_ser, _csr_forward_spikes_par, work_ns)
+    k = pick_version(_csr_forward_spikes_ser, _csr_forward_spikes_par, work_ns)
     use_bits = Xb is not None
     out = Y if Y.flags.c_contiguous else np.empty(Y.shape, Y.dtype)
     k(indptr, indices, data, bias, _c(X8), cnt, cols, thr, out, Xb if use_bits else _NO_BITS, use_bits,
@@ -1143,7 +1155,7 @@ def csr_grad_spikes(indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb,
     """
     if work_ns is None:
         work_ns = spike_work_ns(G.shape[0], len(indices), X8.shape[0], G.shape[1], int(cnt.sum()))
-    k = _pick(_csr_grad_spikes_ser, _csr_grad_spikes_par, work_ns)
+    k = pick_version(_csr_grad_spikes_ser, _csr_grad_spikes_par, work_ns)
     use_bits = Xb is not None
     k(indptr, indices, _c(X8), cnt, cols, thr, _c(G), out, accumulate, gb, rownz, Xb if use_bits else _NO_BITS,
       use_bits, G.dtype.type(1.0), _split_scratch(scratch, len(indices)))
@@ -1169,7 +1181,7 @@ _EXPO = {np.dtype(np.float32): (np.uint32, np.uint32(0x7F800000)),
          np.dtype(np.float64): (np.uint64, np.uint64(0x7FF0000000000000))}
 
 
-def _nonfinite_count(arr):
+def nonfinite_count(arr):
     """Number of NaN/Inf entries of a float32/float64 array (any layout).
 
     Used by :func:`snn_core.layers.check_finite`; twin: ``reference.count_nonfinite``.
@@ -1208,7 +1220,7 @@ def _adam_ser(w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
 
 def adam_update(w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
     """Adam (L2 weight decay added to the gradient), bias-corrected."""
-    k = _pick(_adam_ser, _adam_par, w.size * _NS_UPDATE)
+    k = pick_version(_adam_ser, _adam_par, w.size * _NS_UPDATE)
     k(w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd)
 
 
@@ -1236,5 +1248,5 @@ def _sgd_ser(w, g, buf, lr, momentum, nesterov, wd):
 
 def sgd_update(w, g, buf, lr, momentum, nesterov, wd):
     """SGD with optional (Nesterov) momentum and L2 weight decay."""
-    k = _pick(_sgd_ser, _sgd_par, w.size * _NS_UPDATE)
+    k = pick_version(_sgd_ser, _sgd_par, w.size * _NS_UPDATE)
     k(w, g, buf, lr, momentum, nesterov, wd)
