@@ -116,7 +116,7 @@ def csr_backward_input(indptr, indices, data, G, n_in):
     GX = np.zeros((n_in, G.shape[1]), G.dtype)
     for r in range(len(indptr) - 1):
         k = slice(indptr[r], indptr[r + 1])
-        GX[indices[k]] += data[k, None] * G[r]                    # each connection r <- j sends W[r, j] G[r] to j
+        np.add.at(GX, indices[k], data[k, None] * G[r])           # each connection r <- j sends W[r, j] G[r] to j
     return GX
 
 
