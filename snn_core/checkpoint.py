@@ -13,7 +13,10 @@ Layout (format version 1)::
     /trainer           attrs: epoch, iteration, best_val_accuracy, best_epoch,
                        train_seconds, metrics (json)
 
-Nested dicts become groups, numpy arrays datasets, anything else a JSON
+This module only serialises dicts: ``save_checkpoint`` writes
+``trainer.state_dict()`` (any object with that method) and ``load_checkpoint``
+returns the same dict; :func:`snn_core.training.restore_trainer` builds a
+Trainer from it. Nested dicts become groups, numpy arrays datasets, anything else a JSON
 attribute, so the rewirer's and optimizer's ``state_dict`` are stored as they
 are. Files are written to a temporary name in the same directory, flushed to
 disk and renamed over the target: a crash or a full disk during a save leaves
@@ -28,6 +31,8 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+
+from .version import __version__
 
 FORMAT = "snn_core-checkpoint"
 FORMAT_VERSION = 1
@@ -90,9 +95,7 @@ def _read_tree(group):
 # save / load
 # --------------------------------------------------------------------------
 def save_checkpoint(path, trainer):
-    """Atomically write ``trainer``'s complete state to ``path`` (HDF5)."""
-    from . import __version__
-
+    """Atomically write ``trainer.state_dict()`` (a Trainer's complete state) to ``path`` (HDF5)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -198,44 +201,3 @@ def load_checkpoint(path):
         raise
     except (OSError, KeyError, ValueError, json.JSONDecodeError) as e:
         raise CheckpointError(f"checkpoint {path}: unreadable content ({type(e).__name__}: {e})") from None
-
-
-def restore_trainer(path, dataset=None, **overrides):
-    """A :class:`~snn_core.training.Trainer` in exactly the state saved at ``path``.
-
-    ``overrides`` change config values (e.g. ``epochs=10`` to train longer,
-    ``quiet=True``); changing the architecture is rejected.
-    """
-    ck = load_checkpoint(path)
-    try:
-        return _restore(path, ck, dataset, overrides)
-    except (KeyError, IndexError, TypeError) as e:
-        raise CheckpointError(f"checkpoint {path}: incomplete or damaged ({type(e).__name__}: {e})") from None
-
-
-def _restore(path, ck, dataset, overrides):
-    from .config import TrainConfig
-    from .training import Trainer
-
-    arch = ("hidden", "sparse", "output", "steps")
-    for k in overrides:
-        if k in arch and overrides[k] != ck["config"].get(k):
-            raise ValueError(f"{k}: cannot change the architecture of a checkpoint ({ck['config'].get(k)!r} "
-                             f"-> {overrides[k]!r})")
-    config = TrainConfig.from_dict(ck["config"] | overrides)
-    # the LR schedule and the end of rewiring are planned on config.epochs:
-    # resuming with the same config continues bit-identically; raising
-    # 'epochs' re-plans both over the longer run (documented in docs/howto.md)
-    trainer = Trainer(config, dataset=dataset)
-    shapes = [tuple(int(v) for v in s["shape"]) for s in ck["network"].values()]
-    if trainer.x_train.shape[1] != shapes[0][1]:
-        raise ValueError(f"data: the checkpoint's network takes {shapes[0][1]} input features, the data "
-                         f"({trainer.dataset_name}) has {trainer.x_train.shape[1]}")
-    if trainer.n_classes != shapes[-1][0]:
-        raise ValueError(f"data: the checkpoint classifies {shapes[-1][0]} classes, the data "
-                         f"({trainer.dataset_name}) has {trainer.n_classes}")
-    try:
-        trainer.load_state_dict(ck)
-    except ValueError as e:
-        raise CheckpointError(f"checkpoint {path}: {e}") from None
-    return trainer

@@ -47,7 +47,7 @@ def _config_from_args(args, base=None):
 # --------------------------------------------------------------------------
 def cmd_train(args):
     """``snn-esl train``: train (or resume) and write the run directory."""
-    from .checkpoint import restore_trainer
+    from .training import restore_trainer
     from .training import Trainer
 
     if args.resume:
@@ -79,7 +79,7 @@ def cmd_train(args):
 
 
 def _trainer_from_checkpoint(path, data_dir=None, device="cpu"):
-    from .checkpoint import restore_trainer
+    from .training import restore_trainer
 
     # checkpoints are device-independent: one trained on a GPU evaluates on the CPU
     overrides = {"quiet": True, "device": device}

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from . import losses
 from .backends import get_backend
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data.datasets import load_dataset, to_float, train_val_split
 from .data.encoders import get_encoder
@@ -185,8 +186,6 @@ class Trainer:
         improves (atomically) into ``checkpoint_dir`` (default config.out_dir);
         ``checkpoint_dir=False`` writes nothing. Returns the summary dict.
         """
-        from .checkpoint import save_checkpoint
-
         cfg = self.config
         epochs = cfg.epochs if epochs is None else epochs
         out = Path(cfg.out_dir if checkpoint_dir is None else checkpoint_dir) if checkpoint_dir is not False else None
@@ -315,6 +314,45 @@ class Trainer:
             "dataset": self.dataset_name, "n_train": len(self.x_train), "n_val": len(self.x_val),
             "n_test": len(self.x_test), "metrics": self.metrics, "config": self.config.to_dict(),
         }
+
+
+def restore_trainer(path, dataset=None, **overrides):
+    """A :class:`Trainer` in exactly the state saved at ``path`` (a :mod:`snn_core.checkpoint` file).
+
+    ``overrides`` change config values (e.g. ``epochs=10`` to train longer,
+    ``quiet=True``, ``device="cuda"``: checkpoints are device-independent);
+    changing the architecture is rejected.
+    """
+    ck = load_checkpoint(path)
+    try:
+        return _restore(path, ck, dataset, overrides)
+    except (KeyError, IndexError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {path}: incomplete or damaged ({type(e).__name__}: {e})") from None
+
+
+def _restore(path, ck, dataset, overrides):
+    arch = ("hidden", "sparse", "output", "steps")
+    for k in overrides:
+        if k in arch and overrides[k] != ck["config"].get(k):
+            raise ValueError(f"{k}: cannot change the architecture of a checkpoint ({ck['config'].get(k)!r} "
+                             f"-> {overrides[k]!r})")
+    config = TrainConfig.from_dict(ck["config"] | overrides)
+    # the LR schedule and the end of rewiring are planned on config.epochs:
+    # resuming with the same config continues bit-identically; raising
+    # 'epochs' re-plans both over the longer run (documented in docs/howto.md)
+    trainer = Trainer(config, dataset=dataset)
+    shapes = [tuple(int(v) for v in s["shape"]) for s in ck["network"].values()]
+    if trainer.x_train.shape[1] != shapes[0][1]:
+        raise ValueError(f"data: the checkpoint's network takes {shapes[0][1]} input features, the data "
+                         f"({trainer.dataset_name}) has {trainer.x_train.shape[1]}")
+    if trainer.n_classes != shapes[-1][0]:
+        raise ValueError(f"data: the checkpoint classifies {shapes[-1][0]} classes, the data "
+                         f"({trainer.dataset_name}) has {trainer.n_classes}")
+    try:
+        trainer.load_state_dict(ck)
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint {path}: {e}") from None
+    return trainer
 
 
 def _ensure_writable(directory: Path):

@@ -16,7 +16,8 @@ import pytest
 from snn_core import LIF, SGD, Adam, LIFParams, Network, Parameter, Readout, SparseLinear, ce_membrane, mlp
 from snn_core.backend import cuda_available
 from snn_core.backends import BACKENDS, get_backend
-from snn_core.checkpoint import restore_trainer, save_checkpoint
+from snn_core.checkpoint import save_checkpoint
+from snn_core.training import restore_trainer
 from snn_core.config import TrainConfig
 from snn_core.data.datasets import Dataset
 from snn_core.kernels import reference as R
