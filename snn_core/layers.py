@@ -92,6 +92,8 @@ class Layer:
     #: True when every output value is exactly 0 or 1 (a spiking layer);
     #: the next synaptic layer may then take its spike-driven path
     emits_spikes: bool = False
+    #: the key of ``recorded`` that holds the layer's output (neurons: "spikes" or "u"; None: not recorded)
+    output_key = None
 
     def __init__(self):
         self.recorded = {}
@@ -534,6 +536,8 @@ class LIF(_Neurons):
     arrays. ``v_last`` is the final membrane (batch, n) of the last call.
     """
 
+    output_key = "spikes"
+
     @property
     def emits_spikes(self):
         """True: outputs are exactly 0/1 (False in the test-only smooth mode)."""
@@ -582,6 +586,8 @@ class Readout(_Neurons):
     ``forward(I)`` returns the membrane ``u`` at every step, ``(T, batch, n)``,
     for membrane-based losses (e.g. cross-entropy on its time average).
     """
+
+    output_key = "u"
 
     def __init__(self, n, params=None, dtype=np.float32, name="readout"):
         super().__init__(n, params, dtype, name)
