@@ -116,6 +116,33 @@ def test_synapse_and_optimizer_kernels_match_reference(device, spikes):
         close(bk.to_host(got), want, f"sgd {name}")
 
 
+def test_every_compiled_kernel_names_its_readable_twin():
+    """Each public cpu/cuda kernel's docstring says "Readable twin:" and the twin exists."""
+    import importlib
+    import re
+
+    from snn_core.backends.base import Backend
+
+    modules = ["snn_core.kernels.cpu"] + (["snn_core.kernels.cuda"] if HAVE_CUDA else [])
+    no_twin = {"pick_version", "spike_work_ns"}  # the serial/parallel chooser and its cost model
+    for name in modules:
+        mod = importlib.import_module(name)
+        for fn_name, fn in vars(mod).items():
+            if fn_name.startswith("_") or not callable(fn) or getattr(fn, "__module__", "") != name:
+                continue
+            doc = fn.__doc__ or ""
+            if fn_name in no_twin:
+                assert "no reference twin" in doc or "no twin" in doc, fn_name
+                continue
+            m = re.search(r"Readable twin: (?::func:`snn_core\.kernels\.reference\.(\w+)`|"
+                          r":meth:`snn_core\.backends\.base\.Backend\.(\w+)`|``[^`]+``)", doc)
+            assert m, f"{name}.{fn_name}: docstring does not name its readable twin"
+            if m.group(1):
+                assert hasattr(R, m.group(1)), f"{name}.{fn_name}: twin reference.{m.group(1)} does not exist"
+            if m.group(2):
+                assert hasattr(Backend, m.group(2)), f"{name}.{fn_name}: twin Backend.{m.group(2)} does not exist"
+
+
 # ---------------------------------------------------------------------------
 # networks: gradients, a training step, moving model and optimizer
 # ---------------------------------------------------------------------------

@@ -151,7 +151,7 @@ class _Timed:
 
 
 def pick_version(ser, par, ns):
-    """The version of a kernel to run for an estimated serial cost of ``ns``."""
+    """The version of a kernel to run for an estimated serial cost of ``ns`` (not a kernel: no twin)."""
     if not _parallel(ns):
         return ser
     if not ADAPTIVE_PARALLEL or PARALLEL_MIN_NS <= 0.0:
@@ -473,6 +473,8 @@ def csr_forward(indptr, indices, data, bias, X, Y):
 
     X : (n_in, N), Y : (n_out, N). Each connection streams one contiguous
     row of N columns (all T steps of the batch at once).
+
+    Readable twin: :func:`snn_core.kernels.reference.csr_forward`.
     """
     ns = (len(indices) + Y.shape[0]) * Y.shape[1] * _NS_STREAM
     k = pick_version(_csr_forward_ser, _csr_forward_par, ns)
@@ -558,6 +560,8 @@ def csr_grad_dense(indptr, indices, G, X, out, accumulate, gb, rownz):
     ``gb[r] = sum_n G[r, n]`` and ``rownz[r] = any(G[r, :] != 0)`` (uint8).
 
     Rows of G that are entirely zero skip their connections (gradient 0).
+
+    Readable twin: :func:`snn_core.kernels.reference.csr_grad_dense`.
     """
     ns = (len(indices) + G.shape[0]) * G.shape[1] * _NS_STREAM
     k = pick_version(_csr_grad_dense_ser, _csr_grad_dense_par, ns)
@@ -569,6 +573,8 @@ def csr_grad_at(indptr, indices, G, X, out, accumulate):
 
     G : (n_out, N) output gradient, X : (n_in, N) layer input. Never builds
     the dense n_out x n_in gradient.
+
+    Readable twin: :func:`snn_core.kernels.reference.csr_grad_at`.
     """
     n_out = G.shape[0]
     csr_grad_dense(indptr, indices, G, X, out, accumulate, np.empty(n_out, G.dtype), np.empty(n_out, np.uint8))
@@ -629,6 +635,8 @@ def csr_backward_input_nz(t_indptr, t_indices, t_perm, data, G, rownz, GX):
 
     ``rownz`` (uint8, n_out) must be 1 wherever G[r, :] has a nonzero
     (:func:`csr_grad_dense` / :func:`csr_grad_spikes` produce it).
+
+    Readable twin: :func:`snn_core.kernels.reference.csr_backward_input_nz`.
     """
     ns = (len(t_indices) + GX.shape[0]) * GX.shape[1] * _NS_STREAM
     k = pick_version(_csr_backward_input_ser, _csr_backward_input_par, ns)
@@ -642,6 +650,8 @@ def csr_backward_input(t_indptr, t_indices, t_perm, data, G, GX):
     ``data[t_perm[k]]`` at rows ``t_indices[k]`` for k in
     ``t_indptr[j]:t_indptr[j+1]``. Parallel over inputs j: each thread owns
     one output row, so there is no race.
+
+    Readable twin: :func:`snn_core.kernels.reference.csr_backward_input_t`.
     """
     csr_backward_input_nz(t_indptr, t_indices, t_perm, data, G, np.ones(G.shape[0], np.uint8), GX)
 
@@ -896,6 +906,8 @@ def spike_pack(X, X8, cnt, cols, thr, Xb=None):
     Returns the number of entries that are neither 0 nor 1 (NaN included):
     if it is not 0, X is not a spike matrix and the packed arrays must not
     be used.
+
+    Readable twin: :func:`snn_core.kernels.reference.spike_pack`.
     """
     use_bits = Xb is not None
     k = pick_version(_spike_pack_ser, _spike_pack_par, X.size * _NS_PACK)
@@ -1005,7 +1017,10 @@ def _split_scratch(scratch, nnz):
 
 
 def spike_work_ns(indptr_len, nnz, n_in, N, n_spikes):
-    """Rough serial cost (ns) of a spike-driven product (for the serial/parallel choice)."""
+    """Rough serial cost (ns) of a spike-driven product (for the serial/parallel choice).
+
+    Not a kernel (a cost model): no reference twin.
+    """
     rate = n_spikes / max(1, n_in * N)
     return (indptr_len * N + nnz * N * min(1.0, 4.0 * rate)) * _NS_STREAM + nnz * rate * N * _NS_EVENT * 0.25
 
@@ -1019,6 +1034,8 @@ def csr_forward_spikes(indptr, indices, data, bias, X8, cnt, cols, thr, Y, work_
     words with masked vector adds when ``Xb`` is given, else as uint8.
     ``scratch``: optional int32 array of at least 2 * nnz entries (reused
     by callers to avoid an allocation per call).
+
+    Readable twin: :func:`snn_core.kernels.reference.csr_forward_spikes`.
     """
     if work_ns is None:
         work_ns = spike_work_ns(Y.shape[0], len(indices), X8.shape[0], Y.shape[1], int(cnt.sum()))
@@ -1152,6 +1169,8 @@ def csr_grad_spikes(indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb,
     any(G[r] != 0) from the same pass over G. Rows of G that are all zero
     and silent inputs are skipped; ``Xb`` (bit words) and ``scratch`` as in
     :func:`csr_forward_spikes`.
+
+    Readable twin: :func:`snn_core.kernels.reference.csr_grad_spikes`.
     """
     if work_ns is None:
         work_ns = spike_work_ns(G.shape[0], len(indices), X8.shape[0], G.shape[1], int(cnt.sum()))
@@ -1184,7 +1203,9 @@ _EXPO = {np.dtype(np.float32): (np.uint32, np.uint32(0x7F800000)),
 def nonfinite_count(arr):
     """Number of NaN/Inf entries of a float32/float64 array (any layout).
 
-    Used by :func:`snn_core.layers.check_finite`; twin: ``reference.count_nonfinite``.
+    Used by :func:`snn_core.layers.check_finite`.
+
+    Readable twin: :func:`snn_core.kernels.reference.count_nonfinite`.
     """
     utype, expo = _EXPO[arr.dtype]
     flat = arr.ravel(order="K")  # a view whenever arr is contiguous in some axis order
@@ -1219,7 +1240,10 @@ def _adam_ser(w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
 
 
 def adam_update(w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
-    """Adam (L2 weight decay added to the gradient), bias-corrected."""
+    """Adam (L2 weight decay added to the gradient), bias-corrected.
+
+    Readable twin: :func:`snn_core.kernels.reference.adam_update`.
+    """
     k = pick_version(_adam_ser, _adam_par, w.size * _NS_UPDATE)
     k(w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd)
 
@@ -1247,6 +1271,9 @@ def _sgd_ser(w, g, buf, lr, momentum, nesterov, wd):
 
 
 def sgd_update(w, g, buf, lr, momentum, nesterov, wd):
-    """SGD with optional (Nesterov) momentum and L2 weight decay."""
+    """SGD with optional (Nesterov) momentum and L2 weight decay.
+
+    Readable twin: :func:`snn_core.kernels.reference.sgd_update`.
+    """
     k = pick_version(_sgd_ser, _sgd_par, w.size * _NS_UPDATE)
     k(w, g, buf, lr, momentum, nesterov, wd)

@@ -520,6 +520,6 @@ def sgd_update(w, g, buf, lr, momentum, nesterov, wd):
 
 
 def fill(a, value):
-    """a[...] = value (device array, any shape, contiguous)."""
+    """a[...] = value (device array, any shape, contiguous). Readable twin: ``a[...] = value`` (Backend.fill)."""
     a = _flat(a)
     _launch(_fill_k, a.shape[0], a, a.dtype.type(value))
