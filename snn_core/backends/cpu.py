@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels import cpu as K
-from .base import Backend
+from .base import KernelModuleBackend
 
 #: a SparseLinear input is spike-packed when the layer has at least this many
 #: connections per input on average (or when the layer forces it)
@@ -21,23 +21,11 @@ SPIKE_PACK_MIN_FANOUT = 4.0
 SPIKE_LIST_RATE = 0.03
 
 
-class CpuBackend(Backend):
+class CpuBackend(KernelModuleBackend):
     """Numba kernels on host NumPy arrays (float32 and float64)."""
 
     name = "cpu"
-
-    # -- neurons -------------------------------------------------------------------
-    def lif_forward(self, I, v0, prm, u, s, v_last):
-        K.lif_forward(I, v0, prm, u, s, v_last)
-
-    def lif_backward(self, gs, u, s, prm, gI):
-        K.lif_backward(gs, u, s, prm, gI)
-
-    def readout_forward(self, I, v0, prm, u):
-        K.readout_forward(I, v0, prm, u)
-
-    def readout_backward(self, gu, prm, gI):
-        K.readout_backward(gu, prm, gI)
+    kernels = K
 
     # -- sparse synapses -------------------------------------------------------------
     def pack_spikes(self, X, n_out, nnz, scratch, force=None):
@@ -96,13 +84,6 @@ class CpuBackend(Backend):
             K.csr_backward_input(t_indptr, t_indices, t_perm, data, G, GX)
         else:
             K.csr_backward_input_nz(t_indptr, t_indices, t_perm, data, G, rownz, GX)
-
-    # -- optimizers --------------------------------------------------------------------
-    def adam_update(self, w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
-        K.adam_update(w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd)
-
-    def sgd_update(self, w, g, buf, lr, momentum, nesterov, wd):
-        K.sgd_update(w, g, buf, lr, momentum, nesterov, wd)
 
     def nonfinite_count(self, a):
         if isinstance(a, np.ndarray) and a.dtype in self.dtypes:
