@@ -24,7 +24,7 @@ def _net(reset="hard", sparse=True, output="readout", bias=True, dtype=np.float3
             syn.weight.data[:2] = 0.0  # explicit zero-weight connections (as right after a growth step)
         else:
             syn = Linear(a, b, bias=bias, seed=rng, gain=2.5, dtype=dtype, name=f"fc{i+1}")
-            syn.weight.value[0, :3] = 0.0
+            syn.weight_param.value[0, :3] = 0.0
         if bias:
             syn.bias.value[...] = rng.normal(0, 0.2, b)
         layers.append(syn)
@@ -43,7 +43,7 @@ def _structure(layer):
         w = layer.weight
         return type(layer), w.indptr.tolist(), w.indices.tolist(), w.data.tobytes()
     if isinstance(layer, Linear):
-        return type(layer), layer.weight.value.tobytes()
+        return type(layer), layer.weight_param.value.tobytes()
     return type(layer), layer.params
 
 
@@ -146,7 +146,7 @@ def test_zeros_become_absent_connections_unless_told_otherwise():
         assert np.array_equal(lb.weight.toarray(), la.weight.toarray())
     dense = from_nir(g, 1.0, keep_zeros=True)
     assert all(type(l) is Linear for l in dense.layers[0::2])
-    assert np.array_equal(dense.layers[0].weight.value, net.layers[0].weight.toarray())
+    assert np.array_equal(dense.layers[0].weight_param.value, net.layers[0].weight.toarray())
     stripped = from_nir(_strip_metadata(g), 1.0)  # foreign graph, default: zeros are absent
     assert stripped.layers[0].nnz == dropped.layers[0].nnz
 
