@@ -76,7 +76,7 @@ class TrainConfig:
     # run
     seed: int = 0
     out_dir: str = "runs/esl"
-    device: str = "cpu"                  # cpu | cuda
+    device: str = "cpu"                  # reference | cpu | cuda (snn_core.backends)
     quiet: bool = False
     threads: int | None = None           # Numba threads; None = all cores
 
@@ -139,7 +139,7 @@ class TrainConfig:
         need(0 <= self.seed < 2**32, "seed", "an integer in [0, 2**32)")
         need(self.out_dir.strip() != "", "out_dir", "a folder name (an empty path would write into the current folder)")
         need(self.data_dir is None or self.data_dir.strip() != "", "data_dir", "None or a folder name")
-        choice("device", ("cpu", "cuda"))
+        choice("device", ("reference", "cpu", "cuda"))
         need(self.threads is None or 1 <= self.threads <= MAX_THREADS, "threads", f"None or an integer in [1, {MAX_THREADS}]")
 
     def _check_types(self):

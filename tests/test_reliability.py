@@ -21,13 +21,13 @@ import pytest
 
 import snn_core
 from snn_core import LIF, Readout, SparseLinear
-from snn_core.checkpoint import CheckpointError, load_checkpoint, restore_trainer, save_checkpoint, seal
+from snn_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, seal
 from snn_core.config import TrainConfig
 from snn_core.data.datasets import MNIST_FILES
 from snn_core.data.idx import write_idx
 from snn_core.layers import Linear
 from snn_core.runs import LOCK_NAME, RunDir, RunDirError
-from snn_core.training import Trainer, TrainingDiverged
+from snn_core.training import Trainer, TrainingDiverged, restore_trainer
 
 REPO = Path(snn_core.__file__).resolve().parent.parent
 
