@@ -40,13 +40,13 @@ from .sparse import canonical_csr, check_csr, csr_from_arrays, fan_in_uniform, r
 
 FLOAT_DTYPES = (np.float32, np.float64)
 
-#: SparseLinear packs a spike input (uint8 copy + per-input active-column
-#: lists, :func:`snn_core.kernels.cpu.spike_pack`) when it has at least this
-#: many connections per input on average (or when ``spike_input`` is True)
 SPIKE_PACK_MIN_FANOUT = 4.0
-#: inputs active in fewer than this fraction of the T*batch columns are
-#: handled spike by spike (active-column lists); the others stream uint8 rows
+"""SparseLinear packs a spike input (uint8 copy + per-input active-column
+lists, :func:`snn_core.kernels.cpu.spike_pack`) when it has at least this
+many connections per input on average (or when ``spike_input`` is True)."""
 SPIKE_LIST_RATE = 0.03
+"""Inputs active in fewer than this fraction of the T*batch columns are
+handled spike by spike (active-column lists); the others stream uint8 rows."""
 
 
 def _check_dtype(dtype):
