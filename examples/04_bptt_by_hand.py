@@ -19,7 +19,7 @@
 # spike is `sigmoid(k (u - v_th))` and its exact derivative is the
 # surrogate) and check the engine against finite differences.
 #
-# Backward recurrences (derived below, step 4):
+# Backward recurrences (derived below, step 3):
 #
 #     readout:  G[t]   = dL/do[t] + alpha G[t+1]           dL/dJ[t] = c G[t]
 #     fc2:      dL/dW2 = sum_t dL/dJ[t] s[t]^T             dL/ds[t] = W2^T dL/dJ[t]

@@ -27,13 +27,13 @@ def lif_traces() -> bytes:
     """Three LIF neurons (hard reset, tau_m = 2 dt) driven by constant currents of growing size."""
     from snn_core import LIF, viz
 
-    T, currents = 24, np.array([0.45, 0.7, 1.2], np.float32)
+    T, currents = 24, np.array([0.8, 1.3, 2.5], np.float32)
     layer = LIF(3)
     x = np.broadcast_to(currents, (T, 1, 3)).astype(np.float32)
     layer.forward(x.copy(), record=True)
     rec = layer.recorded
     fig = viz.membrane_traces(rec["u"], rec["spikes"], v_th=1.0, neurons=(0, 1, 2), v=rec["v"])
-    fig.suptitle("LIF membranes for constant input currents I = 0.45, 0.7, 1.2 (hard reset, alpha = 0.5)")
+    fig.suptitle("LIF membranes for constant input currents I = 0.8, 1.3, 2.5 (hard reset, alpha = 0.5)")
     return _png(fig)
 
 
@@ -73,7 +73,7 @@ def bptt_graph(steps: int = 4) -> bytes:
         ax.text(x, y, label, ha="center", va="center", fontsize=11, zorder=3,
                 bbox=dict(boxstyle="round,pad=0.35", fc=colors[kind], ec="0.3"))
 
-    def arrow(a, b, backward=False, rad=0.0, label=None):
+    def arrow(a, b, backward=False, rad=0.0, label=None, dx=0.0, dy=0.12):
         (x1, y1), (x2, y2) = pos[a], pos[b]
         if backward:
             (x1, y1), (x2, y2) = (x2, y2), (x1, y1)
@@ -81,21 +81,24 @@ def bptt_graph(steps: int = 4) -> bytes:
         ax.add_patch(FancyArrowPatch((x1, y1), (x2, y2), arrowstyle="-|>", mutation_scale=13, shrinkA=17,
                                      shrinkB=17, connectionstyle=f"arc3,rad={rad}", zorder=2, **style))
         if label:
-            ax.text((x1 + x2) / 2, (y1 + y2) / 2 + 0.12, label, fontsize=8, ha="center",
+            ax.text((x1 + x2) / 2 + dx, (y1 + y2) / 2 + dy, label, fontsize=10, ha="center", va="center",
                     color=style["color"])
 
     for t in range(steps):
-        arrow(("I", t), ("u", t), label="c" if t == 0 else None)
-        arrow(("u", t), ("s", t), label="H(u - v_th)" if t == 0 else None)
-        arrow(("u", t), ("v", t), rad=-0.25)
-        arrow(("s", t), ("v", t), rad=0.15, label="reset" if t == 0 else None)
+        first = t == 0
+        arrow(("I", t), ("u", t), label=r"$c$" if first else None, dx=0.18, dy=0.0)
+        arrow(("u", t), ("s", t), label=r"$H(u-v_{th})$" if first else None, dx=0.62, dy=0.1)
+        arrow(("u", t), ("v", t), rad=0.3, label="reset" if first else None, dx=0.0, dy=-0.42)
+        arrow(("s", t), ("v", t), rad=-0.15)
         if t + 1 < steps:
-            arrow(("v", t), ("u", t + 1), label="alpha" if t == 0 else None)
+            arrow(("v", t), ("u", t + 1), label=r"$\alpha$" if first else None, dx=0.0, dy=-0.2)
         arrow(("s", t), ("L", 0), rad=0.0)
-        # backward: gradient flows against the arrows; sigma' replaces dH/du
-        arrow(("u", t), ("s", t), backward=True, rad=0.35, label="sigma'" if t == 0 else None)
+        # backward: gradient flows against the arrows; the surrogate sigma' replaces dH/du
+        arrow(("u", t), ("s", t), backward=True, rad=0.35, label=r"$\sigma'$" if first else None, dx=-0.5,
+              dy=0.0)
         if t + 1 < steps:
-            arrow(("v", t), ("u", t + 1), backward=True, rad=0.35, label="alpha gu[t+1]" if t == 0 else None)
+            arrow(("v", t), ("u", t + 1), backward=True, rad=0.35,
+                  label=r"$\alpha\,g_u[t{+}1]$" if first else None, dx=0.0, dy=0.42)
     ax.plot([], [], color="0.15", lw=1.4, label="forward")
     ax.plot([], [], color="#C0392B", ls="--", lw=1.3, label="backward (BPTT)")
     ax.legend(loc="lower right", frameon=False)

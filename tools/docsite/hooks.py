@@ -19,6 +19,7 @@ import re
 import sys
 from pathlib import Path
 
+from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/, for `docsite`
@@ -55,7 +56,10 @@ def on_files(files, config):
         _add(files, config, uri, draw())
     fast = _fast()
     for script in tutorials.scripts():
-        result = tutorials.execute(script, fast)
+        try:
+            result = tutorials.execute(script, fast)
+        except RuntimeError as exc:
+            raise PluginError(str(exc)) from None
         _add(files, config, f"tutorials/{script.stem}.md", tutorials.render_page(result))
         _add(files, config, f"tutorials/{script.stem}.ipynb", tutorials.notebook(result))
         _add(files, config, f"tutorials/{script.name}", script.read_bytes())
@@ -74,7 +78,10 @@ def on_page_markdown(markdown, page, config, files):
 
 
 def on_page_content(html, page, config, files):
-    html = mathml.render_math(html, where=page.file.src_uri)
+    try:
+        html = mathml.render_math(html, where=page.file.src_uri)
+    except mathml.MathError as exc:  # one clear line instead of a traceback
+        raise PluginError(str(exc)) from None
     if page.file.src_uri.startswith("api"):
         html = _ROLE.sub("", html)
     return html
