@@ -13,7 +13,8 @@ is loaded in Chromium, driven over the DevTools protocol. For every page:
 
 Screenshots of three pages go into a folder whose path the test prints
 (``$SNN_CORE_SCREENSHOTS`` if set). Skipped only when ``chromium`` (or
-MkDocs, or ``websocket-client``) is not installed; ``.ci/run`` installs them.
+MkDocs, or ``websocket-client``) is not installed; ``.ci/run`` installs them
+and sets ``SNN_CORE_REQUIRE_BROWSER=1``, which turns those skips into failures.
 """
 from __future__ import annotations
 
@@ -39,8 +40,12 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENSHOT_PAGES = ["index.html", "tutorials/04_bptt_by_hand/index.html", "bptt/index.html"]
 
+#: CI sets SNN_CORE_REQUIRE_BROWSER=1: there a missing browser is a failure, not a skip
+REQUIRED = os.environ.get("SNN_CORE_REQUIRE_BROWSER", "") not in ("", "0")
+
 pytestmark = [
-    pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)"),
+    pytest.mark.skipif(CHROMIUM is None and not REQUIRED,
+                       reason="chromium is not installed (apt-get install chromium)"),
 ]
 
 #: evaluated in each page: everything the checks need, as one JSON-able object
@@ -116,10 +121,18 @@ def _problems(events):
     return out
 
 
+def _need(module):
+    if REQUIRED:
+        __import__(module)  # ImportError: a failure in CI
+    else:
+        pytest.importorskip(module)
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    pytest.importorskip("mkdocs")
-    pytest.importorskip("websocket")
+    assert CHROMIUM is not None, "SNN_CORE_REQUIRE_BROWSER=1 but chromium is not installed"
+    _need("mkdocs")
+    _need("websocket")
     out = tmp_path_factory.mktemp("site")
     env = dict(os.environ, SNN_CORE_FAST="1", NO_MKDOCS_2_WARNING="1",
                PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
@@ -175,6 +188,10 @@ def browser():
 
 
 def _load(cdp, url):
+    # a blank page in between, so late events of the previous page are not blamed on this one
+    cdp.call("Page.navigate", url="about:blank")
+    cdp.wait_for("Page.loadEventFired")
+    cdp.call("Runtime.evaluate", expression="0")
     cdp.events.clear()
     cdp.call("Page.navigate", url=url)
     cdp.wait_for("Page.loadEventFired")
@@ -184,28 +201,50 @@ def _load(cdp, url):
     return probe, _problems(cdp.events)
 
 
+def page_failures(cdp, url, rel):
+    """Load one page; ``(failures, probe)`` for the checks that need only that page."""
+    probe, problems = _load(cdp, url)
+    failures = [f"{rel}: {p}" for p in problems]
+    failures += [f"{rel}: raw TeX {tex!r} in the text" for tex in RAW_TEX if tex in probe["text"]]
+    failures += [f"{rel}: image {src} did not load" for src, width in probe["images"] if width <= 0]
+    if rel.startswith("tutorials/0"):
+        if probe["outputs"] == 0:
+            failures.append(f"{rel}: tutorial page shows no output")
+        if not any("/figures/" in (src or "") for src, _ in probe["images"]):
+            failures.append(f"{rel}: tutorial page shows no figure")
+    return failures, probe
+
+
+def test_checks_catch_a_broken_page(browser, tmp_path):
+    """The checks can fail: a page with raw TeX, a missing image and a console error is flagged three times."""
+    page = tmp_path / "bad.html"
+    page.write_text("<html><body><article><p>Energy \\(E = mc^2\\) and $$x_{t}$$</p>"
+                    '<img src="missing.png"><script>console.error("boom")</script></article></body></html>')
+    failures, _ = page_failures(browser, page.as_uri(), "bad.html")
+    text = "\n".join(failures)
+    assert "raw TeX" in text and "image missing.png did not load" in text and "console.error: boom" in text
+    good = tmp_path / "good.html"
+    good.write_text("<html><body><article><p>Energy <math><mi>E</mi></math>; see <code>\\(x\\)</code></p>"
+                    "</article></body></html>")
+    assert page_failures(browser, good.as_uri(), "good.html")[0] == []
+
+
 def test_every_page_in_chromium(site, server, browser):
     pages = sorted(p.relative_to(site).as_posix() for p in site.rglob("*.html") if p.name != "404.html")
     assert "index.html" in pages and any(p.startswith("tutorials/0") for p in pages)
     shots = Path(os.environ.get("SNN_CORE_SCREENSHOTS") or tempfile.mkdtemp(prefix="snn-site-screenshots-"))
     shots.mkdir(parents=True, exist_ok=True)
-    failures, ids, links = [], {}, []
+    failures, ids, links, written = [], {}, [], []
     for rel in pages:
-        probe, problems = _load(browser, server + rel)
-        failures += [f"{rel}: {p}" for p in problems]
-        failures += [f"{rel}: raw TeX {tex!r} in the text" for tex in RAW_TEX if tex in probe["text"]]
-        failures += [f"{rel}: image {src} did not load" for src, width in probe["images"] if width <= 0]
-        if rel.startswith("tutorials/0"):
-            if probe["outputs"] == 0:
-                failures.append(f"{rel}: tutorial page shows no output")
-            if not any("/figures/" in (src or "") for src, _ in probe["images"]):
-                failures.append(f"{rel}: tutorial page shows no figure")
+        page_fail, probe = page_failures(browser, server + rel, rel)
+        failures += page_fail
         ids[rel] = set(probe["ids"])
         links += [(rel, href) for href in probe["links"]]
         if rel in SCREENSHOT_PAGES:
             png = browser.call("Page.captureScreenshot", format="png")["data"]
             name = rel.removesuffix("index.html").strip("/").replace("/", "_") or "index"
             (shots / f"{name}.png").write_bytes(base64.b64decode(png))
+            written.append(shots / f"{name}.png")
     for rel, href in links:
         if not href.startswith(server):
             continue
@@ -217,5 +256,5 @@ def test_every_page_in_chromium(site, server, browser):
         elif parts.fragment and target in ids and urllib.parse.unquote(parts.fragment) not in ids[target]:
             failures.append(f"{rel}: link {href} points to a missing anchor")
     print(f"\nscreenshots of {len(SCREENSHOT_PAGES)} pages in {shots}")
-    assert len(list(shots.glob("*.png"))) == len(SCREENSHOT_PAGES)
+    assert len(written) == len(SCREENSHOT_PAGES) and all(p.stat().st_size > 10_000 for p in written)
     assert not failures, f"{len(failures)} problem(s) in {len(pages)} pages:\n" + "\n".join(failures[:60])
