@@ -26,8 +26,9 @@ def _add_config_flags(p):
     for f in dataclasses.fields(TrainConfig):
         default = getattr(defaults, f.name)
         shown = " ".join(map(str, default)) if isinstance(default, list) else default
-        # one source: the field's help sentence (argparse needs % doubled)
-        text = f.metadata["help"].replace("%", "%%") + f" (default: {shown})"
+        # one source: the field's help sentence (argparse needs % doubled); a field declared without
+        # config.option(...) has none, which tests/test_cli.py reports instead of breaking the CLI here
+        text = f.metadata.get("help", "").replace("%", "%%") + f" (default: {shown})"
         kw = dict(dest=f.name, default=argparse.SUPPRESS, help=text)
         if f.type == "bool":
             g.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kw)

@@ -369,6 +369,7 @@ def test_train_help_comes_from_trainconfig_metadata():
     assert proc.returncode == 0
     text = " ".join(proc.stdout.split())  # argparse wraps lines
     for f in dataclasses.fields(TrainConfig):
+        assert f.metadata.get("help"), f"TrainConfig.{f.name}: declare it with config.option(default, help)"
         first_words = " ".join(f.metadata["help"].split()[:4])
         assert first_words in text, f"--{f.name.replace('_', '-')}: help sentence missing from train --help"
 

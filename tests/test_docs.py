@@ -224,6 +224,16 @@ def test_cli_page_lists_every_flag_with_its_sentence():
     assert "default: " not in page.split("| flag |", 1)[1]  # defaults have their own column
 
 
+def test_api_page_cleans_sphinx_roles_left_in_type_cells():
+    pytest.importorskip("mkdocs")
+    from docsite import hooks
+
+    html = ('<td><code>int, see :func:`connection_counts`</code></td>'
+            '<p>see :class:<code>Rewirer</code></p><td><code>``row * n_in``, ``src``</code></td>')
+    assert hooks._clean_reST(html) == ('<td><code>int, see connection_counts</code></td>'
+                                       '<p>see <code>Rewirer</code></p><td><code>row * n_in, src</code></td>')
+
+
 def test_no_page_points_into_the_developers_workshop():
     texts = [ROOT / "README.md"] + sorted(DOCS.rglob("*.md")) + sorted((ROOT / "examples").glob("*.py"))
     for path in texts:

@@ -57,6 +57,7 @@ PAGE_PROBE = r"""
   return {
     title: document.title,
     text: clone.innerText,
+    full: (document.querySelector("article") || document.body).innerText,
     images: Array.from(document.images).map(i => [i.getAttribute("src"), i.complete ? i.naturalWidth : -1]),
     links: Array.from(document.querySelectorAll("a[href]")).map(a => a.href),
     ids: Array.from(document.querySelectorAll("[id]")).map(e => e.id),
@@ -67,6 +68,8 @@ PAGE_PROBE = r"""
 """
 #: patterns of TeX that did not become MathML (text outside code)
 RAW_TEX = [r"\(", r"\)", r"\[", r"\]", "$$", r"\frac", r"\partial", r"\alpha", r"\sum", "_{", "^{"]
+#: Sphinx roles that would show up raw (anywhere, code included: the API's type cells are code)
+RAW_REST = [":func:`", ":class:`", ":meth:`", ":mod:`", ":data:`", ":attr:`"]
 
 
 class DevTools:
@@ -206,6 +209,7 @@ def page_failures(cdp, url, rel):
     probe, problems = _load(cdp, url)
     failures = [f"{rel}: {p}" for p in problems]
     failures += [f"{rel}: raw TeX {tex!r} in the text" for tex in RAW_TEX if tex in probe["text"]]
+    failures += [f"{rel}: raw reST role {r!r}" for r in RAW_REST if r in probe["full"]]
     failures += [f"{rel}: image {src} did not load" for src, width in probe["images"] if width <= 0]
     if rel.startswith("tutorials/0"):
         if probe["outputs"] == 0:

@@ -27,7 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository, 
 
 from docsite import cli_page, figures, mathml, tutorials  # noqa: E402
 
-_ROLE = re.compile(r":(?:func|class|meth|mod|attr|data|obj|exc):(?=<code>|<a )")
+_ROLE = re.compile(r":(?:func|class|meth|mod|attr|data|obj|exc):(?=<code>|<a |`)")
+_CODE = re.compile(r"<code>(.*?)</code>", re.S)
+
+
+def _clean_reST(page_html: str) -> str:
+    """Sphinx roles and reST double backticks that mkdocstrings leaves in type cells, as plain code."""
+    page_html = _ROLE.sub("", page_html)
+    return _CODE.sub(lambda m: "<code>" + m.group(1).replace("``", "").replace("`", "") + "</code>", page_html)
 
 
 def _fast() -> bool:
@@ -83,5 +90,5 @@ def on_page_content(html, page, config, files):
     except mathml.MathError as exc:  # one clear line instead of a traceback
         raise PluginError(str(exc)) from None
     if page.file.src_uri.startswith("api"):
-        html = _ROLE.sub("", html)
+        html = _clean_reST(html)
     return html
