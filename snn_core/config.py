@@ -104,7 +104,8 @@ class TrainConfig:
     seed: int = option(0, "one seed for the validation split, shuffling, spike encoding, initialisation and "
                           "rewiring")
     out_dir: str = option("runs/esl", "run directory to write summary.json, best.h5 and last.h5 into")
-    device: str = option("cpu", "where training runs: cpu | cuda (needs numba-cuda and an NVIDIA GPU)")
+    device: str = option("cpu", "where training runs: reference (plain NumPy, slow) | cpu (Numba) | cuda (needs "
+                                "numba-cuda and an NVIDIA GPU)")
     quiet: bool = option(False, "no progress bars; print one plain line per epoch instead")
     threads: int | None = option(None, "number of Numba threads; unset: all cores")
 
@@ -152,7 +153,7 @@ class TrainConfig:
              "a finite value >= 0")
         need(self.snapshot_every is None or (isinstance(self.snapshot_every, int) and self.snapshot_every >= 1),
              "snapshot_every", "None or an integer >= 1")
-        choice("device", ("cpu", "cuda"))
+        choice("device", ("reference", "cpu", "cuda"))
         need(self.threads is None or (isinstance(self.threads, int) and self.threads >= 1), "threads", "None or an integer >= 1")
 
     # -- (de)serialisation -------------------------------------------------
