@@ -4,17 +4,21 @@
 # A leaky integrate-and-fire (LIF) neuron is a leaky capacitor with a
 # threshold. Its membrane potential `v` obeys
 #
-#     tau_m dv/dt = -(v - v_rest) + R I(t)
+# $$
+# \tau_m \frac{dv}{dt} = -(v - v_{rest}) + R\, I(t)
+# $$
 #
 # `snn_core` integrates this with **one explicit Euler step of size `dt`**
 # per time step:
 #
-#     u[t] = v[t-1] + (dt/tau_m) * (-(v[t-1] - v_rest) + R I[t])
-#          = alpha * v[t-1] + (1 - alpha) * v_rest + c * I[t]
-#            with alpha = 1 - dt/tau_m   (per-step decay)
-#            and  c     = R * dt/tau_m   (input gain per step)
-#     s[t] = H(u[t] - v_th)              (spike: 1 if u reaches threshold)
-#     v[t] = reset(u[t], s[t])           (hard / soft / no reset)
+# $$
+# \begin{array}{rcll}
+# u[t] &=& v[t-1] + \frac{dt}{\tau_m}\big(-(v[t-1] - v_{rest}) + R\, I[t]\big) &\\
+#      &=& \alpha\, v[t-1] + (1 - \alpha)\, v_{rest} + c\, I[t], & \alpha = 1 - dt/\tau_m \text{ (per-step decay)},\ c = R\, dt/\tau_m \text{ (input gain per step)}\\
+# s[t] &=& H(u[t] - v_{th}) & \text{spike: 1 if } u \text{ reaches the threshold}\\
+# v[t] &=& \operatorname{reset}(u[t], s[t]) & \text{hard, soft or no reset}
+# \end{array}
+# $$
 #
 # `u` is the membrane *before* the reset (what the threshold sees), `v` the
 # membrane *after* it (where the next step starts). This tutorial

@@ -4,13 +4,17 @@
 # The smallest network that has everything: 2 inputs → 2 LIF neurons → 1
 # non-spiking readout, `T = 3` steps, one sample, float64.
 #
-#     I[t] = W1 x[t]                                   (2,)   synapses fc1
-#     u[t] = alpha v[t-1] + c I[t]                      (2,)   LIF, v[-1] = 0
-#     s[t] = H(u[t] - v_th)                             (2,)
-#     v[t] = u[t] (1 - s[t]) + v_reset s[t]             (2,)   hard reset
-#     J[t] = W2 s[t]                                    (1,)   synapses fc2
-#     o[t] = alpha o[t-1] + c J[t]                      (1,)   readout, o[-1] = 0
-#     L    = (mean_t o[t] - y)^2                              (mse_rate loss)
+# $$
+# \begin{array}{rcll}
+# I[t] &=& W_1\, x[t] & (2,)\ \text{synapses fc1}\\
+# u[t] &=& \alpha\, v[t-1] + c\, I[t] & (2,)\ \text{LIF},\ v[-1] = 0\\
+# s[t] &=& H(u[t] - v_{th}) & (2,)\\
+# v[t] &=& u[t]\,(1 - s[t]) + v_{reset}\, s[t] & (2,)\ \text{hard reset}\\
+# J[t] &=& W_2\, s[t] & (1,)\ \text{synapses fc2}\\
+# o[t] &=& \alpha\, o[t-1] + c\, J[t] & (1,)\ \text{readout},\ o[-1] = 0\\
+# L &=& \Big(\frac{1}{T}\sum_t o[t] - y\Big)^2 & \text{the mse rate loss}
+# \end{array}
+# $$
 #
 # We compute every forward and backward intermediate with plain NumPy in
 # this script, print them, and check the engine (`network.backward`)
@@ -19,14 +23,20 @@
 # spike is `sigmoid(k (u - v_th))` and its exact derivative is the
 # surrogate) and check the engine against finite differences.
 #
-# Backward recurrences (derived below, step 4):
+# Backward recurrences (derived below, step 3):
 #
-#     readout:  G[t]   = dL/do[t] + alpha G[t+1]           dL/dJ[t] = c G[t]
-#     fc2:      dL/dW2 = sum_t dL/dJ[t] s[t]^T             dL/ds[t] = W2^T dL/dJ[t]
-#     LIF:      gv[t]  = alpha * dL/du[t+1]                (dL/dv[t], the carry; 0 at t = T-1)
-#               dL/du[t] = (dL/ds[t] + gv[t] (v_reset - u[t])) sigma'(u[t] - v_th) + gv[t] (1 - s[t])
-#               dL/dI[t] = c dL/du[t]
-#     fc1:      dL/dW1 = sum_t dL/dI[t] x[t]^T
+# $$
+# \begin{array}{lrcl}
+# \text{readout:} & G[t] &=& \frac{\partial L}{\partial o[t]} + \alpha\, G[t+1], \qquad \frac{\partial L}{\partial J[t]} = c\, G[t]\\
+# \text{fc2:} & \frac{\partial L}{\partial W_2} &=& \sum_t \frac{\partial L}{\partial J[t]}\, s[t]^\top, \qquad \frac{\partial L}{\partial s[t]} = W_2^\top \frac{\partial L}{\partial J[t]}\\
+# \text{LIF:} & g_v[t] &=& \alpha\, \frac{\partial L}{\partial u[t+1]} \qquad \text{(the carry } \partial L / \partial v[t] \text{; 0 at } t = T-1)\\
+#  & \frac{\partial L}{\partial u[t]} &=& \Big(\frac{\partial L}{\partial s[t]} + g_v[t]\,(v_{reset} - u[t])\Big)\, \sigma^\prime(u[t] - v_{th}) + g_v[t]\,(1 - s[t])\\
+#  & \frac{\partial L}{\partial I[t]} &=& c\, \frac{\partial L}{\partial u[t]}\\
+# \text{fc1:} & \frac{\partial L}{\partial W_1} &=& \sum_t \frac{\partial L}{\partial I[t]}\, x[t]^\top
+# \end{array}
+# $$
+#
+# (In the code, `gX` stands for $\partial L / \partial X$.)
 
 # %%
 import numpy as np

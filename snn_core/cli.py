@@ -26,7 +26,11 @@ def _add_config_flags(p):
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         default = getattr(defaults, f.name)
-        kw = dict(dest=f.name, default=argparse.SUPPRESS, help=f"default: {default!r}")
+        shown = " ".join(map(str, default)) if isinstance(default, list) else default
+        # one source: the field's help sentence (argparse needs % doubled); a field declared without
+        # config.option(...) has none, which tests/test_cli.py reports instead of breaking the CLI here
+        text = f.metadata.get("help", "").replace("%", "%%") + f" (default: {shown})"
+        kw = dict(dest=f.name, default=argparse.SUPPRESS, help=text)
         if f.type == "bool":
             g.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kw)
         elif f.name == "hidden":
@@ -215,6 +219,21 @@ def cmd_sweep(args):
     return 0
 
 
+def cmd_data(args):
+    """``snn-esl data download NAME``: fetch a data set's IDX files, checksummed."""
+    from .data.datasets import DATASETS, download_dataset
+
+    if args.data_command == "list":
+        for name, src in DATASETS.items():
+            print(f"{name:14s} {src.description}")
+        return 0
+    print(f"downloading {args.name} ({DATASETS[args.name].description}) ...", flush=True)
+    root = download_dataset(args.name, args.dir, timeout=args.timeout)
+    print(f"{args.name}: {len(DATASETS[args.name].files)} files, sha256 verified, in {root}")
+    print(f"train on it with: snn-esl train --data-dir {root}")
+    return 0
+
+
 def cmd_plot(args):
     """``snn-esl plot RUN_DIR``: write every figure that applies to the run."""
     from .plots import plot_run
@@ -271,7 +290,7 @@ def cmd_import(args):
 
 # --------------------------------------------------------------------------
 def build_parser():
-    """The argparse parser of ``snn-esl`` (also used to generate docs/cli.md)."""
+    """The argparse parser of ``snn-esl`` (the docs site renders its CLI page from it)."""
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(prog="snn-esl", formatter_class=fmt,
                                 description="Train, evaluate, inspect, sweep and plot ESL-SNNs "
@@ -283,7 +302,8 @@ def build_parser():
                        help="show the full traceback of an error")
 
     t = sub.add_parser("train", formatter_class=fmt, parents=[debug], help="train an ESL-SNN (no arguments: the main job on the embedded MNIST sample)")
-    t.add_argument("--config", help="TOML or JSON file with TrainConfig fields")
+    t.add_argument("--config", help="TOML or JSON file with TrainConfig fields; flags given on the command line "
+                                    "override it")
     t.add_argument("--resume", metavar="CKPT", help="continue exactly from a checkpoint (e.g. RUN_DIR/last.h5); "
                                                     "writes beside it unless --out-dir is given")
     t.add_argument("--overwrite", action="store_true",
@@ -292,31 +312,47 @@ def build_parser():
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", formatter_class=fmt, parents=[debug], help="test accuracy, firing rates, SOPs and energy of a checkpoint")
-    e.add_argument("checkpoint")
+    e.add_argument("checkpoint", help="checkpoint file written by training (RUN_DIR/best.h5 or RUN_DIR/last.h5)")
     e.add_argument("--data-dir", help="evaluate on this IDX directory instead of the training data")
     e.add_argument("--last", action="store_true", help="use the last weights instead of the best-validation ones")
-    e.add_argument("--energy-samples", type=_positive_int, default=200, help="test samples used for SOP counting")
+    e.add_argument("--energy-samples", type=_positive_int, default=200,
+                   help="number of test samples whose spikes are counted for the SOP and energy estimate")
     e.add_argument("--json", help="also write the results to this JSON file")
     e.add_argument("--device", choices=("reference", "cpu", "cuda"), default="cpu", help="backend to evaluate on: readable NumPy, Numba CPU kernels or a CUDA GPU")
     e.set_defaults(func=cmd_evaluate)
 
     i = sub.add_parser("info", formatter_class=fmt, parents=[debug], help="architecture, per-layer nnz/density, turnover and metrics of a checkpoint")
-    i.add_argument("checkpoint")
+    i.add_argument("checkpoint", help="checkpoint file written by training (RUN_DIR/best.h5 or RUN_DIR/last.h5)")
     i.set_defaults(func=cmd_info)
 
     s = sub.add_parser("sweep", formatter_class=fmt, parents=[debug], help="train at several densities with rewiring on and off (+ dense), one table")
     s.add_argument("--densities", type=float, nargs="+", default=[0.01, 0.05, 0.1, 0.2],
                    help="target global densities to train, each with rewiring on and off")
-    s.add_argument("--no-dense", action="store_true", help="skip the dense baseline")
+    s.add_argument("--no-dense", action="store_true", help="skip the dense baseline run (the slowest of the sweep)")
     s.add_argument("--overwrite", action="store_true", help="replace runs already present in the sweep's folders")
-    s.add_argument("--config", help="TOML or JSON file with TrainConfig fields")
+    s.add_argument("--config", help="TOML or JSON file with TrainConfig fields shared by every run of the sweep")
     _add_config_flags(s)
     s.set_defaults(func=cmd_sweep)
 
     pl = sub.add_parser("plot", formatter_class=fmt, parents=[debug], help="write PNG figures (training curves, rewiring history, ...) of a run directory")
-    pl.add_argument("run_dir")
+    pl.add_argument("run_dir", help="a directory written by `snn-esl train` or `snn-esl sweep`")
     pl.add_argument("--out", help="directory for the PNGs (default RUN_DIR/figures)")
     pl.set_defaults(func=cmd_plot)
+
+    from .data.datasets import DATASETS
+
+    d = sub.add_parser("data", formatter_class=fmt, parents=[debug], help="download a public data set in IDX format (opt-in; needs "
+                                                         "internet) for use with --data-dir")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    dl = dsub.add_parser("download", formatter_class=fmt,
+                         help="fetch the four IDX files of a data set, verify their sha256 and print the directory")
+    dl.add_argument("name", choices=list(DATASETS), help="which data set to download")
+    dl.add_argument("--dir", metavar="DIR",
+                    help="where to put the files; unset: ~/.cache/snn_core/NAME (or $XDG_CACHE_HOME/snn_core/NAME)")
+    dl.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each server before giving up")
+    dl.set_defaults(func=cmd_data)
+    ls = dsub.add_parser("list", formatter_class=fmt, parents=[debug], help="list the data sets `data download` knows")
+    ls.set_defaults(func=cmd_data)
 
     x = sub.add_parser("export", formatter_class=fmt, parents=[debug], help="write a trained network as a NIR graph (for neuromorphic hardware and other SNN libraries)")
     x.add_argument("source", metavar="RUN_OR_CHECKPOINT", help="a run directory (its last.h5) or a checkpoint file")

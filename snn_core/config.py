@@ -23,6 +23,17 @@ except ModuleNotFoundError:  # Python 3.10
 MAX_THREADS = 1024
 
 
+def option(default, help, *, factory=None):
+    """A :class:`TrainConfig` field with its one-sentence ``help``.
+
+    The sentence is the single source of the ``snn-esl train --help`` text and
+    of the CLI reference page (``field.metadata["help"]``).
+    """
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run; the defaults are the main job.
@@ -34,51 +45,73 @@ class TrainConfig:
     """
 
     # data
-    data_dir: str | None = None          # IDX directory; None -> $SNN_CORE_DATA or the embedded sample
-    encoder: str = "bernoulli"           # bernoulli | poisson | direct | latency
-    steps: int = 8                       # T, time steps per sample
-    val_fraction: float = 0.1            # paper: 10% of the training set, drawn at random
-    max_train: int | None = None         # use a random subset of N training samples (quick runs)
+    data_dir: str | None = option(None, "IDX directory with the four MNIST-format files (see `snn-esl data "
+                                        "download`); unset: $SNN_CORE_DATA if set, else the embedded 5,000-digit "
+                                        "sample")
+    encoder: str = option("bernoulli", "how pixel intensities become input spikes: bernoulli | poisson | direct | "
+                                       "latency")
+    steps: int = option(8, "number of time steps T each sample is presented for")
+    val_fraction: float = option(0.1, "fraction of the training set held out at random for validation (paper: 10%)")
+    max_train: int | None = option(None, "train on a random subset of this many training samples (quick runs); "
+                                         "unset: all")
     # network
-    hidden: list = field(default_factory=lambda: [800])
-    density: float = 0.1                 # target global connection density D
-    init: str = "erdos_renyi"            # erdos_renyi | uniform
-    min_per_row: int = 0                 # >= 1: every output neuron gets at least this many inputs
-    sparse: bool = True                  # False: dense Linear layers (density ignored)
-    output: str = "readout"              # readout (membrane) | lif (spikes)
-    loss: str = "ce_membrane"            # ce_membrane | ce_count | mse_rate | tet
-    gain: float = 2.0                    # initial weight scale (x sqrt(3/fan_in)); 2 keeps hidden layers firing
-    tau_m: float = 2.0                   # membrane time constant, in units of dt
-    v_th: float = 1.0
-    reset: str = "hard"                  # hard | soft | none
-    detach_reset: bool = False
-    surrogate: str = "rectangular"
+    hidden: list = option(None, "sizes of the hidden LIF layers, e.g. `--hidden 800` or `--hidden 500 300`",
+                          factory=lambda: [800])
+    density: float = option(0.1, "target global connection density D of the sparse network (connections / possible"
+                                 " connections)")
+    init: str = option("erdos_renyi", "how the sparse layers' initial connections are drawn: erdos_renyi "
+                                      "(per-layer density from one global scale) | uniform (every layer at D)")
+    min_per_row: int = option(0, "if >= 1, every output neuron gets at least this many inputs at initialisation")
+    sparse: bool = option(True, "use sparse CSR layers; --no-sparse trains dense Linear layers instead (density is"
+                                " then ignored)")
+    output: str = option("readout", "output layer: readout (leaky membrane, no spikes) | lif (spiking neurons)")
+    loss: str = option("ce_membrane", "loss: ce_membrane (cross-entropy of the mean membrane) | ce_count (of spike"
+                                      " counts) | mse_rate | tet")
+    gain: float = option(2.0, "initial weight scale, in units of sqrt(3/fan_in); 2 keeps the hidden layers firing")
+    tau_m: float = option(2.0, "membrane time constant of the LIF neurons, in units of the time step dt")
+    v_th: float = option(1.0, "firing threshold of the LIF neurons, in membrane units")
+    reset: str = option("hard", "what a spike does to the membrane: hard (set to v_reset) | soft (subtract v_th) |"
+                                " none")
+    detach_reset: bool = option(False, "treat the reset as a constant in BPTT (no gradient through it; see the "
+                                       "BPTT page)")
+    surrogate: str = option("rectangular", "surrogate derivative of the spike used in BPTT: rectangular | "
+                                           "triangle | sigmoid | arctan | fast_sigmoid")
     # optimisation
-    epochs: int = 30
-    batch_size: int = 100
-    optimizer: str = "adam"              # adam | sgd
-    lr: float = 0.01                     # paper: exponential decay 0.01 -> 0.0001
-    lr_end: float = 0.0001
-    schedule: str = "exponential"        # exponential | cosine | step | constant
-    momentum: float = 0.9                # SGD only
-    weight_decay: float = 0.0
+    epochs: int = option(30, "passes over the training split; the LR schedule and the end of rewiring are planned "
+                             "on it")
+    batch_size: int = option(100, "samples per mini-batch (paper: 100)")
+    optimizer: str = option("adam", "optimizer: adam | sgd")
+    lr: float = option(0.01, "initial learning rate (paper: 0.01, decayed exponentially to 0.0001)")
+    lr_end: float = option(0.0001, "final learning rate of the exponential and cosine schedules")
+    schedule: str = option("exponential", "learning-rate schedule over the run: exponential | cosine | step | "
+                                          "constant")
+    momentum: float = option(0.9, "momentum of SGD (ignored by Adam)")
+    weight_decay: float = option(0.0, "L2 weight decay added to the weight gradients (never to biases)")
     # structure learning
-    rewiring: bool = True                # False: the static-sparse control
-    t_iter: int = 100                    # paper: 1000 on full MNIST; scaled for the 3,600-sample default set
-    zeta0: float = 0.3
-    zeta_decay: str = "cosine"           # cosine | constant
-    t_end_fraction: float = 0.75         # rewiring stops after this fraction of the iterations
-    prune: str = "magnitude"             # magnitude | set | gradient
-    grow: str = "random"                 # random | gradient | momentum
-    new_weight: str = "zero"             # zero | random: initial weight of a grown connection
-    new_weight_scale: float = 0.1        # "random": U(-s a, s a) with a the fan-in init bound
-    snapshot_every: int | None = 1       # keep the connectivity mask every k events (plots); None: never
+    rewiring: bool = option(True, "prune and regrow connections during training (ESL); --no-rewiring gives the "
+                                  "static-sparse control")
+    t_iter: int = option(100, "iterations between rewiring events (paper: 1000 on full MNIST; 100 suits the "
+                              "3,600-sample default set)")
+    zeta0: float = option(0.3, "fraction of each layer's connections rewired at the first event (then decayed)")
+    zeta_decay: str = option("cosine", "how the rewired fraction decays over the events: cosine | constant")
+    t_end_fraction: float = option(0.75, "rewiring stops after this fraction of all training iterations")
+    prune: str = option("magnitude", "which connections are removed at an event: magnitude (smallest |w|) | set "
+                                     "(smallest positive and negative) | gradient")
+    grow: str = option("random", "where new connections are grown: random | gradient (largest |dL/dw|, RigL) | "
+                                 "momentum")
+    new_weight: str = option("zero", "initial weight of a grown connection: zero | random")
+    new_weight_scale: float = option(0.1, "with --new-weight random: grown weights are U(-s a, s a), a = the "
+                                          "fan-in init bound")
+    snapshot_every: int | None = option(1, "keep the connectivity mask every k-th rewiring event, for plots; unset"
+                                           " in a config file (null): never")
     # run
-    seed: int = 0
-    out_dir: str = "runs/esl"
-    device: str = "cpu"                  # reference | cpu | cuda (snn_core.backends)
-    quiet: bool = False
-    threads: int | None = None           # Numba threads; None = all cores
+    seed: int = option(0, "one seed for the validation split, shuffling, spike encoding, initialisation and "
+                          "rewiring")
+    out_dir: str = option("runs/esl", "run directory to write summary.json, best.h5 and last.h5 into")
+    device: str = option("cpu", "where training runs: reference (plain NumPy, slow) | cpu (Numba) | cuda (needs "
+                                "numba-cuda and an NVIDIA GPU)")
+    quiet: bool = option(False, "no progress bars; print one plain line per epoch instead")
+    threads: int | None = option(None, "number of Numba threads; unset: all cores")
 
     def __post_init__(self):
         self.validate()

@@ -57,7 +57,8 @@ def plot_run(run_dir, out_dir=None, sample_index=0):
             written.append(viz.structure_animation(snaps, w.shape, out / f"structure_{layer.name}.gif",
                                                    layer_name=layer.name))
     save(viz.weight_histograms([(layer.name, layer.weight_param.value) for layer in trainer.network.layers
-                                if hasattr(layer, "weight_param")], mode="multiples"), "weight_histograms.png")
+                                if hasattr(layer, "weight_param")], mode="multiples",
+                                title="Final weights of each layer (end of training)"), "weight_histograms.png")
     # one test digit through the trained network: what the neurons did
     x = trainer._encode(trainer.x_test[sample_index:sample_index + 1], (3, 0))
     trainer.network.forward(x, record=True)

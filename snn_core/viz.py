@@ -823,8 +823,8 @@ def density_turnover(history_arrays):
 # --------------------------------------------------------------------------
 # 8. weight histograms
 # --------------------------------------------------------------------------
-def weight_histograms(snapshots, bins=60, mode="overlay", log=False):
-    """Weight distributions at several points of training.
+def weight_histograms(snapshots, bins=60, mode="overlay", log=False, title="Weight distributions"):
+    """Weight distributions of several snapshots (layers, or points of training).
 
     Parameters
     ----------
@@ -836,6 +836,9 @@ def weight_histograms(snapshots, bins=60, mode="overlay", log=False):
         light), or one small panel each, sharing the x axis.
     log : bool
         Log-scale counts.
+    title : str
+        Figure title; say what the snapshots are (e.g. "over training" only
+        when they are taken at several points of training).
 
     Returns
     -------
@@ -868,7 +871,7 @@ def weight_histograms(snapshots, bins=60, mode="overlay", log=False):
         ax.set_xlabel("weight value (a.u.)")
         ax.set_ylabel("number of connections")
         ax.legend(fontsize=8, title="snapshot (dark = early)", title_fontsize=8)
-        ax.set_title("Weight distribution over training")
+        ax.set_title(title)
         ax.axvline(0, color="0.6", linewidth=0.8, zorder=0)
         return fig
     fig = _figure(6.5, 0.8 + 1.5 * len(snaps))
@@ -879,7 +882,7 @@ def weight_histograms(snapshots, bins=60, mode="overlay", log=False):
         ax.set_ylabel("connections")
         ax.axvline(0, color="0.6", linewidth=0.8, zorder=0)
     axes[-1].set_xlabel("weight value (a.u.)")
-    fig.suptitle("Weight distribution over training")
+    fig.suptitle(title)
     return fig
 
 

@@ -292,7 +292,7 @@ def test_download_uses_valid_cache_without_network(tmp_path, monkeypatch):
     """Files already cached with matching sha256 are not fetched again."""
     arrays = _make_dir(tmp_path, gz=(True,) * 4)
     fake = {s + ".gz": hashlib.sha256((tmp_path / (s + ".gz")).read_bytes()).hexdigest() for s in STEMS}
-    monkeypatch.setattr(ds_mod, "MNIST_SHA256", fake)
+    monkeypatch.setitem(ds_mod.DATASETS, "mnist", ds_mod.DatasetSource(fake, ds_mod.MNIST_MIRRORS, "fake"))
 
     def no_network(*a, **k):
         raise AssertionError("network access attempted")

@@ -319,8 +319,10 @@ def test_weight_histograms(rng, tmp_path):
     assert len(fig.axes[0].patches) == 3  # one step outline per snapshot
     assert len(fig.axes[0].get_legend().get_texts()) == 3
     check_png(fig, tmp_path / "w.png")
-    fig = viz.weight_histograms(snaps, mode="multiples", log=True)
+    assert fig.axes[0].get_title() == "Weight distributions"  # no claim about *when* the weights were taken
+    fig = viz.weight_histograms(snaps, mode="multiples", log=True, title="Final weights")
     assert len(fig.axes) == 3
+    assert fig._suptitle.get_text() == "Final weights"
     with pytest.raises(ValueError):
         viz.weight_histograms(snaps, mode="bogus")
 

@@ -13,12 +13,12 @@ import numpy as np
 from ..kernels import cpu as K
 from .base import KernelModuleBackend
 
-#: a SparseLinear input is spike-packed when the layer has at least this many
-#: connections per input on average (or when the layer forces it)
 SPIKE_PACK_MIN_FANOUT = 4.0
-#: inputs active in fewer than this fraction of the T*batch columns are
-#: handled spike by spike (active-column lists); the others stream uint8 rows
+"""A SparseLinear input is spike-packed when the layer has at least this many
+connections per input on average (or when the layer forces it)."""
 SPIKE_LIST_RATE = 0.03
+"""Inputs active in fewer than this fraction of the T*batch columns are
+handled spike by spike (active-column lists); the others stream uint8 rows."""
 
 
 class CpuBackend(KernelModuleBackend):

@@ -29,6 +29,10 @@ __all__ = [
     "load_embedded",
     "load_dataset",
     "download_mnist",
+    "download_dataset",
+    "fetch_files",
+    "DATASETS",
+    "DatasetSource",
     "default_cache_dir",
     "train_val_split",
     "to_float",
@@ -235,10 +239,10 @@ def load_dataset(data_dir: str | os.PathLike | None = None, download: bool = Fal
 # --------------------------------------------------------------------------- download
 
 
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/snn_core/mnist``, or ``~/.cache/snn_core/mnist``."""
+def default_cache_dir(name: str = "mnist") -> Path:
+    """``$XDG_CACHE_HOME/snn_core/<name>``, or ``~/.cache/snn_core/<name>``."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "snn_core" / "mnist"
+    return Path(base) / "snn_core" / name
 
 
 def _sha256(path: Path) -> str:
@@ -271,6 +275,112 @@ def _fetch(url: str, dest: Path, expected: str, timeout: float) -> None:
         raise
 
 
+def fetch_files(files: dict, mirrors, dest: str | os.PathLike, timeout: float = 60.0) -> list[Path]:
+    """Download ``files`` into ``dest``, each checked against its sha256.
+
+    A file already in ``dest`` with the right sha256 is not fetched again. Each
+    missing file is tried on every mirror in order and moved into place
+    atomically once its checksum matches, so ``dest`` never holds a partial or
+    corrupt file under a final name.
+
+    Parameters
+    ----------
+    files : dict
+        File name -> expected sha256 (hex).
+    mirrors : sequence of str
+        Base URLs ending in ``/`` (``https://``, ``http://`` or ``file://``).
+    dest : str or os.PathLike
+        Directory, created if missing.
+    timeout : float
+        Per-request socket timeout in seconds.
+
+    Returns
+    -------
+    list of Path
+        The files, in the order of ``files``.
+
+    Raises
+    ------
+    OSError
+        A file could not be fetched with the right checksum from any mirror;
+        the one-line message names the file and each attempt's error.
+    """
+    root = Path(dest).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    for fname, digest in files.items():
+        target = root / fname
+        if target.is_file() and _sha256(target) == digest:
+            continue
+        errors = []
+        for mirror in mirrors:
+            try:
+                _fetch(mirror + fname, target, digest, timeout)
+                break
+            except (OSError, ValueError) as exc:  # URLError is an OSError
+                reason = getattr(exc, "reason", None) or exc
+                errors.append(f"{mirror + fname}: {reason}")
+        else:
+            raise OSError(f"could not download {fname} into {root} ({'; '.join(errors)}); without internet, "
+                          f"copy the files there by hand or pass --data-dir")
+    return [root / f for f in files]
+
+
+class DatasetSource(NamedTuple):
+    """Where :func:`download_dataset` gets a data set: IDX ``.gz`` files by sha256, and mirrors."""
+
+    files: dict
+    mirrors: tuple
+    description: str
+
+
+#: The data sets ``snn-esl data download NAME`` knows; all are 28x28 grey, 10 classes, IDX format.
+DATASETS = {
+    "mnist": DatasetSource(MNIST_SHA256, MNIST_MIRRORS, "handwritten digits, 60,000 train / 10,000 test"),
+    "fashion-mnist": DatasetSource(
+        {
+            "train-images-idx3-ubyte.gz": "08dc20ab1689590a0bcd66e874647b6ee8464e2d501b5a3f1f78831db19a3fdc",
+            "train-labels-idx1-ubyte.gz": "b0197879cbda89f3dc7b894f9fd52b858e68ea4182b6947c9d8c2b67e5f18dcc",
+            "t10k-images-idx3-ubyte.gz": "78dcbbfb5a27efaf1b6c1d616caca68560be8766c5bffcb2791df9273a534229",
+            "t10k-labels-idx1-ubyte.gz": "42bd18137a62d5998cdeae52bf3a0676ac6b706f5cf8439b47bb5b151ae3dccf",
+        },
+        ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+         "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"),
+        "Zalando article images (clothes, shoes, bags), 60,000 train / 10,000 test"),
+}
+
+
+def download_dataset(name: str, cache_dir: str | os.PathLike | None = None, timeout: float = 60.0) -> Path:
+    """Download one of :data:`DATASETS` (opt-in; needs internet) and return its directory.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`DATASETS` (``"mnist"``, ``"fashion-mnist"``).
+    cache_dir : str or os.PathLike, optional
+        Where the files go; defaults to :func:`default_cache_dir` ``(name)``.
+    timeout : float
+        Per-request socket timeout in seconds.
+
+    Returns
+    -------
+    Path
+        The directory, ready for :func:`load_idx_dir` (``--data-dir``).
+
+    Raises
+    ------
+    ValueError
+        Unknown ``name``.
+    OSError
+        See :func:`fetch_files`.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(name)
+    src = DATASETS[name]
+    fetch_files(src.files, src.mirrors, root, timeout)
+    return root
+
+
 def download_mnist(cache_dir: str | os.PathLike | None = None, timeout: float = 60.0) -> Dataset:
     """Download the original MNIST .gz files (opt-in; needs internet) and load them.
 
@@ -296,22 +406,7 @@ def download_mnist(cache_dir: str | os.PathLike | None = None, timeout: float = 
         A file could not be fetched with the right checksum from any mirror;
         the message lists each attempt's error.
     """
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    for fname, digest in MNIST_SHA256.items():
-        dest = root / fname
-        if dest.is_file() and _sha256(dest) == digest:
-            continue
-        errors = []
-        for mirror in MNIST_MIRRORS:
-            try:
-                _fetch(mirror + fname, dest, digest, timeout)
-                break
-            except (OSError, ValueError) as exc:  # URLError is an OSError
-                errors.append(f"{mirror + fname}: {exc}")
-        else:
-            raise OSError(f"could not download {fname}:\n  " + "\n  ".join(errors))
-    return load_idx_dir(root)
+    return load_idx_dir(download_dataset("mnist", cache_dir, timeout))
 
 
 # --------------------------------------------------------------------------- helpers
