@@ -60,6 +60,7 @@ MODULES = [
     "snn_core.checkpoint",
     "snn_core.energy",
     "snn_core.viz",
+    "snn_core.sweep",
     "snn_core.plots",
     "snn_core.cli",
     "snn_core.backend",

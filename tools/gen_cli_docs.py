@@ -45,8 +45,7 @@ FIELD_NOTES = {
 ARG_NOTES = {
     ("evaluate", "checkpoint"): "checkpoint file (`RUN_DIR/best.h5` or `RUN_DIR/last.h5`)",
     ("info", "checkpoint"): "checkpoint file (`RUN_DIR/best.h5` or `RUN_DIR/last.h5`)",
-    ("sweep", "densities"): "target global densities; each is trained with rewiring on (ESL) and off (static)",
-    ("plot", "run_dir"): "a directory written by `snn-esl train` or `snn-esl sweep`",
+    ("plot", "run_dir"): "a directory written by `snn-esl train`, or a sweep folder (`sweep.json`)",
 }
 
 
