@@ -479,12 +479,15 @@ def run_sweep(sweep, scheduler=None, n_workers=None, retries=2, progress=True, l
     (result, failures): the dict written to ``sweep.json`` and a list of
     ``(run name, error message)`` for runs that failed after all retries.
     """
-    from distributed import Client, as_completed
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise RuntimeError("sweeps run on dask.distributed, which is not installed: "
+                           "pip install 'snn_core[sweep]'") from None
     from tqdm.auto import tqdm
 
     runs = sweep.runs()
     sweep_dir = Path(sweep.base.out_dir)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
     cluster = None
     if scheduler is None:
         cluster = local_cluster(n_workers)
