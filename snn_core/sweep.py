@@ -203,10 +203,14 @@ def check_same_run(saved, config, where):
     """Raise ValueError if the config dict ``saved`` (from ``where``) is another run than ``config``.
 
     Execution settings (out_dir, threads, ...) and ``epochs`` (a longer run
-    continues a shorter one) may differ.
+    continues a shorter one) may differ; a field missing from ``saved`` (added
+    to TrainConfig later) counts as its default.
     """
     mine = config.to_dict()
-    differ = sorted(k for k in mine if k not in EXECUTION_KEYS and k != "epochs" and saved.get(k) != mine[k])
+    # a field added to TrainConfig after the run was saved had its default value then
+    defaults = TrainConfig().to_dict()
+    differ = sorted(k for k in mine if k not in EXECUTION_KEYS and k != "epochs"
+                    and saved.get(k, defaults[k]) != mine[k])
     if differ:
         raise ValueError(f"{where}: belongs to a run with different {', '.join(differ)} "
                          f"({', '.join(f'{saved.get(k)!r} vs {mine[k]!r}' for k in differ[:3])}); "
@@ -499,10 +503,12 @@ def run_sweep(sweep, scheduler=None, n_workers=None, retries=2, progress=True, l
             raise OSError(f"scheduler {scheduler}: cannot connect ({e})") from None
     try:
         futures = {}
-        # the most expensive runs (dense, then high density) first: the sweep ends with short tasks
-        for name, cfg in sorted(runs, key=lambda r: -(r[1].density if r[1].sparse else 2.0)):
+        # the most expensive runs (dense, then high density) first, so the sweep ends with short
+        # tasks; explicit priorities because Dask does not promise submission order
+        order = sorted(runs, key=lambda r: -(r[1].density if r[1].sparse else 2.0))
+        for i, (name, cfg) in enumerate(order):
             f = client.submit(train_run, cfg.to_dict(), key=f"snn-esl-run-{name}-{_token(cfg)}", retries=retries,
-                              pure=False)
+                              pure=False, priority=len(order) - i)
             futures[f] = name
         rows, failures = {}, []
         bar = tqdm(total=len(runs), desc="runs", unit="run", disable=not progress)
