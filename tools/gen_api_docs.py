@@ -62,6 +62,7 @@ MODULES = [
     "snn_core.viz",
     "snn_core.sweep",
     "snn_core.plots",
+    "snn_core.nir",
     "snn_core.cli",
     "snn_core.backend",
     "snn_core.gpu",
