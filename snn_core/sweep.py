@@ -258,7 +258,7 @@ def train_run(config_dict):
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "train.log", "a") as log, contextlib.redirect_stdout(log):
             # which process did what: a run retried after its worker died shows two lines
-            print(f"{status} at epoch {trainer.epoch} by pid {os.getpid()} on {socket.gethostname()} "
+            print(f"{'resumed' if status == 'resumed' else 'started'} at epoch {trainer.epoch} by pid {os.getpid()} on {socket.gethostname()} "
                   f"({time.strftime('%Y-%m-%d %H:%M:%S')})", flush=True)
             trainer.fit()
     row = result_row(out)
