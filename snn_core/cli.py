@@ -199,6 +199,15 @@ def cmd_sweep(args):
             print(f"{name:32s} {cfg.out_dir}")
         print(f"{len(runs)} runs")
         return 0
+    if args.collect:
+        from .sweep import collect_results
+
+        result, missing = collect_results(sweep)
+        print(format_table(result))
+        print(f"{len(runs) - len(missing)} of {len(runs)} runs finished" +
+              (f"; not yet: {', '.join(missing)}" if missing else ""))
+        print(f"wrote {Path(base_cfg.out_dir) / 'sweep.json'}")
+        return 0
     where = args.scheduler or f"a local cluster ({args.workers or os.cpu_count()} workers)"
     print(f"sweep {base_cfg.out_dir}: {len(runs)} runs on {where}", flush=True)
     result, failures = run_sweep(sweep, scheduler=args.scheduler, n_workers=args.workers, retries=args.retries,
@@ -327,6 +336,8 @@ def build_parser():
                    help="worker processes of the local cluster (default: one per core)")
     s.add_argument("--retries", type=int, default=2, help="extra attempts for a run that raised an error")
     s.add_argument("--dry-run", action="store_true", help="list the runs and their folders, train nothing")
+    s.add_argument("--collect", action="store_true",
+                   help="write the tables from the runs already finished, train nothing (a running or interrupted sweep)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar over runs")
     s.add_argument("--config", help="TOML or JSON file with TrainConfig fields shared by every run")
     _add_config_flags(s)

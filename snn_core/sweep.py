@@ -537,6 +537,26 @@ def run_sweep(sweep, scheduler=None, n_workers=None, retries=2, progress=True, l
     return result, failures
 
 
+def collect_results(sweep):
+    """Write the tables from the runs of ``sweep`` that are finished; train nothing.
+
+    For a sweep that is still running or was interrupted (on a filesystem
+    this process sees). Returns ``(result, missing)``: the dict written to
+    ``sweep.json`` (its ``missing`` lists the unfinished runs) and their names.
+    """
+    rows, missing = [], []
+    for name, cfg in sweep.runs():
+        if summary_is_complete(cfg.out_dir, cfg):
+            rows.append(result_row(cfg.out_dir) | {"status": "collected"})
+        else:
+            missing.append(name)
+    result = write_results(sweep.base.out_dir, rows, list(sweep.grid),
+                           extra={"grid": sweep.grid, "dense": sweep.dense,
+                                  "base": {k: v for k, v in sweep.base.to_dict().items() if k != "quiet"},
+                                  "failed": [], "missing": missing})
+    return result, missing
+
+
 def _token(cfg):
     import hashlib
 
@@ -550,7 +570,8 @@ def format_table(result):
         f"{'test acc (mean ± std)':>24s} {'n':>3s}"
     lines = [head]
     for c in result["configurations"]:
-        acc = f"{100 * _f(c['test_accuracy_mean']):.2f} ± {100 * _f(c['test_accuracy_std']):.2f} %"
+        sd = _f(c["test_accuracy_std"])
+        acc = f"{100 * _f(c['test_accuracy_mean']):.2f} ± {'–' if math.isnan(sd) else f'{100 * sd:.2f}'} %"
         extra = "".join(f"{str(c.get(k, '')):>12s} " for k in keys)
         lines.append(f"{c['label']:22s} {_f(c['density_mean']):8.4f} {extra}{acc:>24s} {c['n']:>3d}")
     comps = result.get("esl_vs_static") or []

@@ -226,6 +226,14 @@ def test_cli_local_cluster_sweep_aggregates_reruns_nothing_and_plots(tmp_path):
                   "--out-dir", out, "--no-progress"))
     assert {r["status"] for r in load_results(out)["runs"]} == {"skipped"}
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/*")} == mtimes
+    # --collect: the same tables from the finished folders, nothing trained
+    before = load_results(out)["configurations"]
+    proc = ok(cli("sweep", "--densities", 0.1, 0.5, 0.7, "--seeds", 0, 1, *TINY_FLAGS, "--out-dir", out, "--collect"))
+    assert "10 of 14 runs finished; not yet: d0.7-esl-s0, d0.7-esl-s1, d0.7-static-s0, d0.7-static-s1" in proc.stdout
+    res = load_results(out)
+    assert {r["status"] for r in res["runs"]} == {"collected"} and len(res["missing"]) == 4
+    assert [c["test_accuracy_mean"] for c in res["configurations"]] == [c["test_accuracy_mean"] for c in before]
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/*")} == mtimes
     # the sweep folder plots
     ok(cli("plot", out))
     from PIL import Image
