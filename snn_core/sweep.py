@@ -6,7 +6,7 @@ every grid key (any TrainConfig field: ``density``, ``seed``, ``rewiring``,
 runs are the Cartesian product, plus (optionally) one dense baseline per
 combination of the keys that matter to a dense network. Each run trains in
 its own folder ``SWEEP_DIR/<name>`` through the ordinary path (a new
-:class:`~snn_core.training.Trainer`, or :func:`~snn_core.checkpoint.restore_trainer`
+:class:`~snn_core.training.Trainer`, or :func:`~snn_core.training.restore_trainer`
 from the folder's ``last.h5``), so a sweep folder is a set of ordinary run
 folders plus ``sweep.json`` / ``sweep.csv`` / ``runs.csv``.
 
@@ -223,7 +223,7 @@ def train_run(config_dict):
     ``config_dict`` is ``TrainConfig.to_dict()`` with ``out_dir`` the run's
     folder. A complete ``summary.json`` there means nothing to do; a
     ``last.h5`` means resume from it (exactly, via
-    :func:`~snn_core.checkpoint.restore_trainer`); otherwise train from
+    :func:`~snn_core.training.restore_trainer`); otherwise train from
     scratch. The row holds ``status`` ("skipped", "resumed" or "trained"),
     the run's metrics and its ``config``.
     """
@@ -237,8 +237,8 @@ def train_run(config_dict):
     if summary_is_complete(out, config):
         status = "skipped"
     else:
-        from .checkpoint import CheckpointError, load_checkpoint, restore_trainer
-        from .training import Trainer
+        from .checkpoint import CheckpointError, load_checkpoint
+        from .training import Trainer, restore_trainer
 
         trainer = None
         if (out / "last.h5").is_file():
