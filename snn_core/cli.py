@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -177,46 +178,62 @@ def _print_turnover(rewirer_state):
 
 
 def cmd_sweep(args):
-    """``snn-esl sweep``: several densities with rewiring on and off, plus dense; one table."""
-    from .training import Trainer
+    """``snn-esl sweep``: a grid of runs on Dask (local cluster or ``--scheduler``), aggregated over seeds."""
+    from .sweep import DEFAULT_GRID, Sweep, format_table, run_sweep
 
-    from .runs import RunDirError, atomic_write_text, holds_run
+    base_file, grid, dense = Sweep.read_file(args.grid) if args.grid else ({}, {}, None)
+    grid = dict(DEFAULT_GRID) | grid if not args.grid else grid
+    # a sweep's own defaults: its folder, and one Numba thread per run (one run per core)
+    base_cfg = TrainConfig.from_dict({"out_dir": "runs/sweep", "threads": 1} | base_file)
+    base_cfg = _config_from_args(args, base_cfg)
+    flags = {"density": args.densities, "seed": args.seeds, "prune": args.prune_rules, "grow": args.grow_rules,
+             "data_dir": args.data_dirs,
+             "rewiring": None if args.modes is None else [m == "esl" for m in dict.fromkeys(args.modes)],
+             "hidden": None if args.models is None else [_model(m) for m in args.models]}
+    for k, v in flags.items():
+        if v is not None:
+            grid[k] = list(v)
+    for k in [k for k in grid if hasattr(args, k)]:  # a single-value flag (--seed 3) fixes that key
+        del grid[k]
+    if args.dense is not None:
+        dense = args.dense
+    sweep = Sweep(base=base_cfg, grid=grid, dense=True if dense is None else dense)
+    runs = sweep.runs()
+    if args.dry_run:
+        for name, cfg in runs:
+            print(f"{name:32s} {cfg.out_dir}")
+        print(f"{len(runs)} runs")
+        return 0
+    if args.collect:
+        from .sweep import collect_results
 
-    base = _config_from_args(args)
-    out = Path(base.out_dir)
-    rows = []
-    runs = [(d, r) for d in args.densities for r in (True, False)]
-    if not args.no_dense:
-        runs.append((1.0, None))
-    plan = []  # every config is built (and validated) before anything trains
-    for density, rewiring in runs:
-        if rewiring is None:
-            name, overrides = "dense", {"sparse": False, "density": 1.0, "rewiring": False}
-        else:
-            name, overrides = f"d{density:g}-{'esl' if rewiring else 'static'}", {"density": density,
-                                                                                 "rewiring": rewiring}
-        try:
-            cfg = TrainConfig.from_dict(overrides | {"out_dir": str(out / name)}, base)
-        except ValueError as e:
-            raise ValueError(f"--densities {density:g}: {e}") from None
-        if not args.overwrite and holds_run(out / name):
-            raise RunDirError(f"output directory {out / name} already holds a run; pass --overwrite to replace "
-                              "it or choose another --out-dir")
-        plan.append((name, cfg, density, rewiring))
-    for name, cfg, density, rewiring in plan:
-        print(f"== {name}", flush=True)
-        s = Trainer(cfg).fit(overwrite=args.overwrite)
-        rows.append({"run": name, "density": s["density"], "target_density": density, "sparse": cfg.sparse,
-                     "rewiring": bool(rewiring), "test_accuracy": s["test_accuracy"],
-                     "best_val_accuracy": s["best_val_accuracy"], "train_seconds": s["train_seconds"]})
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "sweep.json", json.dumps(rows, indent=2))
-    print(f"\n{'run':18s} {'density':>8s} {'rewiring':>8s} {'val acc':>8s} {'test acc':>8s} {'seconds':>8s}")
-    for r in rows:
-        print(f"{r['run']:18s} {r['density']:8.4f} {str(r['rewiring']):>8s} {r['best_val_accuracy']:8.4f} "
-              f"{r['test_accuracy']:8.4f} {r['train_seconds']:8.1f}")
-    print(f"wrote {out / 'sweep.json'}")
+        result, missing = collect_results(sweep)
+        print(format_table(result))
+        print(f"{len(runs) - len(missing)} of {len(runs)} runs finished" +
+              (f"; not yet: {', '.join(missing)}" if missing else ""))
+        print(f"wrote {Path(base_cfg.out_dir) / 'sweep.json'}")
+        return 0
+    where = args.scheduler or f"a local cluster ({args.workers or os.cpu_count()} workers)"
+    print(f"sweep {base_cfg.out_dir}: {len(runs)} runs on {where}", flush=True)
+    result, failures = run_sweep(sweep, scheduler=args.scheduler, n_workers=args.workers, retries=args.retries,
+                                 progress=not args.no_progress,
+                                 log=lambda line: print(line, flush=True))
+    print()
+    print(format_table(result))
+    out = Path(base_cfg.out_dir)
+    print(f"wrote {out / 'sweep.json'}, {out / 'sweep.csv'}, {out / 'runs.csv'}")
+    if failures:
+        raise RuntimeError(f"{len(failures)} of {len(runs)} runs failed (first: {failures[0][0]}: {failures[0][1]}); "
+                           f"re-run the same command to retry them")
     return 0
+
+
+def _model(text):
+    try:
+        sizes = [int(h) for h in str(text).split(",")]
+    except ValueError:
+        raise ValueError(f"--models: expected hidden sizes like 800 or 400,400, got {text!r}") from None
+    return sizes
 
 
 def cmd_data(args):
@@ -325,12 +342,33 @@ def build_parser():
     i.add_argument("checkpoint", help="checkpoint file written by training (RUN_DIR/best.h5 or RUN_DIR/last.h5)")
     i.set_defaults(func=cmd_info)
 
-    s = sub.add_parser("sweep", formatter_class=fmt, parents=[debug], help="train at several densities with rewiring on and off (+ dense), one table")
-    s.add_argument("--densities", type=float, nargs="+", default=[0.01, 0.05, 0.1, 0.2],
-                   help="target global densities to train, each with rewiring on and off")
-    s.add_argument("--no-dense", action="store_true", help="skip the dense baseline run (the slowest of the sweep)")
-    s.add_argument("--overwrite", action="store_true", help="replace runs already present in the sweep's folders")
-    s.add_argument("--config", help="TOML or JSON file with TrainConfig fields shared by every run of the sweep")
+    s = sub.add_parser("sweep", formatter_class=fmt, parents=[debug],
+                       help="run a grid of trainings (densities x seeds x rules ...) on Dask; mean ± std over seeds")
+    s.add_argument("--grid", metavar="FILE", help="TOML or JSON sweep file with [base] (shared TrainConfig fields), "
+                                                   "[grid] (field = list of values) and dense = true/false")
+    s.add_argument("--densities", type=float, nargs="+", metavar="D",
+                   help="target global densities (default 0.01 0.05 0.1 0.2 without --grid)")
+    s.add_argument("--seeds", type=int, nargs="+", metavar="N", help="seeds of every configuration (default 0)")
+    s.add_argument("--modes", choices=("esl", "static"), nargs="+",
+                   help="train with rewiring (esl), without (static) or both (default both)")
+    s.add_argument("--prune-rules", choices=("magnitude", "set", "gradient"), nargs="+",
+                   help="prune rules to compare (default: the config's prune)")
+    s.add_argument("--grow-rules", choices=("random", "gradient", "momentum"), nargs="+",
+                   help="grow rules to compare (default: the config's grow)")
+    s.add_argument("--data-dirs", nargs="+", metavar="DIR", help="IDX dataset directories to compare")
+    s.add_argument("--models", nargs="+", metavar="H", help="hidden layer sizes to compare, e.g. 800 400,400")
+    s.add_argument("--dense", action=argparse.BooleanOptionalAction, default=None,
+                   help="also train a dense baseline per seed (default yes)")
+    s.add_argument("--scheduler", metavar="ADDR",
+                   help="address of a running Dask scheduler (tcp://HOST:PORT); default: a local cluster")
+    s.add_argument("--workers", type=int, metavar="N",
+                   help="worker processes of the local cluster (default: one per core)")
+    s.add_argument("--retries", type=int, default=2, help="extra attempts for a run that raised an error")
+    s.add_argument("--dry-run", action="store_true", help="list the runs and their folders, train nothing")
+    s.add_argument("--collect", action="store_true",
+                   help="write the tables from the runs already finished, train nothing (a running or interrupted sweep)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar over runs")
+    s.add_argument("--config", help="TOML or JSON file with TrainConfig fields shared by every run")
     _add_config_flags(s)
     s.set_defaults(func=cmd_sweep)
 

@@ -24,10 +24,10 @@ def plot_run(run_dir, out_dir=None, sample_index=0):
     def save(fig, name):
         written.append(viz.save(fig, out / name))
 
-    sweep = run / "sweep.json"
-    if sweep.is_file():
-        rows = json.loads(sweep.read_text())
-        save(viz.accuracy_vs_density(rows), "accuracy_vs_density.png")
+    if (run / "sweep.json").is_file():
+        from .sweep import load_results
+
+        save(viz.sweep_summary(load_results(run)["configurations"]), "accuracy_vs_density.png")
     ckpt = run / "last.h5"
     summary = run / "summary.json"
     if summary.is_file():

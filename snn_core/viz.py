@@ -39,7 +39,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullForm
 __all__ = [
     "spike_raster", "membrane_traces", "surrogate_curves", "input_encodings", "connectivity_matrix",
     "connectivity_diff", "density_turnover", "weight_histograms", "training_curves",
-    "accuracy_vs_density", "structure_animation", "save", "OKABE_ITO", "KEPT", "PRUNED", "GROWN",
+    "accuracy_vs_density", "sweep_summary", "structure_animation", "save", "OKABE_ITO", "KEPT", "PRUNED", "GROWN",
 ]
 
 #: Okabe-Ito palette (black first is skipped for lines)
@@ -1031,6 +1031,82 @@ def accuracy_vs_density(rows, title="Test accuracy vs. connection density"):
     ax.grid(alpha=0.3, which="both")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="best")
+    return fig
+
+def sweep_summary(configurations, title="Test accuracy vs. connection density"):
+    """Aggregated sweep: accuracy vs density with error bars, and turnover.
+
+    Parameters
+    ----------
+    configurations : list of dict
+        The ``configurations`` of a ``sweep.json`` (:func:`snn_core.sweep.aggregate`):
+        ``label`` ("ESL", "static" or "dense"), ``density_mean`` (fraction),
+        ``test_accuracy_mean`` / ``_std`` (fractions), ``n`` (seeds),
+        ``initial_kept_mean`` / ``explored_mean`` (fractions, NaN without
+        rewiring) and any other grid values (one line per combination of them,
+        e.g. per grow rule).
+
+    Returns
+    -------
+    Figure with 2 axes: left, test accuracy (%) vs density (log x; error bars
+    = sample std over seeds; dense as a line with a ±std band); right, for
+    every ESL line, the initial connections never pruned and the positions
+    ever explored (% , log x).
+    """
+    skip = {"label", "n", "seeds", "runs", "sparse", "density", "rewiring"}
+    fig = _figure(11.5, 4.4)
+    ax, tx = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    series = {}
+    for c in configurations:
+        other = {k: v for k, v in c.items() if k not in skip and not k.endswith(("_mean", "_std", "_sem"))}
+        name = c["label"] + "".join(f", {k} {v}" for k, v in other.items())
+        series.setdefault((c["label"], name), []).append(c)
+    dens_all, nmax = [], max([c["n"] for c in configurations] or [1])
+    markers = {"ESL": "o", "static": "s"}
+    sparse_series = [k for k in series if k[0] != "dense"]
+    sparse_series.sort(key=lambda k: (k[0] != "ESL", k[1]))
+    for i, key in enumerate(sparse_series):
+        cs = sorted(series[key], key=lambda c: c["density_mean"])
+        d = np.array([c["density_mean"] for c in cs])
+        m = 100 * np.array([c["test_accuracy_mean"] for c in cs], dtype=float)
+        e = 100 * np.nan_to_num(np.array([c["test_accuracy_std"] for c in cs], dtype=float))
+        color = OKABE_ITO[i % 7]
+        ax.errorbar(d, m, yerr=e, color=color, marker=markers.get(key[0], "^"), capsize=3, linewidth=1.6,
+                    label=key[1])
+        dens_all.extend(d)
+        kept = 100 * np.array([c.get("initial_kept_mean", math.nan) for c in cs], dtype=float)
+        expl = 100 * np.array([c.get("explored_mean", math.nan) for c in cs], dtype=float)
+        if key[0] == "ESL" and np.isfinite(kept).any():
+            tx.plot(d, kept, color=color, marker="o", linewidth=1.6, label=f"{key[1]}: initial connections kept")
+            tx.plot(d, expl, color=color, marker="^", linestyle="--", linewidth=1.3,
+                    label=f"{key[1]}: positions explored")
+    for j, key in enumerate(k for k in series if k[0] == "dense"):
+        for c in series[key]:
+            mu, sd = 100 * c["test_accuracy_mean"], 100 * (np.nan_to_num(c["test_accuracy_std"]))
+            ax.axhline(mu, color="black", linestyle=("--", ":", "-.")[j % 3], linewidth=1.2,
+                       label=f"{key[1]} {mu:.2f}%" + (f" ± {sd:.2f}" if sd else ""))
+            if sd:
+                ax.axhspan(mu - sd, mu + sd, color="0.85", zorder=0)
+    for a in (ax, tx):
+        a.set_xscale("log")
+        if dens_all:
+            ticks = sorted(set(float(x) for x in dens_all))
+            a.set_xlim(ticks[0] / 1.4, ticks[-1] * 1.4)
+            a.xaxis.set_major_locator(FixedLocator(ticks))
+            a.xaxis.set_minor_formatter(NullFormatter())
+        a.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:.3g}%"))
+        a.set_xlabel("connection density (log scale)")
+        a.grid(alpha=0.3, which="both")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title + (f"\n(mean ± std over {nmax} seeds)" if nmax > 1 else ""), fontsize=10)
+    tx.set_ylabel("% (ESL runs, mean over seeds)")
+    tx.set_title("Turnover at the end of training", fontsize=10)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="lower right")
+    if tx.get_legend_handles_labels()[0]:
+        tx.legend(fontsize=7, loc="best")
+    else:
+        tx.text(0.5, 0.5, "no rewiring events", ha="center", va="center", transform=tx.transAxes)
     return fig
 
 

@@ -179,36 +179,9 @@ def test_resume_honours_or_rejects_config_file(run_dir, tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# sweep and plot
+# plot
 # ---------------------------------------------------------------------------
-def test_sweep(tmp_path):
-    out = tmp_path / "sweep"
-    proc = ok(run_cli("sweep", "--densities", 0.1, 0.5, "--epochs", 1, "--max-train", 300, "--hidden", 32,
-                      "--t-iter", 2, "--batch-size", 30, "--out-dir", out, "--quiet"))
-    rows = json.loads((out / "sweep.json").read_text())
-    names = [r["run"] for r in rows]
-    assert names == ["d0.1-esl", "d0.1-static", "d0.5-esl", "d0.5-static", "dense"]
-    assert [r["rewiring"] for r in rows] == [True, False, True, False, False]
-    assert [r["sparse"] for r in rows] == [True, True, True, True, False]
-    for r in rows:
-        target = r["target_density"]
-        assert r["density"] == pytest.approx(target, abs=0.01)
-        assert 0 <= r["test_accuracy"] <= 1
-    # one table with every run
-    lines = proc.stdout.splitlines()
-    header = next(i for i, l in enumerate(lines) if l.startswith("run") and "test acc" in l)
-    table = lines[header + 1:header + 6]
-    assert [l.split()[0] for l in table] == names
-    # rewiring really was on for the ESL runs and off for the static ones
-    events = {n: json.loads((out / n / "summary.json").read_text())["rewiring_events"] for n in names}
-    assert events["d0.1-esl"] >= 1 and events["d0.5-esl"] >= 1
-    assert events["d0.1-static"] == events["d0.5-static"] == events["dense"] == 0
-    # a sweep directory plots as accuracy vs density
-    ok(run_cli("plot", out))
-    from PIL import Image
-
-    with Image.open(out / "figures" / "accuracy_vs_density.png") as im:
-        im.verify()
+# (snn-esl sweep: tests/test_sweep.py)
 
 
 def test_plot(run_dir, tmp_path):

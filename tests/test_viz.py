@@ -396,3 +396,32 @@ def test_figures_in_threads(spikes):
 def test_no_pyplot_import():
     code = "import sys, snn_core.viz; assert 'matplotlib.pyplot' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_sweep_summary(tmp_path):
+    from snn_core.sweep import aggregate
+
+    def row(d, r, s, acc, sparse=True):
+        from snn_core.config import TrainConfig
+
+        cfg = TrainConfig(density=d if sparse else 1.0, rewiring=r, seed=s, sparse=sparse).to_dict()
+        kept = 0.6 + 0.1 * s if r else float("nan")
+        return {"run": f"{d}{r}{s}", "test_accuracy": acc, "best_val_accuracy": acc, "density": d,
+                "train_seconds": 1.0, "initial_kept": kept, "explored": kept / 4, "config": cfg}
+
+    rows = [row(d, r, s, 0.9 + 0.05 * d + 0.01 * r + 0.01 * s) for d in (0.01, 0.1) for r in (True, False)
+            for s in range(3)] + [row(1.0, False, s, 0.97 + 0.01 * s, sparse=False) for s in range(3)]
+    fig = viz.sweep_summary(aggregate(rows, ["density", "rewiring", "seed"]))
+    ax, tx = fig.axes
+    assert ax.get_xscale() == "log" and tx.get_xscale() == "log"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert sorted(labels) == ["ESL", "dense 98.00% ± 1.00", "static"]
+    # error bars: mean ± sample std over the 3 seeds (0.01 apart: std 1 point)
+    esl = ax.containers[0]
+    np.testing.assert_allclose(esl.lines[0].get_ydata(), [100 * (0.9005 + 0.01 + 0.01), 100 * (0.905 + 0.02)])
+    segs = esl.lines[2][0].get_segments()
+    np.testing.assert_allclose([s[1][1] - s[0][1] for s in segs], [2.0, 2.0])
+    # turnover of the ESL runs only: initial kept 70% (mean of 60, 70, 80), explored 17.5%
+    np.testing.assert_allclose(tx.lines[0].get_ydata(), [70.0, 70.0])
+    np.testing.assert_allclose(tx.lines[1].get_ydata(), [17.5, 17.5])
+    check_png(fig, tmp_path / "sweep.png")
