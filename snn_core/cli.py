@@ -186,6 +186,11 @@ def cmd_sweep(args):
     # a sweep's own defaults: its folder, and one Numba thread per run (one run per core)
     base_cfg = TrainConfig.from_dict({"out_dir": "runs/sweep", "threads": 1} | base_file)
     base_cfg = _config_from_args(args, base_cfg)
+    for d in args.densities or ():  # name the flag and the value, before anything is built or trained
+        try:
+            TrainConfig.from_dict({"density": d})
+        except ValueError as e:
+            raise ValueError(f"--densities {d:g}: {e}") from None
     flags = {"density": args.densities, "seed": args.seeds, "prune": args.prune_rules, "grow": args.grow_rules,
              "data_dir": args.data_dirs,
              "rewiring": None if args.modes is None else [m == "esl" for m in dict.fromkeys(args.modes)],
