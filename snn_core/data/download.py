@@ -23,9 +23,10 @@ import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
-from .datasets import ChecksumError
+from .errors import ChecksumError
 
-__all__ = ["ARCHIVES", "Archive", "ArchiveSet", "default_data_root", "download_archives", "md5sum"]
+__all__ = ["ARCHIVES", "Archive", "ArchiveSet", "default_data_root", "download_archives", "fetch_verified",
+           "file_digest", "md5sum", "verify_digest"]
 
 
 class Archive(NamedTuple):
@@ -87,24 +88,46 @@ def default_data_root(name: str) -> Path:
     return Path(base) / "snn_core" / name
 
 
-def md5sum(path: str | os.PathLike) -> str:
-    """Hex MD5 of a file (read in 1 MiB chunks)."""
-    h = hashlib.md5(usedforsecurity=False)
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file (``"sha256"``, ``"md5"``, any ``hashlib`` name), read in chunks."""
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, algorithm).hexdigest()
 
 
-def _fetch(url: str, dest: Path, md5: str, timeout: float) -> None:
+def md5sum(path: str | os.PathLike) -> str:
+    """Hex MD5 of a file, the checksum the CIFAR and CIFAR10-DVS publishers give."""
+    return file_digest(path, "md5")
+
+
+def verify_digest(path: str | os.PathLike, algorithm: str, expected: str) -> None:
+    """Raise :class:`~snn_core.data.errors.ChecksumError` unless the file's digest equals ``expected`` (hex)."""
+    actual = file_digest(path, algorithm)
+    if actual != expected.lower():
+        raise ChecksumError(f"{os.fspath(path)}: {algorithm} mismatch: expected {expected}, got {actual}")
+
+
+def fetch_verified(url: str, dest: str | os.PathLike, algorithm: str, expected: str, timeout: float = 60.0) -> None:
+    """Download ``url`` to ``dest`` only if its digest matches; atomic, nothing left behind on failure.
+
+    The body is streamed into a temporary file in ``dest``'s folder, checked
+    with :func:`verify_digest`, then renamed to ``dest`` (so an interrupted or
+    corrupt download never leaves a plausible-looking file under the final
+    name). ``url`` may be ``https://``, ``http://`` or ``file://``.
+
+    Raises
+    ------
+    OSError
+        The URL could not be read (``urllib.error.URLError`` is an OSError).
+    ChecksumError
+        The downloaded bytes have another digest.
+    """
+    dest = Path(dest)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             for chunk in iter(lambda: resp.read(1 << 20), b""):
                 out.write(chunk)
-        got = md5sum(tmp)
-        if got != md5:
-            raise ChecksumError(f"md5 mismatch: expected {md5}, got {got}")
+        verify_digest(tmp, algorithm, expected)
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -179,11 +202,11 @@ def download_archives(name: str, root: str | os.PathLike | None = None, timeout:
     root.mkdir(parents=True, exist_ok=True)
     for arc in ARCHIVES[name].archives:
         dest = root / arc.filename
-        if not (dest.is_file() and md5sum(dest) == arc.md5):
+        if not (dest.is_file() and md5sum(dest) == arc.md5):  # already there and intact: keep it
             errors = []
             for url in arc.urls:
                 try:
-                    _fetch(url, dest, arc.md5, timeout)
+                    fetch_verified(url, dest, "md5", arc.md5, timeout)
                     break
                 except (OSError, ValueError) as exc:  # URLError is an OSError; ChecksumError a ValueError
                     errors.append(f"{url}: {getattr(exc, 'reason', None) or exc}")

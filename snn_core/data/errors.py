@@ -1,4 +1,4 @@
-"""The one exception type of the CIFAR / DVS-CIFAR10 readers.
+"""The exception types of the data readers and downloads.
 
 Every malformed input file (truncated pickle or binary batch, wrong record
 size, forbidden pickle content, bad AEDAT header, odd byte count, labels out
@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["DataFormatError", "format_error"]
+__all__ = ["ChecksumError", "DataFormatError", "format_error"]
 
 
 class DataFormatError(ValueError):
     """A data file is malformed; the message names the file and the problem."""
+
+
+class ChecksumError(ValueError):
+    """A downloaded file does not have the expected checksum (sha256 or MD5)."""
 
 
 def format_error(path: str | os.PathLike, problem: str) -> DataFormatError:
