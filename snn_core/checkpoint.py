@@ -264,3 +264,39 @@ def _restore(path, ck, dataset, overrides):
     trainer.metrics = {k: list(v) for k, v in t["metrics"].items()}
     trainer.best_state = ck["best"]
     return trainer
+
+
+def network_from_checkpoint(path, last=False):
+    """The trained :class:`~snn_core.network.Network` in a checkpoint, without loading any data.
+
+    Parameters
+    ----------
+    path : str or Path
+        A checkpoint file, or a run directory (its ``last.h5``).
+    last : bool
+        The last weights instead of the best-validation ones (which are
+        used when the checkpoint has them, as ``snn-esl evaluate`` does).
+
+    Returns
+    -------
+    (Network, dict)
+        The network and the checkpoint's config dict.
+    """
+    from .config import TrainConfig
+    from .training import build_network, load_network_state
+
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "last.h5").is_file():
+            raise FileNotFoundError(f"run directory {path}: no last.h5 checkpoint")
+        path = path / "last.h5"
+    ck = load_checkpoint(path)
+    try:
+        config = TrainConfig.from_dict(ck["config"])
+        state = ck["network"] if last or ck["best"] is None else ck["best"]
+        shapes = [tuple(int(v) for v in s["shape"]) for s in state.values()]
+        net = build_network(config, shapes[0][1], shapes[-1][0])
+        load_network_state(net, state)
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path}: incomplete or damaged ({type(e).__name__}: {e})") from None
+    return net, ck["config"]

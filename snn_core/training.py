@@ -52,6 +52,135 @@ def build_network(config: TrainConfig, n_in: int, n_classes: int):
     return net
 
 
+def network_state(network):
+    """Copies of every synaptic layer's arrays: {layer name: {"indptr", "indices", "data" | "weight", "shape", "bias"}}.
+
+    CSR arrays for sparse layers, the dense matrix for dense ones; neuron
+    layers hold no arrays (their parameters come from the config).
+    """
+    state = {}
+    for layer in network.layers:
+        if isinstance(layer, SparseLinear):
+            w = layer.weight
+            state[layer.name] = {"indptr": w.indptr.copy(), "indices": w.indices.copy(), "data": w.data.copy()}
+        elif hasattr(layer, "weight"):
+            state[layer.name] = {"weight": layer.weight.value.copy()}
+        else:
+            continue
+        state[layer.name]["shape"] = np.array([layer.out_features, layer.in_features])
+        if layer.bias is not None:
+            state[layer.name]["bias"] = layer.bias.value.copy()
+    return state
+
+
+def load_network_state(network, state):
+    """Put arrays from :func:`network_state` (or a checkpoint) back into ``network``'s layers (matched by name)."""
+    for layer in network.layers:
+        if layer.name not in state:
+            continue
+        s = state[layer.name]
+        if isinstance(layer, SparseLinear):
+            layer.set_connections(s["indptr"], s["indices"], s["data"])
+            # the optimizer's parameter object survives set_connections;
+            # state arrays must match the new nnz (resume loads them after)
+        else:
+            layer.weight.value[...] = s["weight"]
+        if "bias" in s and layer.bias is not None:
+            layer.bias.value[...] = s["bias"]
+
+
+def adopt_network(network, base=None):
+    """Describe a network built elsewhere (e.g. imported from NIR) as a :class:`TrainConfig`.
+
+    ``Trainer(config, network=network)`` then trains it, and its checkpoints
+    restore like any other. The network must have the shape
+    :func:`build_network` builds: ``synapses -> LIF -> ... -> synapses ->
+    Readout | LIF`` with all synapses ``SparseLinear`` or all ``Linear``,
+    every neuron layer with ``R = 1`` and ``v_rest = v_reset = 0``, and one
+    ``tau_m / dt``, ``v_th``, reset mode and surrogate shared by all of them
+    (the readout only needs the same ``tau_m / dt``). Anything else raises
+    ValueError naming the layer and the parameter.
+
+    The network is adapted in place so that it *is* what the config builds:
+    layers (and parameters) are renamed ``fc1, lif1, ..., readout``, missing
+    biases become zero biases, and neuron parameters are replaced by the
+    config's (``tau_m`` in units of ``dt``; the same per-step decay up to
+    float rounding).
+
+    Parameters
+    ----------
+    network : Network
+    base : TrainConfig, optional
+        Values of the fields that do not describe the network (data,
+        optimisation, rewiring, output directory). ``loss`` becomes
+        ``ce_count`` for a spiking output unless ``base`` sets another
+        spike-based loss.
+
+    Returns
+    -------
+    TrainConfig
+    """
+    import dataclasses
+
+    from .layers import LIF, Linear, Readout
+    from .parameter import Parameter
+
+    layers = network.layers
+    bad_dtype = [l.name for l in layers if l.dtype != np.float32]
+    if bad_dtype:
+        raise ValueError(f"network: layers {bad_dtype} are not float32; the Trainer trains float32 networks")
+    syn, neu = layers[0::2], layers[1::2]
+    shape_msg = ("a TrainConfig describes synapses -> LIF -> ... -> synapses -> Readout|LIF with all synapses "
+                 "SparseLinear or all Linear; build other architectures with the Python API")
+    if len(layers) % 2 or not syn:
+        raise ValueError(f"network: {len(layers)} layers; {shape_msg}")
+    kinds = {type(l) for l in syn}
+    if not (kinds <= {SparseLinear} or kinds <= {Linear}):
+        raise ValueError(f"network: synaptic layers {[f'{l.name} ({type(l).__name__})' for l in syn]}; {shape_msg}")
+    for i, layer in enumerate(neu):
+        last = i == len(neu) - 1
+        if not (type(layer) is LIF or (last and type(layer) is Readout)):
+            raise ValueError(f"network: layer {layer.name!r} ({type(layer).__name__}) at position {2 * i + 1}; {shape_msg}")
+    ref = neu[0].params
+    for layer in neu:
+        p = layer.params
+        for field, want in (("R", 1.0), ("v_rest", 0.0)) + ((("v_reset", 0.0),) if type(layer) is LIF else ()):
+            if getattr(p, field) != want:
+                raise ValueError(f"layer {layer.name!r}: {field}={getattr(p, field):g}; a TrainConfig fixes {field}={want:g}"
+                                 + (" (from_nir(..., fold_r=True) moves r into the weights)" if field == "R" else ""))
+        if not math.isclose(p.tau_m / p.dt, ref.tau_m / ref.dt, rel_tol=1e-12):
+            raise ValueError(f"layer {layer.name!r}: tau_m/dt={p.tau_m / p.dt:g} differs from {neu[0].name!r} "
+                             f"({ref.tau_m / ref.dt:g}); a TrainConfig has one tau_m for all neuron layers")
+        if type(layer) is LIF:
+            lif_ref = next(l.params for l in neu if type(l) is LIF)
+            for field in ("v_th", "reset", "detach_reset", "surrogate", "surrogate_param", "spike_fn"):
+                if getattr(p, field) != getattr(lif_ref, field):
+                    raise ValueError(f"layer {layer.name!r}: {field}={getattr(p, field)!r} differs from the other "
+                                     f"LIF layers ({getattr(lif_ref, field)!r}); a TrainConfig has one value")
+    lif = next((l.params for l in neu if type(l) is LIF), ref)
+    if lif.surrogate_param is not None or lif.spike_fn != "heaviside":
+        raise ValueError("network: surrogate_param / spike_fn other than the defaults cannot be put in a TrainConfig")
+    output = "readout" if type(neu[-1]) is Readout else "lif"
+    total = sum(l.in_features * l.out_features for l in syn)
+    fields = dict(hidden=[l.out_features for l in neu[:-1]], sparse=kinds <= {SparseLinear}, output=output,
+                  tau_m=float(f"{ref.tau_m / ref.dt:.12g}"), v_th=lif.v_th, reset=lif.reset,
+                  detach_reset=lif.detach_reset, surrogate=lif.surrogate,
+                  density=sum(l.nnz for l in syn) / total if kinds <= {SparseLinear} else 1.0)
+    if output == "lif" and (base is None or base.loss == "ce_membrane"):
+        fields["loss"] = "ce_count"
+    config = TrainConfig.from_dict(fields, base)
+    built = build_network(config, network.in_features, network.out_features)
+    for layer, want in zip(layers, built.layers):
+        layer.name = want.name
+        if hasattr(want, "params"):
+            layer.params = dataclasses.replace(want.params)
+        elif layer.bias is None:
+            layer.bias = Parameter(np.zeros(layer.out_features, layer.dtype), "bias", decay=False)
+        for p in layer.parameters():
+            p.name = f"{layer.name}.{p.name.rsplit('.', 1)[-1]}"
+    return config
+
+
 class Trainer:
     """Train a spiking MLP with evolutionary structure learning.
 
@@ -60,6 +189,12 @@ class Trainer:
     config : TrainConfig
     dataset : snn_core.data.datasets.Dataset, optional
         Defaults to ``load_dataset(config.data_dir)`` (embedded sample if None).
+    network : Network, optional
+        Train this network instead of a fresh one (e.g. one imported from
+        NIR, made to fit a config by :func:`adopt_network`). It must be what
+        ``build_network(config, ...)`` builds up to the weights (layer types,
+        names, sizes, neuron parameters), so that checkpoints restore it;
+        ValueError otherwise.
 
     Attributes
     ----------
@@ -69,7 +204,7 @@ class Trainer:
     metrics : dict of lists, one entry per completed epoch
     """
 
-    def __init__(self, config: TrainConfig, dataset=None):
+    def __init__(self, config: TrainConfig, dataset=None, network=None):
         self.config = config
         if config.device != "cpu":
             from .backend import require_cuda
@@ -89,6 +224,8 @@ class Trainer:
         self.x_test, self.y_test = to_float(data.x_test), data.y_test.astype(np.int64)
         n_in = self.x_train.shape[1]
         self.network = build_network(config, n_in, self.n_classes)
+        if network is not None:
+            self.network = _check_network(network, self.network, self.dataset_name)
         self.encode = get_encoder(config.encoder)
         self._encode_buffers = {}
         self.loss_fn = losses.get_loss(config.loss)
@@ -243,35 +380,12 @@ class Trainer:
         return sum(l.nnz for l in layers) / sum(l.in_features * l.out_features for l in layers)
 
     def network_state(self):
-        """Copies of every layer's arrays (CSR arrays for sparse layers)."""
-        state = {}
-        for layer in self.network.layers:
-            if isinstance(layer, SparseLinear):
-                w = layer.weight
-                state[layer.name] = {"indptr": w.indptr.copy(), "indices": w.indices.copy(), "data": w.data.copy()}
-            elif hasattr(layer, "weight"):
-                state[layer.name] = {"weight": layer.weight.value.copy()}
-            else:
-                continue
-            state[layer.name]["shape"] = np.array([layer.out_features, layer.in_features])
-            if layer.bias is not None:
-                state[layer.name]["bias"] = layer.bias.value.copy()
-        return state
+        """Copies of every layer's arrays (see :func:`network_state`)."""
+        return network_state(self.network)
 
     def load_network_state(self, state):
         """Put arrays from :meth:`network_state` (or a checkpoint) back into the layers."""
-        for layer in self.network.layers:
-            if layer.name not in state:
-                continue
-            s = state[layer.name]
-            if isinstance(layer, SparseLinear):
-                layer.set_connections(s["indptr"], s["indices"], s["data"])
-                # the optimizer's parameter object survives set_connections;
-                # state arrays must match the new nnz (resume loads them after)
-            else:
-                layer.weight.value[...] = s["weight"]
-            if "bias" in s and layer.bias is not None:
-                layer.bias.value[...] = s["bias"]
+        load_network_state(self.network, state)
 
     def summary(self):
         """Results of the run (what ``summary.json`` holds)."""
@@ -294,6 +408,24 @@ class Trainer:
             "dataset": self.dataset_name, "n_train": len(self.x_train), "n_val": len(self.x_val),
             "n_test": len(self.x_test), "metrics": self.metrics, "config": self.config.to_dict(),
         }
+
+
+def _check_network(network, built, dataset_name):
+    """``network`` if it matches ``built`` (the config's network) in everything but the weights."""
+    if (network.in_features, network.out_features) != (built.in_features, built.out_features):
+        raise ValueError(f"network: takes {network.in_features} inputs and gives {network.out_features} outputs; the "
+                         f"data ({dataset_name}) has {built.in_features} features and {built.out_features} classes")
+    if len(network.layers) != len(built.layers):
+        raise ValueError(f"network: {len(network.layers)} layers, the config builds {len(built.layers)}")
+    for have, want in zip(network.layers, built.layers):
+        same = (type(have) is type(want) and have.name == want.name and have.dtype == want.dtype
+                and (have.in_features, have.out_features) == (want.in_features, want.out_features)
+                and getattr(have, "params", None) == getattr(want, "params", None)
+                and [p.name for p in have.parameters()] == [p.name for p in want.parameters()])
+        if not same:
+            raise ValueError(f"network: layer {have.name!r} ({type(have).__name__}) differs from the config's "
+                             f"{want.name!r} ({type(want).__name__}); describe it with adopt_network(network)")
+    return network
 
 
 def _ensure_writable(directory: Path):
