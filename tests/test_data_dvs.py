@@ -13,6 +13,7 @@ from snn_core.data import (
     augment_dvs,
     download_archives,
     events_to_frames,
+    frames_to_sequence,
     hflip,
     load_cifar10_dvs,
     make_events,
@@ -216,6 +217,18 @@ def test_folder_errors_name_the_file(tmp_path, rng):
     with pytest.raises(FileNotFoundError, match="DVS data folder not found"):
         load_cifar10_dvs(tmp_path / "nowhere")
     assert CIFAR10_DVS_CLASSES[0] == "airplane" and len(CIFAR10_DVS_CLASSES) == 10
+
+
+def test_frames_to_sequence_layout(rng):
+    x = rng.integers(0, 4, (3, 5, 2, 6, 7)).astype(np.uint16)  # (B, T, C, H, W)
+    seq = frames_to_sequence(x)
+    assert seq.shape == (5, 3, 2 * 6 * 7) and seq.dtype == np.float32
+    for b in range(3):
+        for t in range(5):
+            np.testing.assert_array_equal(seq[t, b], x[b, t].ravel())
+    assert seq.transpose(2, 0, 1).flags.c_contiguous  # feature-major buffer, as the layers want
+    with pytest.raises(ValueError, match=r"\(B, T, C, H, W\)"):
+        frames_to_sequence(x[0])
 
 
 # --------------------------------------------------------------------------- augmentation

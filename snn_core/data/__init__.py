@@ -35,7 +35,14 @@ from .datasets import (
     train_val_split,
 )
 from .download import ARCHIVES, download_archives
-from .dvs import CIFAR10_DVS_CLASSES, FrameDataset, events_to_frames, load_cifar10_dvs, split_per_class
+from .dvs import (
+    CIFAR10_DVS_CLASSES,
+    FrameDataset,
+    events_to_frames,
+    frames_to_sequence,
+    load_cifar10_dvs,
+    split_per_class,
+)
 from .encoders import (
     ENCODERS,
     bernoulli_encode,
@@ -68,6 +75,7 @@ __all__ = [
     "EVENT_DTYPE",
     "events_to_frames",
     "FrameDataset",
+    "frames_to_sequence",
     "get_encoder",
     "hflip",
     "IDXFormatError",

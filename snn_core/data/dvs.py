@@ -27,7 +27,8 @@ import numpy as np
 from .aedat import SENSOR_SIZE, read_aedat
 from .errors import format_error
 
-__all__ = ["CIFAR10_DVS_CLASSES", "FrameDataset", "events_to_frames", "load_cifar10_dvs", "split_per_class"]
+__all__ = ["CIFAR10_DVS_CLASSES", "FrameDataset", "events_to_frames", "frames_to_sequence", "load_cifar10_dvs",
+           "split_per_class"]
 
 #: Class folders of the published CIFAR10-DVS archive, in label order.
 CIFAR10_DVS_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -98,6 +99,33 @@ def events_to_frames(events: np.ndarray, T: int, sensor_size=SENSOR_SIZE, out_si
         flat = ((frame * 2 + p) * Ho + y * Ho // H) * Wo + x * Wo // W
         frames = np.bincount(flat, minlength=frames.size).reshape(frames.shape)
     return frames.astype(dtype)
+
+
+def frames_to_sequence(frames, dtype=np.float32) -> np.ndarray:
+    """A batch of frame stacks -> the engine's time-major network input.
+
+    Parameters
+    ----------
+    frames : array_like
+        (B, T, C, H, W), e.g. a batch of ``FrameDataset.x_train``.
+    dtype : numpy dtype
+        Of the result (float32 for the engine's float32 layers).
+
+    Returns
+    -------
+    np.ndarray
+        (T, B, C*H*W) with ``out[t, b] == frames[b, t].ravel()`` (channel-major
+        features: c, then y, then x), a view of a C-contiguous feature-major
+        (C*H*W, T, B) buffer, the layout the layers and encoders use, so the
+        first layer takes it without a copy.
+    """
+    x = np.asarray(frames)
+    if x.ndim != 5:
+        raise ValueError(f"frames must be (B, T, C, H, W), got shape {x.shape}")
+    B, T = x.shape[:2]
+    buf = np.empty((int(np.prod(x.shape[2:])), T, B), dtype=dtype)
+    buf[...] = x.reshape(B, T, -1).transpose(2, 1, 0)
+    return buf.transpose(1, 2, 0)
 
 
 def split_per_class(labels: np.ndarray, train_fraction: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
