@@ -11,6 +11,8 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from snn_core.data import (
     ARCHIVES,
@@ -135,6 +137,15 @@ def test_missing_folder_and_files(tmp_path, rng):
         load_cifar("cifar1000", tmp_path)
 
 
+def test_writer_needs_an_image_per_batch_file(tmp_path, rng):
+    x, y, _, _ = _random_set(rng, "cifar10", n_train=4)
+    with pytest.raises(ValueError, match="at least one image for each"):
+        write_cifar(tmp_path, "cifar10", "binary", x, y, x, y)
+    with pytest.raises(ValueError, match=r"uint8 \(N, 3, 32, 32\)"):
+        write_cifar(tmp_path, "cifar10", "binary", x.astype(np.int16), y, x, y)
+    assert not any(tmp_path.iterdir())
+
+
 def test_writer_never_overwrites(tmp_path, rng):
     s = _random_set(rng, "cifar10")
     write_cifar(tmp_path, "cifar10", "binary", *s)
@@ -207,6 +218,55 @@ def test_meta_with_wrong_class_count(tmp_path, rng):
     _dump(folder / "batches.meta", {b"label_names": [b"a", b"b"]})
     with pytest.raises(DataFormatError, match=r"batches\.meta: 2 class names, expected 10"):
         load_cifar10(tmp_path)
+
+
+_FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _mutate(blob, cut, flips):
+    b = bytearray(blob[:cut] if cut is not None else blob)
+    for pos, val in flips:
+        if b:
+            b[pos % len(b)] = val
+    return bytes(b)
+
+
+@pytest.fixture(scope="module")
+def small_batches(tmp_path_factory):
+    rng = np.random.default_rng(5)
+    root = tmp_path_factory.mktemp("fuzz")
+    x, y = rng.integers(0, 256, (10, 3, 32, 32), dtype=np.uint8), np.arange(10) * 7 % 10
+    py = write_cifar(root, "cifar10", "python", x, y, x[:1], y[:1])   # 2 images per training batch
+    bn = write_cifar(root, "cifar100", "binary", x[:2], y[:2], x[:1], y[:1])
+    return (py / "data_batch_1").read_bytes(), (bn / "train.bin").read_bytes()
+
+
+@_FUZZ
+@given(cut=st.none() | st.integers(0, 3300), flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)),
+                                                            max_size=3))
+def test_fuzzed_pickle_batch_reads_or_raises_data_format_error(tmp_path, small_batches, cut, flips):
+    p = tmp_path / "data_batch_1"
+    p.write_bytes(_mutate(small_batches[0], cut, flips))
+    try:
+        x, (y,) = read_cifar_pickle(p)
+    except DataFormatError as e:
+        assert str(e).startswith(str(p)) and "\n" not in str(e)
+    else:
+        assert x.dtype == np.uint8 and x.shape[1:] == (3, 32, 32) and y.shape == (x.shape[0],)
+
+
+@_FUZZ
+@given(cut=st.none() | st.integers(0, 7000), flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)),
+                                                            max_size=3))
+def test_fuzzed_binary_batch_reads_or_raises_data_format_error(tmp_path, small_batches, cut, flips):
+    p = tmp_path / "train.bin"
+    p.write_bytes(_mutate(small_batches[1], cut, flips))
+    try:
+        x, (coarse, fine) = read_cifar_bin(p, 2, (20, 100))
+    except DataFormatError as e:
+        assert str(e).startswith(str(p))
+    else:
+        assert x.shape[0] == coarse.shape[0] == fine.shape[0] and fine.max() < 100 and coarse.max() < 20
 
 
 class _Evil:

@@ -5,6 +5,8 @@ import zipfile
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from snn_core.data import (
     ARCHIVES,
@@ -77,6 +79,26 @@ def test_malformed_aedat_names_the_file(tmp_path, content, msg):
     with pytest.raises(DataFormatError, match=msg) as e:
         read_aedat(f)
     assert str(e.value).startswith(str(f)) and "\n" not in str(e.value)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cut=st.none() | st.integers(0, 400), flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)),
+                                                           max_size=3))
+def test_fuzzed_aedat_reads_or_raises_data_format_error(tmp_path, cut, flips):
+    body = b"".join(struct.pack(">II", i * 37 % 0x8000, i * 1000) for i in range(30))
+    blob = bytearray((HEADER + body)[:cut] if cut is not None else HEADER + body)
+    for pos, val in flips:
+        if blob:
+            blob[pos % len(blob)] = val
+    f = tmp_path / "fuzz.aedat"
+    f.write_bytes(bytes(blob))
+    try:
+        ev, header = read_aedat(f)
+    except DataFormatError as e:
+        assert str(e).startswith(str(f)) and "\n" not in str(e)
+    else:
+        assert header[0].startswith("#!AER-DAT2") and ev["x"].max(initial=0) < 128 and ev["y"].max(initial=0) < 128
+        assert events_to_frames(ev, 4).sum() == ev.size
 
 
 def test_write_aedat_refuses_bad_events(tmp_path):

@@ -117,10 +117,13 @@ class ImageDataset(NamedTuple):
 
 def _new_array(subtype, shape, typecode):
     # Stands in for numpy's ndarray reconstructor: an empty plain ndarray whose
-    # contents the pickle's BUILD opcode then sets via ndarray.__setstate__.
+    # shape, dtype and contents the pickle's BUILD opcode then sets via
+    # ndarray.__setstate__ (which checks them against the raw bytes). The shape
+    # argument (always (0,) from NumPy) is ignored so a corrupt file cannot
+    # make us allocate a huge array.
     if subtype is not np.ndarray:
         raise pickle.UnpicklingError(f"array subtype {subtype!r} is not allowed")
-    return np.ndarray(shape, dtype=np.uint8)
+    return np.ndarray((0,), dtype=np.uint8)
 
 
 def _plain_dtype(spec, align=False, copy=True):
@@ -453,6 +456,9 @@ def write_cifar(root: str | os.PathLike, name: str, fmt: str, x_train, y_train, 
     ------
     FileExistsError
         The data folder exists (nothing is overwritten).
+    ValueError
+        Images not uint8 (N, 3, 32, 32), labels out of range, or fewer images
+        than batch files (CIFAR-10 needs at least 5 training images).
     """
     lay = CIFAR_LAYOUTS[(name, fmt)]
     x_train, y_train = _check_images(x_train, y_train, lay.n_classes, "train")
@@ -463,6 +469,9 @@ def write_cifar(root: str | os.PathLike, name: str, fmt: str, x_train, y_train, 
             f"super{i}" for i in range(lay.n_coarse))
         y_train_coarse = np.asarray(y_train // 5 if y_train_coarse is None else y_train_coarse)
         y_test_coarse = np.asarray(y_test // 5 if y_test_coarse is None else y_test_coarse)
+    if len(x_train) < len(lay.train) or len(x_test) < len(lay.test):
+        raise ValueError(f"{name} has {len(lay.train)} training batch file(s) and {len(lay.test)} test file(s); "
+                         f"give at least one image for each (got {len(x_train)} train, {len(x_test)} test)")
     root = Path(root).expanduser()
     final = root / lay.folder
     if final.exists():
@@ -479,7 +488,7 @@ def write_cifar(root: str | os.PathLike, name: str, fmt: str, x_train, y_train, 
             y = (y_train if split == "train" else y_test)[idx]
             c = None if not lay.n_coarse else (y_train_coarse if split == "train" else y_test_coarse)[idx]
             if fmt == "python":
-                d = {b"batch_label": f"{split} batch".encode(), b"data": x.reshape(len(x), -1),
+                d = {b"batch_label": f"{split} batch".encode(), b"data": x.reshape(len(x), _PIXELS),
                      b"filenames": [f"img_{i}.png".encode() for i in idx]}
                 if lay.n_coarse:
                     d[b"fine_labels"], d[b"coarse_labels"] = [int(v) for v in y], [int(v) for v in c]
