@@ -16,8 +16,10 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MNIST_DIR = os.path.join(os.path.dirname(REPO), "shared", "data", "mnist")
-PEER_SCRIPT = os.path.join(os.path.dirname(REPO), "shared", "bench", "peer_snntorch.py")
+#: the workshop folder next to the repository (override with SNN_BENCH_SHARED, e.g. from a git worktree)
+SHARED = os.environ.get("SNN_BENCH_SHARED") or os.path.join(os.path.dirname(REPO), "shared")
+MNIST_DIR = os.path.join(SHARED, "data", "mnist")
+PEER_SCRIPT = os.path.join(SHARED, "bench", "peer_snntorch.py")
 
 BLAS_ENV = {"OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "BLIS_NUM_THREADS": "1",
             "VECLIB_MAXIMUM_THREADS": "1", "NUMEXPR_NUM_THREADS": "1"}

@@ -1,18 +1,18 @@
-"""Training throughput of the device-resident CUDA path (``--device cuda``).
+"""Training throughput of the backends (``--device cuda``, ``cpu`` or ``reference``).
 
 Protocol: ``shared/bench/PROTOCOL.md`` — MNIST 784-800-10, the first 400
 training images cycled in batches (for batch 1000 the 400 images are cycled
 with wrap-around), Bernoulli rate coding redrawn at every one of T = 8 steps
-(encoded *on the device* with the CPU encoder's counter-based hash), LIF
+(encoded on the host and uploaded by the first layer), LIF
 hidden and output layers (``LIFParams.from_decay(0.9, reset="soft")``: beta
 0.9, threshold 1, soft reset), bias on, Adam lr 1e-3, both weight matrices
 at density d. Loss ``ce_count`` on the LIF output (as ``bench_train.py``;
 same cost as the protocol's combined loss). Measured: training samples/s
-over ``--iters`` iterations after ``--warmup`` (device encode + forward +
-BPTT + Adam, synchronised before the clock stops; no rewiring), then
-separately the wall time of one rewiring event through the host round trip
-(``DeviceNetwork.rewire``, zeta = 0.3), the process's peak RSS and the
-device memory in use.
+over ``--iters`` iterations after ``--warmup`` (encode + upload + forward +
+host loss + BPTT + Adam, synchronised before the clock stops; no
+rewiring), then separately the wall time of one rewiring event (the same
+``Rewirer``; on a device a host round trip, zeta = 0.3), the process's peak
+RSS and the device memory in use.
 
 Defaults: batch 100 and 1000, densities 1.0 / 0.1 / 0.01, one process per
 configuration. ``--device cpu`` runs the same protocol on the host engine
@@ -83,7 +83,7 @@ def run_worker(a):
     import numpy as np
 
     from snn_core import Adam, LIFParams, ce_count, mlp
-    from snn_core.data.encoders import _stream_state, bernoulli_encode
+    from snn_core.data.encoders import bernoulli_encode
     from snn_core.structure import Rewirer
 
     detail = _check_device(a)
@@ -98,50 +98,29 @@ def run_worker(a):
     rec = {"engine": f"snn_core-{a.device}", "density": a.density, "steps": T, "batch": B, "iters": a.iters,
            "sizes": list(sizes), "loss": "ce_count", "nnz": int(sum(l.nnz for l in net.sparse_layers()))}
 
-    if a.device == "cuda":
-        from numba import cuda
-
-        from snn_core.gpu import DeviceNetwork, train_step_device
-        from snn_core.kernels import cuda as K
-
-        dnet = DeviceNetwork.from_network(net, opt)
-        d_x, d_y = cuda.to_device(images), cuda.to_device(labels.astype(np.int64))
-        d_idx = [cuda.to_device(b.astype(np.int64)) for b in batches]
-        x_buf = cuda.device_array((sizes[0], T, B), np.float32)
-
-        def train_step(i):
-            K.encode("bernoulli", d_x, d_idx[i % 4], T, _stream_state(i), x_buf)
-            train_step_device(dnet, x_buf, d_y, "ce_count", d_idx[i % 4])
-
-        def sync():
-            cuda.synchronize()
-
-        def rewire_event():
-            rew = Rewirer(t_iter=1, zeta0=0.3, decay="constant", t_end=2, seed=0)
-            t0 = time.perf_counter()
-            dnet.rewire(rew, 1)
-            cuda.synchronize()
-            return time.perf_counter() - t0
-
+    net.to(a.device)  # the same network, optimizer and Rewirer on every backend
+    bk = net.backend
+    buf = np.empty((sizes[0], T, B), np.float32)
+    if detail is not None:
         rec["device_name"] = detail
-    else:
-        buf = np.empty((sizes[0], T, B), np.float32)
 
-        def train_step(i):
-            x = bernoulli_encode(images[batches[i % 4]], T, seed=i, out=buf)
-            _, g = ce_count(net.forward(x), labels[batches[i % 4]])
-            net.zero_grad()
-            net.backward(g)
-            opt.step()
+    def train_step(i):
+        x = bernoulli_encode(images[batches[i % 4]], T, seed=i, out=buf)  # host encoder; the first layer uploads
+        _, g = ce_count(bk.to_host(net.forward(x)), labels[batches[i % 4]])
+        net.zero_grad()
+        net.backward(g)
+        opt.step()
 
-        def sync():
-            pass
+    def sync():
+        bk.synchronize()
 
-        def rewire_event():
-            rew = Rewirer(t_iter=1, zeta0=0.3, decay="constant", t_end=2, seed=0)
-            t0 = time.perf_counter()
-            rew.rewire(1, net, opt)
-            return time.perf_counter() - t0
+    def rewire_event():  # on a device: a measured host round trip through the same Rewirer
+        rew = Rewirer(t_iter=1, zeta0=0.3, decay="constant", t_end=2, seed=0)
+        sync()
+        t0 = time.perf_counter()
+        rew.rewire(1, net, opt)
+        sync()
+        return time.perf_counter() - t0
 
     for i in range(a.warmup):
         train_step(i)
@@ -156,6 +135,8 @@ def run_worker(a):
     rec["rewire_event_s"] = rewire_event() if a.density < 1.0 else None  # a dense layer is never rewired
     rec["peak_rss_mib"] = peak_rss_mib()
     if a.device == "cuda":
+        from numba import cuda
+
         try:
             free, total = cuda.current_context().get_memory_info()
             used = (total - free) / 2**20
@@ -178,7 +159,8 @@ def _run(cmd, env, timeout):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    p.add_argument("--device", choices=("cuda", "cpu", "reference"), default="cuda",
+                   help="backend to measure (reference is slow: use small --iters)")
     p.add_argument("--batches", type=int, nargs="+", default=list(BATCHES))
     p.add_argument("--densities", type=float, nargs="+", default=list(DENSITIES))
     p.add_argument("--iters", type=int, default=30)

@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 
 from snn_core.kernels import cpu  # noqa: E402
 from snn_core.layers import SPIKE_LIST_RATE  # noqa: E402
+from snn_core.neurons import LIFParams  # noqa: E402
 from snn_core.sparse import fan_in_uniform, random_connectivity, transpose_structure  # noqa: E402
 
 F32 = np.float32
@@ -131,15 +132,15 @@ def main(argv=None):
     v0 = np.zeros((F, B), F32)
     u, s, vl, gI = np.empty_like(I), np.empty_like(I), np.empty_like(v0), np.empty_like(I)
     gs = rng.normal(size=I.shape).astype(F32)
-    lif = (F32(0.9), F32(0.0), F32(1.0), F32(1.0), F32(0.0), 1, 0, F32(1.0), 0)
+    lif = LIFParams(tau_m=10.0, reset="soft").kernel_params(F32)
     w = rng.normal(size=62720).astype(F32)
     g, m, v = w.copy(), np.zeros_like(w), np.zeros_like(w)
     fns = {}
     for mode in ("serial", "parallel"):
         par = mode == "parallel"
-        fns[f"lif_forward 800x8x100 [{mode}]"] = with_mode(lambda: cpu.lif_forward(I, v0, *lif, u, s, vl), par)
+        fns[f"lif_forward 800x8x100 [{mode}]"] = with_mode(lambda: cpu.lif_forward(I, v0, lif, u, s, vl), par)
         fns[f"lif_backward 800x8x100 [{mode}]"] = with_mode(
-            lambda: cpu.lif_backward(gs, u, s, F32(0.9), F32(1.0), F32(1.0), F32(0.0), 1, False, 0, F32(1.0), gI), par)
+            lambda: cpu.lif_backward(gs, u, s, lif, gI), par)
         fns[f"adam_update 62720 [{mode}]"] = with_mode(
             lambda: cpu.adam_update(w, g, m, v, F32(1e-3), F32(0.9), F32(0.999), F32(1e-8), F32(0.1), F32(0.001),
                                     F32(0.0)), par)

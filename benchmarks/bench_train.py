@@ -85,8 +85,8 @@ def _network(engine, density, sizes, seed=0):
                 m = np.zeros((layer.out_features, layer.in_features), layer.dtype)
                 rows = np.repeat(np.arange(layer.out_features), np.diff(indptr))
                 m[rows, indices] = 1
-                layer.weight.value *= m
-                masks.append((layer.weight.value, m))
+                layer.weight_param.value *= m
+                masks.append((layer.weight_param.value, m))
     return net, masks
 
 
@@ -98,7 +98,7 @@ def _fanout(layer):
     if isinstance(layer, SparseLinear):
         return np.bincount(layer.weight.indices, minlength=layer.in_features)
     if isinstance(layer, Linear):
-        return np.count_nonzero(layer.weight.value, axis=0)
+        return np.count_nonzero(layer.weight_param.value, axis=0)
     return None
 
 

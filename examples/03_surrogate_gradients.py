@@ -132,7 +132,7 @@ def loss_and_grad(w, params):
     loss = 0.5 * (count - TARGET) ** 2
     net.zero_grad()
     net.backward(np.full_like(s, count - TARGET))  # dL/ds[t] for every t
-    return loss, float(net.layers[0].weight.grad[0, 0]), int(count), net.recorded["lif"]["u"][:, 0, 0].copy()
+    return loss, float(net.layers[0].weight_param.grad[0, 0]), int(count), net.recorded["lif"]["u"][:, 0, 0].copy()
 
 
 print(f"\nStep 3: w = {W0}, target {TARGET} spikes; gradient dL/dw from network.backward with each surrogate")

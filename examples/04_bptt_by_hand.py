@@ -175,7 +175,7 @@ bwd = backward_by_hand(fwd, W2, P, verbose=True)
 # Build the network from `snn_core` layers (dense `Linear` synapses without
 # bias, float64), run `forward(record=True)` and compare every recorded
 # array; compute the loss with `mse_rate` and call `network.backward`.
-# The gradient arrays sit in `layer.weight.grad`.
+# The gradient arrays sit in `layer.weight_param.grad`.
 
 # %%
 def build(p, sparse=False):
@@ -213,7 +213,7 @@ assert np.isclose(loss, fwd["L"], rtol=1e-12)
 print(f"  OK loss: mse_rate = {loss:.6f} == hand {fwd['L']:.6f}")
 assert np.allclose(grad[:, 0, 0], 2 * (fwd["o"].mean() - y) / T)
 print(f"  OK dL/do from mse_rate: {vec(grad[:, 0, 0])}")
-g1, g2 = net.layers[0].weight.grad, net.layers[2].weight.grad
+g1, g2 = net.layers[0].weight_param.grad, net.layers[2].weight_param.grad
 assert np.allclose(g1, bwd["dW1"], rtol=1e-12, atol=1e-14)
 assert np.allclose(g2, bwd["dW2"], rtol=1e-12, atol=1e-14)
 print(f"  OK dL/dW1 engine == hand: {vec(g1.ravel())}")
@@ -231,7 +231,7 @@ print("  OK SparseLinear (CSR) synapses give the same dL/dW1 (weight_param.grad 
 P_det = LIFParams(detach_reset=True)
 net_d, *_ = engine(P_det)
 bwd_d = backward_by_hand(forward_by_hand(W1, W2, P_det), W2, P_det)
-assert np.allclose(net_d.layers[0].weight.grad, bwd_d["dW1"], rtol=1e-12, atol=1e-14)
+assert np.allclose(net_d.layers[0].weight_param.grad, bwd_d["dW1"], rtol=1e-12, atol=1e-14)
 print(f"  OK detach_reset=True (drop the carry*(v_reset - u) term): dL/dW1 = {vec(bwd_d['dW1'].ravel())} "
       f"(engine == hand)")
 
@@ -253,14 +253,14 @@ fwd_s = forward_by_hand(W1, W2, PS, verbose=True)
 bwd_s = backward_by_hand(fwd_s, W2, PS)
 net_s, out_s, loss_s, _ = engine(PS)
 assert np.isclose(loss_s, fwd_s["L"], rtol=1e-12)
-assert np.allclose(net_s.layers[0].weight.grad, bwd_s["dW1"], rtol=1e-12, atol=1e-14)
-assert np.allclose(net_s.layers[2].weight.grad, bwd_s["dW2"], rtol=1e-12, atol=1e-14)
+assert np.allclose(net_s.layers[0].weight_param.grad, bwd_s["dW1"], rtol=1e-12, atol=1e-14)
+assert np.allclose(net_s.layers[2].weight_param.grad, bwd_s["dW2"], rtol=1e-12, atol=1e-14)
 print("  OK smooth mode: engine forward and gradients == hand computation")
 
 # a Heaviside network's loss does not move under a small weight change
 net_h = build(P)
 base = mse_rate(net_h.forward(x[:, None, :]), np.array([0]), on=y)[0]
-net_h.layers[0].weight.value[0, 0] += 1e-6
+net_h.layers[0].weight_param.value[0, 0] += 1e-6
 bumped = mse_rate(net_h.forward(x[:, None, :]), np.array([0]), on=y)[0]
 print(f"  (Heaviside: L(W1[0,0] + 1e-6) - L = {bumped - base:.1e}: no finite-difference signal, "
       f"while the surrogate gradient is {bwd['dW1'][0, 0]:+.5f})")
@@ -268,11 +268,11 @@ print(f"  (Heaviside: L(W1[0,0] + 1e-6) - L = {bumped - base:.1e}: no finite-dif
 EPS = 1e-6
 rows = []
 for li, name in ((0, "W1"), (2, "W2")):
-    wv = net_s.layers[li].weight.value
-    g_engine = net_s.layers[li].weight.grad
+    wv = net_s.layers[li].weight_param.value
+    g_engine = net_s.layers[li].weight_param.grad
     for idx in np.ndindex(wv.shape):
         probe = build(PS)
-        wp = probe.layers[li].weight.value
+        wp = probe.layers[li].weight_param.value
         w0 = wp[idx]
         wp[idx] = w0 + EPS
         lp = mse_rate(probe.forward(x[:, None, :]), np.array([0]), on=y)[0]
@@ -320,3 +320,70 @@ ax2.set_title("backward: gradient reaching each membrane (computed by hand == en
 ax2.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 fig.suptitle("BPTT on 2 inputs -> 2 LIF -> 1 readout, T = 3")
 print("\nStep 6: wrote", viz.save(fig, FIG_DIR / "04_bptt_unrolled.png"))
+
+# %% [markdown]
+# ## Step 7 — step into the engine's own backward
+#
+# The engine runs on a *backend* (see docs/design.md, "Backends"). The
+# `reference` backend is plain NumPy, written to be read:
+# `snn_core/kernels/reference.py` holds `lif_forward` and, right below it,
+# `lif_backward`, the recurrence of step 3 line by line. Its `trace` hook
+# is called at every step of that recurrence with the local carries, so we
+# can print them (or put a `breakpoint()` in the hook) while the engine runs.
+#
+# First the toy network of step 4, moved to the reference backend with
+# `net.to("reference")`: the carries the engine prints are the ones we
+# computed by hand. Then a real training run (`Trainer` with
+# `device="reference"`) on a few MNIST images: we print the carries of the
+# first iteration's LIF backward, and the run trains exactly like `cpu`.
+
+# %%
+from snn_core.backends import get_backend  # noqa: E402
+from snn_core.config import TrainConfig  # noqa: E402
+from snn_core.training import Trainer  # noqa: E402
+
+print("\nStep 7: the reference backend's LIF backward, traced")
+ref = get_backend("reference")
+seen = {}
+
+
+def show_carries(t, gv, gs_tot, sg, gu, gI):
+    """Called by kernels.reference.lif_backward at every step t (arrays (neurons, batch))."""
+    seen[t] = gu[:, 0].copy()
+    print(f"  t={t}: carry gv = dL/dv[t] = {vec(gv[:, 0])}   dL/ds total = {vec(gs_tot[:, 0])}   "
+          f"dL/du[t] = {vec(gu[:, 0])}")
+
+
+ref.trace = show_carries
+net_r = build(P).to("reference")
+out_r = net_r.forward(x[:, None, :])
+net_r.zero_grad()
+net_r.backward(mse_rate(out_r, np.array([0]), on=y)[1])
+for t in range(T):
+    assert np.allclose(seen[t], bwd["gu"][t], rtol=1e-12, atol=1e-14), t
+print("  OK the reference backend's carries == the hand computation of step 3")
+
+calls = []
+
+
+def first_iteration_only(**carries):
+    if len(calls) < cfg["steps"]:  # the first LIF backward of the run: T steps, last to first
+        calls.append(carries["t"])
+        g = carries["gu"]
+        print(f"  iteration 1, t={carries['t']}: mean |dL/du| = {np.abs(g).mean():.2e} over "
+              f"{g.shape[0]} neurons x {g.shape[1]} samples, mean |carry gv| = {np.abs(carries['gv']).mean():.2e}")
+
+
+ref.trace = first_iteration_only
+cfg = dict(hidden=[32], max_train=100, batch_size=20, steps=5, epochs=1, t_iter=1, quiet=True, seed=1,
+           val_fraction=0.2, out_dir=str(FIG_DIR))
+run_ref = Trainer(TrainConfig(device="reference", **cfg))
+run_ref.fit(checkpoint_dir=False)
+ref.trace = None
+run_cpu = Trainer(TrainConfig(device="cpu", **cfg))
+run_cpu.fit(checkpoint_dir=False)
+loss_ref, loss_cpu = run_ref.metrics["train_loss"][0], run_cpu.metrics["train_loss"][0]
+assert calls == list(range(cfg["steps"]))[::-1] and np.isclose(loss_ref, loss_cpu, rtol=1e-4)
+assert run_ref.rewirer.n_events == run_cpu.rewirer.n_events > 0
+print(f"  OK a real run on the reference backend: train loss {loss_ref:.5f} (cpu: {loss_cpu:.5f}), "
+      f"{run_ref.rewirer.n_events} rewiring events")

@@ -13,7 +13,7 @@ from .optim import SGD, Adam, CosineDecay, ExponentialDecay, StepDecay, make_sch
 from .parameter import Parameter
 from .surrogate import SURROGATES, surrogate_numpy
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "LIF", "Layer", "Linear", "Readout", "SparseLinear", "Network", "mlp", "LIFParams", "lif_step",

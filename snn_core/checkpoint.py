@@ -13,7 +13,10 @@ Layout (format version 1)::
     /trainer           attrs: epoch, iteration, best_val_accuracy, best_epoch,
                        train_seconds, metrics (json)
 
-Nested dicts become groups, numpy arrays datasets, anything else a JSON
+This module only serialises dicts: ``save_checkpoint`` writes
+``trainer.state_dict()`` (any object with that method) and ``load_checkpoint``
+returns the same dict; :func:`snn_core.training.restore_trainer` builds a
+Trainer from it. Nested dicts become groups, numpy arrays datasets, anything else a JSON
 attribute, so the rewirer's and optimizer's ``state_dict`` are stored as they
 are. Files are written to a temporary name in the same directory, flushed to
 disk and renamed over the target: a crash or a full disk during a save leaves
@@ -28,6 +31,8 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+
+from .version import __version__
 
 FORMAT = "snn_core-checkpoint"
 FORMAT_VERSION = 1
@@ -90,9 +95,7 @@ def _read_tree(group):
 # save / load
 # --------------------------------------------------------------------------
 def save_checkpoint(path, trainer):
-    """Atomically write ``trainer``'s complete state to ``path`` (HDF5)."""
-    from . import __version__
-
+    """Atomically write ``trainer.state_dict()`` (a Trainer's complete state) to ``path`` (HDF5)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -101,19 +104,7 @@ def save_checkpoint(path, trainer):
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["snn_core_version"] = __version__
             f.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
-            f.create_group("config").attrs["json"] = json.dumps(trainer.config.to_dict())
-            _write_tree(f.create_group("network"), trainer.network_state())
-            if trainer.best_state is not None:
-                _write_tree(f.create_group("best"), trainer.best_state)
-            opt = trainer.optimizer.state_dict()
-            g = f.create_group("optimizer")
-            g.attrs["iteration"] = opt["iteration"]
-            _write_tree(g, {str(i): st for i, st in enumerate(opt["state"])})
-            _write_tree(f.create_group("rewirer"), trainer.rewirer.state_dict())
-            t = f.create_group("trainer")
-            for k in ("epoch", "iteration", "best_val_accuracy", "best_epoch", "train_seconds"):
-                t.attrs[k] = getattr(trainer, k)
-            t.attrs["metrics"] = json.dumps(trainer.metrics)
+            _write_state(f, trainer.state_dict())
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -132,6 +123,22 @@ def save_checkpoint(path, trainer):
             raise RuntimeError(f"saving checkpoint {path} failed ({type(e).__name__}: {e}); "
                                "the previous checkpoint, if any, is intact") from e
         raise
+
+
+def _write_state(f, state):
+    """Write a ``Trainer.state_dict()`` into the open file ``f`` (layout of the module docstring)."""
+    f.create_group("config").attrs["json"] = json.dumps(state["config"])
+    _write_tree(f.create_group("network"), state["network"])
+    if state["best"] is not None:
+        _write_tree(f.create_group("best"), state["best"])
+    opt = state["optimizer"]
+    g = f.create_group("optimizer")
+    g.attrs["iteration"] = opt["iteration"]
+    _write_tree(g, {str(i): st for i, st in enumerate(opt["state"])})
+    _write_tree(f.create_group("rewirer"), state["rewirer"])
+    t = f.create_group("trainer")
+    for k, v in state["trainer"].items():
+        t.attrs[k] = json.dumps(v) if k == "metrics" else v
 
 
 def _fsync_dir(directory):
@@ -194,109 +201,3 @@ def load_checkpoint(path):
         raise
     except (OSError, KeyError, ValueError, json.JSONDecodeError) as e:
         raise CheckpointError(f"checkpoint {path}: unreadable content ({type(e).__name__}: {e})") from None
-
-
-def restore_trainer(path, dataset=None, **overrides):
-    """A :class:`~snn_core.training.Trainer` in exactly the state saved at ``path``.
-
-    ``overrides`` change config values (e.g. ``epochs=10`` to train longer,
-    ``quiet=True``); changing the architecture is rejected.
-    """
-    ck = load_checkpoint(path)
-    try:
-        return _restore(path, ck, dataset, overrides)
-    except (KeyError, IndexError, TypeError) as e:
-        raise CheckpointError(f"checkpoint {path}: incomplete or damaged ({type(e).__name__}: {e})") from None
-
-
-def _restore(path, ck, dataset, overrides):
-    from .config import TrainConfig
-    from .sparse import check_csr
-    from .training import Trainer
-
-    arch = ("hidden", "sparse", "output", "steps")
-    for k in overrides:
-        if k in arch and overrides[k] != ck["config"].get(k):
-            raise ValueError(f"{k}: cannot change the architecture of a checkpoint ({ck['config'].get(k)!r} "
-                             f"-> {overrides[k]!r})")
-    config = TrainConfig.from_dict(ck["config"] | overrides)
-    # the LR schedule and the end of rewiring are planned on config.epochs:
-    # resuming with the same config continues bit-identically; raising
-    # 'epochs' re-plans both over the longer run (documented in docs/howto.md)
-    trainer = Trainer(config, dataset=dataset)
-    shapes = [tuple(int(v) for v in s["shape"]) for s in ck["network"].values()]
-    if trainer.x_train.shape[1] != shapes[0][1]:
-        raise ValueError(f"data: the checkpoint's network takes {shapes[0][1]} input features, the data "
-                         f"({trainer.dataset_name}) has {trainer.x_train.shape[1]}")
-    if trainer.n_classes != shapes[-1][0]:
-        raise ValueError(f"data: the checkpoint classifies {shapes[-1][0]} classes, the data "
-                         f"({trainer.dataset_name}) has {trainer.n_classes}")
-    for state in (ck["network"], ck["best"] or {}):
-        for layer in trainer.network.layers:
-            saved = state.get(layer.name)
-            if saved is None:
-                continue
-            shape = tuple(int(v) for v in saved["shape"])
-            if shape != (layer.out_features, layer.in_features):
-                raise ValueError(f"checkpoint {path}: layer {layer.name} has shape {shape}, the config "
-                                 f"builds {(layer.out_features, layer.in_features)}")
-            try:
-                if "indptr" in saved:
-                    check_csr(np.asarray(saved["indptr"]), np.asarray(saved["indices"]), shape)
-                    if len(saved["data"]) != len(saved["indices"]):
-                        raise ValueError("data and indices differ in length")
-                elif saved["weight"].shape != shape:
-                    raise ValueError(f"weight shape {saved['weight'].shape}")
-            except ValueError as e:
-                raise CheckpointError(f"checkpoint {path}: layer {layer.name} is damaged ({e})") from None
-    trainer.load_network_state(ck["network"])
-    trainer.optimizer.load_state_dict(ck["optimizer"])
-    # the saved rewirer brings its generator, history and event count; its
-    # schedule and rules follow the (possibly overridden) config, like the LR
-    plan = trainer.rewirer.config()
-    trainer.rewirer.load_state_dict(ck["rewirer"])
-    for key in ("t_iter", "zeta0", "decay", "t_end", "prune", "grow", "new_weight", "new_weight_scale", "enabled"):
-        setattr(trainer.rewirer, key, plan[key])
-    t = ck["trainer"]
-    trainer.epoch, trainer.iteration = int(t["epoch"]), int(t["iteration"])
-    trainer.best_val_accuracy, trainer.best_epoch = float(t["best_val_accuracy"]), int(t["best_epoch"])
-    trainer.train_seconds = float(t["train_seconds"])
-    trainer.metrics = {k: list(v) for k, v in t["metrics"].items()}
-    trainer.best_state = ck["best"]
-    return trainer
-
-
-def network_from_checkpoint(path, last=False):
-    """The trained :class:`~snn_core.network.Network` in a checkpoint, without loading any data.
-
-    Parameters
-    ----------
-    path : str or Path
-        A checkpoint file, or a run directory (its ``last.h5``).
-    last : bool
-        The last weights instead of the best-validation ones (which are
-        used when the checkpoint has them, as ``snn-esl evaluate`` does).
-
-    Returns
-    -------
-    (Network, dict)
-        The network and the checkpoint's config dict.
-    """
-    from .config import TrainConfig
-    from .training import build_network, load_network_state
-
-    path = Path(path)
-    if path.is_dir():
-        if not (path / "last.h5").is_file():
-            raise FileNotFoundError(f"run directory {path}: no last.h5 checkpoint")
-        path = path / "last.h5"
-    ck = load_checkpoint(path)
-    try:
-        config = TrainConfig.from_dict(ck["config"])
-        state = ck["network"] if last or ck["best"] is None else ck["best"]
-        shapes = [tuple(int(v) for v in s["shape"]) for s in state.values()]
-        net = build_network(config, shapes[0][1], shapes[-1][0])
-        load_network_state(net, state)
-    except (KeyError, IndexError, TypeError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path}: incomplete or damaged ({type(e).__name__}: {e})") from None
-    return net, ck["config"]

@@ -47,8 +47,7 @@ def _config_from_args(args, base=None):
 # --------------------------------------------------------------------------
 def cmd_train(args):
     """``snn-esl train``: train (or resume) and write the run directory."""
-    from .checkpoint import restore_trainer
-    from .training import Trainer
+    from .training import Trainer, restore_trainer
 
     if args.resume:
         overrides = TrainConfig.read_file(args.config) if args.config else {}
@@ -79,7 +78,7 @@ def cmd_train(args):
 
 
 def _trainer_from_checkpoint(path, data_dir=None, device="cpu"):
-    from .checkpoint import restore_trainer
+    from .training import restore_trainer
 
     # checkpoints are device-independent: one trained on a GPU evaluates on the CPU
     overrides = {"quiet": True, "device": device}
@@ -215,7 +214,7 @@ def cmd_plot(args):
 
 def cmd_export(args):
     """``snn-esl export RUN_OR_CKPT --nir OUT --dt DT``: the trained network as a NIR graph."""
-    from .checkpoint import network_from_checkpoint
+    from .training import network_from_checkpoint
     from .nir import format_graph, write_nir
 
     out = Path(args.nir)
@@ -278,7 +277,7 @@ def build_parser():
     e.add_argument("--last", action="store_true", help="use the last weights instead of the best-validation ones")
     e.add_argument("--energy-samples", type=int, default=200, help="test samples used for SOP counting")
     e.add_argument("--json", help="also write the results to this JSON file")
-    e.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run the evaluation")
+    e.add_argument("--device", choices=("reference", "cpu", "cuda"), default="cpu", help="backend to evaluate on: readable NumPy, Numba CPU kernels or a CUDA GPU")
     e.set_defaults(func=cmd_evaluate)
 
     i = sub.add_parser("info", formatter_class=fmt, help="architecture, per-layer nnz/density, turnover and metrics of a checkpoint")

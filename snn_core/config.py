@@ -72,7 +72,7 @@ class TrainConfig:
     # run
     seed: int = 0
     out_dir: str = "runs/esl"
-    device: str = "cpu"                  # cpu | cuda
+    device: str = "cpu"                  # reference | cpu | cuda (snn_core.backends)
     quiet: bool = False
     threads: int | None = None           # Numba threads; None = all cores
 
@@ -120,7 +120,7 @@ class TrainConfig:
              "a finite value >= 0")
         need(self.snapshot_every is None or (isinstance(self.snapshot_every, int) and self.snapshot_every >= 1),
              "snapshot_every", "None or an integer >= 1")
-        choice("device", ("cpu", "cuda"))
+        choice("device", ("reference", "cpu", "cuda"))
         need(self.threads is None or (isinstance(self.threads, int) and self.threads >= 1), "threads", "None or an integer >= 1")
 
     # -- (de)serialisation -------------------------------------------------

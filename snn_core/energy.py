@@ -77,7 +77,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from .layers import LIF, Linear, Readout, SparseLinear
+from .layers import Layer
 
 __all__ = [
     "EnergyConstants",
@@ -176,13 +176,18 @@ class EnergyReport:
 # --------------------------------------------------------------------------
 # building blocks
 # --------------------------------------------------------------------------
+def _is_synaptic(layer):
+    """A layer with a weight matrix (``weight``) and its trained ``weight_param``: SparseLinear, Linear, ..."""
+    return isinstance(layer, Layer) and hasattr(layer, "weight_param")
+
+
 def _as_structure(weight):
     """-> ("sparse", indices, (n_out, n_in)) or ("dense", None, (n_out, n_in))."""
-    if isinstance(weight, SparseLinear):
+    if _is_synaptic(weight):  # SparseLinear / Linear alike: ``weight`` is the matrix (CSR or dense)
         w = weight.weight
-        return "sparse", w.indices, w.shape
-    if isinstance(weight, Linear):
-        return "dense", None, weight.weight.value.shape
+        if sp.issparse(w):
+            return "sparse", w.indices, w.shape
+        return "dense", None, w.shape
     if sp.issparse(weight):
         w = sp.csr_matrix(weight)
         return "sparse", w.indices, w.shape
@@ -295,18 +300,15 @@ def _synaptic_inputs(net, x):
     """
     out = []
     for i, layer in enumerate(net.layers):
-        if not isinstance(layer, (SparseLinear, Linear)):
+        if not _is_synaptic(layer):
             continue
         if i == 0:
             out.append((layer, x, "input"))
             continue
         prev = net.layers[i - 1]
         rec = net.recorded.get(prev.name)
-        if isinstance(prev, LIF):
-            key = "spikes"
-        elif isinstance(prev, Readout):
-            key = "u"
-        else:
+        key = prev.output_key  # the recorded array that is the layer's output: "spikes" (LIF), "u" (Readout)
+        if key is None:
             raise ValueError(f"{layer.name}: its input comes from {type(prev).__name__} {prev.name!r}, "
                              "which records nothing; only LIF/Readout layers (or the network input) "
                              "can feed a synaptic layer for SOP counting")
@@ -335,7 +337,7 @@ def _accumulate_network(acc, net, x, input_kind):
         acc.add_layer(i, layer.name, src, layer, a, input_kind)
     acc.add_samples(B)
     for layer in net.layers:
-        if isinstance(layer, LIF) and "spikes" in net.recorded.get(layer.name, {}):
+        if "spikes" in net.recorded.get(layer.name, {}):
             acc.add_spikes(layer.name, net.recorded[layer.name]["spikes"])
 
 
@@ -401,7 +403,7 @@ class _Accumulator:
         rec = self.layers.get(i)
         if rec is None:
             rec = self.layers[i] = dict(
-                name=name, type=type(weight).__name__ if isinstance(weight, (SparseLinear, Linear))
+                name=name, type=type(weight).__name__ if _is_synaptic(weight)
                 else ("sparse" if kind == "sparse" else "dense"),
                 n_in=int(n_in), n_out=int(n_out), connections=int(fo.sum()),
                 presynaptic=source, op=op, ac=np.zeros(self.T), mac=np.zeros(self.T), active=0.0, values=0)

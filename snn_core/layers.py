@@ -24,29 +24,31 @@ The layer contract (what the network, optimizers and rewiring rely on):
 - ``parameters()`` lists :class:`~snn_core.parameter.Parameter` objects;
 - ``in_features`` / ``out_features`` give the sizes for shape checks.
 
+Backends. A layer computes through ``self.backend`` (see
+:mod:`snn_core.backends`): it allocates through the backend, calls its
+kernels and never imports a kernel module, so the same layer object runs on
+``reference``, ``cpu`` and ``cuda``; ``layer.to(device)`` moves its
+parameters. Its state is a dict of host arrays (``state_dict`` /
+``load_state_dict``), the same on every backend.
+
 Bad input raises ``TypeError`` (wrong type/dtype) or ``ValueError`` (shape,
 non-finite values) naming the layer and what was expected.
 """
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
-from .kernels import cpu
-from .neurons import LIFParams
+from .backends import get_backend
+from .backends.base import host_feature_major
+from .backends.cpu import SPIKE_LIST_RATE, SPIKE_PACK_MIN_FANOUT
+from .neurons import LIFParams, reset_membrane
 from .parameter import Parameter
 from .sparse import canonical_csr, check_csr, csr_from_arrays, fan_in_uniform, random_connectivity, transpose_structure
 
 FLOAT_DTYPES = (np.float32, np.float64)
 
-#: SparseLinear packs a spike input (uint8 copy + per-input active-column
-#: lists, :func:`snn_core.kernels.cpu.spike_pack`) when it has at least this
-#: many connections per input on average (or when ``spike_input`` is True)
-SPIKE_PACK_MIN_FANOUT = 4.0
-#: inputs active in fewer than this fraction of the T*batch columns are
-#: handled spike by spike (active-column lists); the others stream uint8 rows
-SPIKE_LIST_RATE = 0.03
+__all__ = ["Layer", "Linear", "SparseLinear", "LIF", "Readout", "feature_major", "time_major", "check_finite",
+           "SPIKE_LIST_RATE", "SPIKE_PACK_MIN_FANOUT"]
 
 
 def _check_dtype(dtype):
@@ -56,81 +58,31 @@ def _check_dtype(dtype):
     return dtype
 
 
-def feature_major(x, n_features, dtype, where):
-    """Validate a ``(T, batch, n_features)`` array; return it as (F, T, B) C-contiguous.
-
-    No copy when ``x`` already is a transposed view of a feature-major buffer.
-    """
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{where}: expected a numpy.ndarray of shape (T, batch, {n_features}), got {type(x).__name__}")
-    if x.ndim != 3:
-        raise ValueError(f"{where}: expected shape (T, batch, {n_features}), got {x.shape}")
-    if x.shape[2] != n_features:
-        raise ValueError(f"{where}: expected {n_features} features (last axis), got shape {x.shape}")
-    if x.dtype != dtype:
-        raise TypeError(f"{where}: expected dtype {dtype}, got {x.dtype} (cast with x.astype(np.{dtype}))")
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+#: validate a host ``(T, batch, F)`` array and return its (F, T, B) C-contiguous buffer
+feature_major = host_feature_major
 
 
 def time_major(buf):
-    """View a feature-major (F, T, B) buffer as (T, B, F)."""
+    """View a feature-major (F, T, B) host buffer as (T, B, F)."""
     return buf.transpose(1, 2, 0)
 
 
 def check_finite(arr, what):
-    """Raise ValueError if ``arr`` holds NaN or Inf (one cheap reduction first)."""
-    if isinstance(arr, np.ndarray) and arr.dtype.type in FLOAT_DTYPES:
-        # one vectorised pass over the raw bits (4x faster than a float sum)
-        n_bad = cpu._nonfinite_count(arr)
-        if n_bad:
-            raise ValueError(f"{what}: contains {n_bad} NaN/Inf value(s)")
-        return
-    if not np.isfinite(arr.sum(dtype=np.float64)):
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            raise ValueError(f"{what}: contains {int(bad.sum())} NaN/Inf value(s)")
-
-
-class _BufferPool:
-    """Output buffers that are reused once nobody references them any more.
-
-    A fresh multi-MB array costs one page fault per 4 KiB page when it is
-    first written (glibc returns large freed blocks to the OS), which on a
-    VM cost more than the kernels themselves. A layer therefore takes its
-    outputs from this pool: a buffer is handed out again only when its
-    reference count shows that no caller, cache, recorded dict or view of it
-    is alive (views keep their base alive), so an array returned to a user
-    is never overwritten by a later call.
-    """
-
-    def __init__(self, cap=4):
-        self.cap = cap
-        self._bufs = []
-
-    def get(self, shape, dtype):
-        for buf in self._bufs:
-            # references: the list, the loop variable, getrefcount's argument
-            if buf.shape == shape and buf.dtype == dtype and sys.getrefcount(buf) <= 3:
-                return buf
-        buf = np.empty(shape, dtype)
-        if len(self._bufs) >= self.cap:
-            self._bufs = [b for b in self._bufs if sys.getrefcount(b) > 3][-(self.cap - 1):]
-        self._bufs.append(buf)
-        return buf
-
-    def clear(self):
-        self._bufs = []
-
-
-def _pool(layer):
-    pool = layer.__dict__.get("_buffers")
-    if pool is None:
-        pool = layer._buffers = _BufferPool()
-    return pool
+    """Raise ValueError if host array ``arr`` holds NaN or Inf (one cheap pass over the raw bits)."""
+    n_bad = get_backend("cpu").nonfinite_count(np.asarray(arr))
+    if n_bad:
+        raise ValueError(f"{what}: contains {n_bad} NaN/Inf value(s)")
 
 
 class Layer:
-    """Base class: see the module docstring for the contract."""
+    """Base class: see the module docstring for the contract.
+
+    Attributes
+    ----------
+    backend : snn_core.backends.Backend
+        Where the layer's arrays live and which kernels run (default ``cpu``);
+        change it with :meth:`to`.
+    """
 
     in_features: int
     out_features: int
@@ -140,10 +92,13 @@ class Layer:
     #: True when every output value is exactly 0 or 1 (a spiking layer);
     #: the next synaptic layer may then take its spike-driven path
     emits_spikes: bool = False
+    #: the key of ``recorded`` that holds the layer's output (neurons: "spikes" or "u"; None: not recorded)
+    output_key = None
 
     def __init__(self):
         self.recorded = {}
         self._cache = None
+        self.backend = get_backend("cpu")
 
     def parameters(self):
         """Trainable :class:`~snn_core.parameter.Parameter` objects (none for neurons)."""
@@ -157,11 +112,65 @@ class Layer:
         """Accumulate parameter gradients from dL/dy; return dL/dx (or None)."""
         raise NotImplementedError
 
+    def buffer(self, shape):
+        """An output buffer of the layer's backend and dtype from its pool (reused once unreferenced)."""
+        pool = self.__dict__.get("_buffers")
+        if pool is None:
+            pool = self._buffers = self.backend.pool()
+        return pool.get(shape, self.dtype)
+
     def reset_state(self):
-        """Forget cached activations (state never carries across calls anyway)."""
+        """Forget cached activations, recordings and pooled buffers (state never carries across calls)."""
         self._cache = None
         self.recorded = {}
-        _pool(self).clear()
+        self.__dict__.pop("_buffers", None)
+
+    def to(self, device):
+        """Move the layer to backend ``device`` ("reference", "cpu", "cuda" or a Backend); returns self.
+
+        Parameter values move (gradients restart at zero); caches are dropped.
+        An optimizer's state follows its parameters at its next step.
+        """
+        bk = get_backend(device)
+        if bk is self.backend:
+            return self
+        bk.check_dtype(getattr(self, "dtype", np.float32), self.name or type(self).__name__)
+        host = self.state_dict()
+        old, self.backend = self.backend, bk
+        for p in self.parameters():
+            p.device = bk.name
+            p.replace(bk.to_device(old.to_host(p.value)), grad=bk.zeros(p.value.shape, p.value.dtype))
+        self.reset_state()
+        self._moved(host)
+        return self
+
+    def _moved(self, host_state):
+        """Hook for layers with more device state than their parameters (called by :meth:`to`)."""
+
+    def state_dict(self):
+        """The layer's arrays as host copies: ``{short parameter name: array}`` plus ``shape`` (n_out, n_in).
+
+        Neuron layers (no parameters) return ``{}``.
+        """
+        params = self.parameters()
+        if not params:
+            return {}
+        d = {p.name.rsplit(".", 1)[-1]: np.array(self.backend.to_host(p.value), copy=True) for p in params}
+        d["shape"] = np.array([self.out_features, self.in_features])
+        return d
+
+    def load_state_dict(self, state):
+        """Put arrays from :meth:`state_dict` back (shapes checked; ValueError naming the array)."""
+        for p in self.parameters():
+            key = p.name.rsplit(".", 1)[-1]
+            if key not in state:
+                raise ValueError(f"{self.name}: state has no {key!r} array")
+            arr = np.asarray(state[key])
+            if arr.shape != p.value.shape:
+                raise ValueError(f"{self.name}.{key}: expected shape {p.value.shape}, got {arr.shape}")
+            check_finite(arr, f"{self.name}.{key}")
+            p.replace(self.backend.to_device(np.array(arr, dtype=p.value.dtype, order="C", copy=True)),
+                      grad=self.backend.zeros(p.value.shape, p.value.dtype))
 
     def _needs_cache(self):
         if self._cache is None:
@@ -176,7 +185,7 @@ class Layer:
 # Synapses
 # --------------------------------------------------------------------------
 class Linear(Layer):
-    """Dense synapses ``I[t] = W x[t] + b`` with BLAS.
+    """Dense synapses ``I[t] = W x[t] + b``.
 
     Parameters
     ----------
@@ -188,6 +197,13 @@ class Linear(Layer):
     dtype : float32 (default) or float64
     weight : ndarray (out_features, in_features), optional
         Initial weights instead of the random ones.
+
+    Attributes
+    ----------
+    weight : ndarray (out_features, in_features)
+        The weight matrix, as on :class:`SparseLinear` (there a CSR matrix): on
+        a host backend the trained array itself, on a device a host copy.
+    weight_param, bias : Parameter
     """
 
     def __init__(self, in_features, out_features, bias=True, seed=None, gain=1.0, dtype=np.float32, weight=None, name="linear"):
@@ -202,43 +218,53 @@ class Linear(Layer):
         if weight.shape != (self.out_features, self.in_features):
             raise ValueError(f"{name}.weight: expected shape {(out_features, in_features)}, got {weight.shape}")
         check_finite(weight, f"{name}.weight")
-        self.weight = Parameter(weight, f"{name}.weight")
+        self.weight_param = Parameter(weight, f"{name}.weight")
         self.bias = Parameter(np.zeros(out_features, self.dtype), f"{name}.bias", decay=False) if bias else None
 
+    @property
+    def weight(self):
+        """The weight matrix (n_out, n_in): the live array on a host backend, a host copy on a device."""
+        return self.backend.to_host(self.weight_param.value)
+
     def parameters(self):
-        """``[weight, bias]`` (bias omitted when ``bias=False``)."""
-        return [self.weight] + ([self.bias] if self.bias is not None else [])
+        """``[weight_param, bias]`` (bias omitted when ``bias=False``)."""
+        return [self.weight_param] + ([self.bias] if self.bias is not None else [])
 
     @property
     def nnz(self):
         """Number of connections: every weight of a dense layer."""
-        return self.weight.value.size
+        return self.in_features * self.out_features
 
     def forward(self, x, record=False):
-        X = feature_major(x, self.in_features, self.dtype, f"{self.name} input").reshape(self.in_features, -1)
-        Y = np.matmul(self.weight.value, X, out=_pool(self).get((self.out_features, X.shape[1]), self.dtype))
-        if self.bias is not None:
-            Y += self.bias.value[:, None]
-        self._cache = (X, x.shape)
-        out = time_major(Y.reshape(self.out_features, x.shape[0], x.shape[1]))
+        bk = self.backend
+        X3 = bk.feature_major(x, self.in_features, self.dtype, f"{self.name} input")
+        F, T, B = X3.shape
+        X = X3.reshape(F, T * B)
+        Y = self.buffer((self.out_features, T, B))
+        bk.dense_forward(self.weight_param.value, None if self.bias is None else self.bias.value, X,
+                         Y.reshape(self.out_features, T * B))
+        self._cache = X
+        out = bk.time_major(Y)
         self.recorded = {"current": out} if record else {}
         return out
 
     def backward(self, grad_y):
-        X, shape = self._needs_cache()
-        G = feature_major(grad_y, self.out_features, self.dtype, f"{self.name} grad").reshape(self.out_features, -1)
-        w = self.weight
-        if w.grad_is_zero:
-            np.matmul(G, X.T, out=w.grad)
-            w.grad_is_zero = False
-        else:
-            w.accumulate(G @ X.T)
+        X = self._needs_cache()
+        bk = self.backend
+        G3 = bk.feature_major(grad_y, self.out_features, self.dtype, f"{self.name} grad")
+        _, T, B = G3.shape
+        G = G3.reshape(self.out_features, T * B)
+        w = self.weight_param
+        bk.dense_grad(G, X, w.grad, not w.grad_is_zero)
+        w.grad_is_zero = False
         if self.bias is not None:
-            self.bias.accumulate(G.sum(axis=1))
+            bk.row_sum(G, self.bias.grad, not self.bias.grad_is_zero)
+            self.bias.grad_is_zero = False
         if not self.need_input_grad:
             return None
-        GX = np.matmul(w.value.T, G, out=_pool(self).get((self.in_features, G.shape[1]), self.dtype))
-        return time_major(GX.reshape(self.in_features, shape[0], shape[1]))
+        GX = self.buffer((self.in_features, T, B))
+        bk.dense_backward_input(w.value, G, GX.reshape(self.in_features, T * B))
+        return bk.time_major(GX)
 
 
 class SparseLinear(Layer):
@@ -268,20 +294,21 @@ class SparseLinear(Layer):
     Attributes
     ----------
     weight : scipy.sparse.csr_matrix
-        Canonical CSR (int32 sorted indices, no duplicates); ``weight.data`` is
-        the same array as ``weight_param.value``.
+        Canonical CSR (int32 sorted indices, no duplicates). On a host backend
+        ``weight.data`` is the same array as ``weight_param.value`` (the
+        trained values); on a device it is a host snapshot (change the layer
+        through ``set_connections`` / ``load_state_dict``).
     weight_param, bias : Parameter
     spike_input : None, True or False
-        Spike-driven path. With an input of only 0/1 values (spikes, as LIF
-        layers and the Bernoulli encoder produce) the forward product and the
-        weight gradient cost O(connections x spikes) instead of
-        O(nnz * T * batch): the input is packed once per forward (uint8 copy,
-        bit words, per-input active-column lists) and the pack is reused by
-        backward. None (default): used whenever the layer has at least
+        Spike-driven path (a backend capability: ``cpu`` has it). With an
+        input of only 0/1 values (spikes, as LIF layers and the Bernoulli
+        encoder produce) the forward product and the weight gradient cost
+        O(connections x spikes) instead of O(nnz * T * batch): the input is
+        packed once per forward and the pack is reused by backward. None
+        (default): used whenever the layer has at least
         ``SPIKE_PACK_MIN_FANOUT`` connections per input and the input turns
-        out to be binary (checked while packing, at no extra pass); True:
-        pack regardless of fan-out; False: never. Results equal the plain
-        path up to float rounding.
+        out to be binary; True: pack regardless of fan-out; False: never.
+        Results equal the plain path up to float rounding.
     """
 
     def __init__(self, in_features, out_features, density=1.0, bias=True, seed=None, gain=1.0,
@@ -308,17 +335,30 @@ class SparseLinear(Layer):
         #: (checked for free while packing), False = never, True = pack even
         #: when the layer has few connections per input
         self.spike_input = None
-        self._pack_buf = None
-        self._split_buf = None
-        self._row_buf = None
-        self._zeros = None
+        self._scratch = {}
 
     # -- structure ---------------------------------------------------------
     def _set_weight(self, weight):
+        """Install canonical host CSR ``weight`` (structure and values) on the layer's backend."""
         check_finite(weight.data, f"{self.name}.weight")
-        self.weight = weight
-        self.weight_param.replace(weight.data)
+        bk = self.backend
+        value = bk.to_device(weight.data)
+        self.weight_param.replace(value, grad=bk.zeros(value.shape, value.dtype))
+        if bk.is_host:
+            weight.data = value  # the CSR's data *is* the trained array
+        self._csr = weight
+        self._struct = (bk.to_device(weight.indptr), bk.to_device(weight.indices))
         self._transpose = None
+        self._dev_transpose = None
+        self._zeros = None
+
+    @property
+    def weight(self):
+        """The canonical CSR matrix (live on a host backend, a host snapshot on a device)."""
+        if self.backend.is_host:
+            return self._csr
+        w = self._csr
+        return csr_from_arrays(w.indptr, w.indices, self.backend.to_host(self.weight_param.value), w.shape)
 
     def set_connections(self, indptr, indices, data):
         """Replace the structure and values (used by rewiring).
@@ -330,104 +370,117 @@ class SparseLinear(Layer):
         data = np.ascontiguousarray(data, self.dtype)
         if len(data) != len(indices):
             raise ValueError(f"{self.name}: {len(data)} weights for {len(indices)} connections")
-        check_csr(indptr, indices, self.weight.shape)  # before scipy sees a damaged structure
-        w = csr_from_arrays(indptr, indices, data, self.weight.shape)
+        check_csr(indptr, indices, self._csr.shape)  # before scipy sees a damaged structure
+        w = csr_from_arrays(indptr, indices, data, self._csr.shape)
         self._set_weight(canonical_csr(w, self.dtype))
+
+    def _moved(self, host_state):
+        self._scratch = {}
+        self._set_weight(csr_from_arrays(self._csr.indptr, self._csr.indices,
+                                         np.array(host_state["data"], self.dtype), self._csr.shape))
+
+    def state_dict(self):
+        """Host copies: ``indptr``, ``indices``, ``data`` (+ ``bias``) and ``shape`` (n_out, n_in)."""
+        w = self.weight
+        d = {"indptr": w.indptr.copy(), "indices": w.indices.copy(), "data": np.array(w.data, copy=True),
+             "shape": np.array([self.out_features, self.in_features])}
+        if self.bias is not None:
+            d["bias"] = np.array(self.backend.to_host(self.bias.value), copy=True)
+        return d
+
+    def load_state_dict(self, state):
+        """Install a :meth:`state_dict` (structure validated: ValueError naming the problem)."""
+        shape = tuple(int(v) for v in state.get("shape", (self.out_features, self.in_features)))
+        if shape != (self.out_features, self.in_features):
+            raise ValueError(f"{self.name}: state has shape {shape}, the layer {(self.out_features, self.in_features)}")
+        for key in ("indptr", "indices", "data"):
+            if key not in state:
+                raise ValueError(f"{self.name}: state has no {key!r} array")
+        self.set_connections(state["indptr"], state["indices"], state["data"])
+        if self.bias is not None and "bias" in state:
+            b = np.asarray(state["bias"], self.dtype)
+            if b.shape != (self.out_features,):
+                raise ValueError(f"{self.name}.bias: expected shape {(self.out_features,)}, got {b.shape}")
+            check_finite(b, f"{self.name}.bias")
+            self.bias.replace(self.backend.to_device(b.copy()), grad=self.backend.zeros(b.shape, b.dtype))
 
     @property
     def nnz(self):
         """Number of existing connections (stored CSR entries, zeros included)."""
-        return self.weight.nnz
+        return self._csr.nnz
 
     @property
     def density(self):
         """``nnz / (out_features * in_features)``."""
-        return self.weight.nnz / (self.in_features * self.out_features)
+        return self._csr.nnz / (self.in_features * self.out_features)
 
     def transpose_structure(self):
-        """Cached (t_indptr, t_indices, perm) of W^T; rebuilt after rewiring."""
+        """Cached host (t_indptr, t_indices, perm) of W^T; rebuilt after rewiring."""
         if self._transpose is None:
-            self._transpose = transpose_structure(self.weight.indptr, self.weight.indices, self.in_features)
+            self._transpose = transpose_structure(self._csr.indptr, self._csr.indices, self.in_features)
         return self._transpose
+
+    def _backend_transpose(self):
+        if self._dev_transpose is None:
+            self._dev_transpose = tuple(self.backend.to_device(a) for a in self.transpose_structure())
+        return self._dev_transpose
 
     def parameters(self):
         return [self.weight_param] + ([self.bias] if self.bias is not None else [])
 
     # -- compute -----------------------------------------------------------
-    def _pack(self, X):
-        """Spike-pack X (n_in, N) into reused scratch, or None if not worth it / not spikes."""
-        if self.spike_input is False or X.size == 0:
-            return None
-        if self.spike_input is None and self.weight.nnz < SPIKE_PACK_MIN_FANOUT * self.in_features:
-            return None  # few connections per input: the float kernel is as cheap as packing
-        if self._pack_buf is None or self._pack_buf[0].shape != X.shape:
-            n_in, N = X.shape
-            self._pack_buf = (np.empty(X.shape, np.uint8), np.empty(n_in, np.int32), np.empty(X.shape, np.int32),
-                              np.empty((n_in, (N + 15) // 16), np.uint16))
-        X8, cnt, cols, Xb = self._pack_buf
-        thr = max(1, int(X.shape[1] * SPIKE_LIST_RATE))
-        if cpu.spike_pack(X, X8, cnt, cols, thr, Xb):
-            return None  # some value is neither 0 nor 1: not a spike train
-        w = self.weight
-        work = cpu.spike_work_ns(self.out_features, w.nnz, X.shape[0], X.shape[1], int(cnt.sum()))
-        if self._split_buf is None or self._split_buf.size < 2 * w.nnz:
-            self._split_buf = np.empty(max(2 * w.nnz, 1), np.int32)
-        return X8, cnt, cols, thr, work, Xb
-
-    def _scratch_rows(self):
-        if self._row_buf is None:
-            self._row_buf = (np.empty(self.out_features, self.dtype), np.empty(self.out_features, np.uint8))
-        return self._row_buf
+    def _bias_or_zeros(self):
+        if self.bias is not None:
+            return self.bias.value
+        if self._zeros is None:
+            self._zeros = self.backend.zeros(self.out_features, self.dtype)
+        return self._zeros
 
     def forward(self, x, record=False):
-        X = feature_major(x, self.in_features, self.dtype, f"{self.name} input").reshape(self.in_features, -1)
-        w = self.weight
-        Y = _pool(self).get((self.out_features, X.shape[1]), self.dtype)
-        bias = self.bias.value if self.bias is not None else self._zero_bias()
-        pack = self._pack(X)
-        if pack is not None:
-            X8, cnt, cols, thr, work, Xb = pack
-            cpu.csr_forward_spikes(w.indptr, w.indices, w.data, bias, X8, cnt, cols, thr, Y, work, Xb,
-                                   self._split_buf)
-        else:
-            cpu.csr_forward(w.indptr, w.indices, w.data, bias, X, Y)
-        self._cache = (X, x.shape, pack)
-        out = time_major(Y.reshape(self.out_features, x.shape[0], x.shape[1]))
+        bk = self.backend
+        X3 = bk.feature_major(x, self.in_features, self.dtype, f"{self.name} input")
+        F, T, B = X3.shape
+        X = X3.reshape(F, T * B)
+        indptr, indices = self._struct
+        Y = self.buffer((self.out_features, T, B))
+        pack = bk.pack_spikes(X, self.out_features, self.nnz, self._scratch, self.spike_input)
+        bk.csr_forward(indptr, indices, self.weight_param.value, self._bias_or_zeros(), X,
+                       Y.reshape(self.out_features, T * B), pack, self._scratch)
+        self._cache = (X, pack)
+        out = bk.time_major(Y)
         self.recorded = {"current": out} if record else {}  # the input current I[t] of the next layer
         return out
 
-    def _zero_bias(self):
-        if self._zeros is None:
-            self._zeros = np.zeros(self.out_features, self.dtype)
-        return self._zeros
-
     def backward(self, grad_y):
-        X, shape, pack = self._needs_cache()
-        G = feature_major(grad_y, self.out_features, self.dtype, f"{self.name} grad").reshape(self.out_features, -1)
-        w, p = self.weight, self.weight_param
-        gb, rownz = self._scratch_rows()
-        if pack is not None:
-            X8, cnt, cols, thr, work, Xb = pack
-            if self._split_buf is None or self._split_buf.size < 2 * w.nnz:  # rewired since the forward
-                self._split_buf = np.empty(max(2 * w.nnz, 1), np.int32)
-            cpu.csr_grad_spikes(w.indptr, w.indices, X8, cnt, cols, thr, G, p.grad, not p.grad_is_zero, gb, rownz,
-                                work, Xb, self._split_buf)
-        else:
-            cpu.csr_grad_dense(w.indptr, w.indices, G, X, p.grad, not p.grad_is_zero, gb, rownz)
+        X, pack = self._needs_cache()
+        bk = self.backend
+        G3 = bk.feature_major(grad_y, self.out_features, self.dtype, f"{self.name} grad")
+        _, T, B = G3.shape
+        G = G3.reshape(self.out_features, T * B)
+        indptr, indices = self._struct
+        p = self.weight_param
+        gb = self._scratch.get("gb")
+        if gb is None or gb.shape[0] != self.out_features:
+            gb = self._scratch["gb"] = bk.empty(self.out_features, self.dtype)
+        rownz = bk.csr_grad(indptr, indices, G, X, p.grad, not p.grad_is_zero, gb, pack, self._scratch)
         p.grad_is_zero = False
         if self.bias is not None:
-            self.bias.accumulate(gb)
+            if self.bias.grad_is_zero:  # swap buffers instead of copying: gb becomes the gradient
+                self.bias.grad, self._scratch["gb"] = gb, self.bias.grad
+                self.bias.grad_is_zero = False
+            else:  # accumulating over several backwards (rare): add the row sums again
+                bk.row_sum(G, self.bias.grad, True)
         if self.retain_output_grad:
             self._last_output_grad = G
         if not self.need_input_grad:
             return None
-        t_indptr, t_indices, perm = self.transpose_structure()
-        GX = _pool(self).get((self.in_features, G.shape[1]), self.dtype)
-        cpu.csr_backward_input_nz(t_indptr, t_indices, perm, w.data, G, rownz, GX)
-        return time_major(GX.reshape(self.in_features, shape[0], shape[1]))
+        t_indptr, t_indices, perm = self._backend_transpose()
+        GX = self.buffer((self.in_features, T, B))
+        bk.csr_backward_input(t_indptr, t_indices, perm, p.value, G, GX.reshape(self.in_features, T * B), rownz)
+        return bk.time_major(GX)
 
     def dense_weight_grad(self):
-        """dL/dW at *every* position (n_out, n_in) from the last backward.
+        """dL/dW at *every* position (n_out, n_in) from the last backward, as a host array.
 
         The only place a dense-sized gradient exists (gradient-based growth at
         rewiring iterations). Requires ``retain_output_grad = True`` before
@@ -435,7 +488,7 @@ class SparseLinear(Layer):
         """
         if self._last_output_grad is None or self._cache is None:
             raise RuntimeError(f"{self.name}: set retain_output_grad=True and run forward/backward first")
-        G, X = self._last_output_grad, self._cache[0]
+        G, X = self.backend.to_host(self._last_output_grad), self.backend.to_host(self._cache[0])
         self._last_output_grad = None
         return G @ X.T
 
@@ -453,17 +506,19 @@ class _Neurons(Layer):
         self.in_features = self.out_features = int(n)
         self.name = name
 
-    def _scalars(self):
-        p, f = self.params, self.dtype.type
-        return f(p.alpha), f((1.0 - p.alpha) * p.v_rest), f(p.c)
+    @property
+    def kernel_params(self):
+        """The :class:`~snn_core.neurons.NeuronKernelParams` record the kernels get (``params`` in ``dtype``)."""
+        return self.params.kernel_params(self.dtype)
 
     def _initial(self, v0, batch):
+        bk = self.backend
         if v0 is None:
-            return np.full((self.out_features, batch), self.params.v_rest, self.dtype)
+            return bk.full((self.out_features, batch), self.params.v_rest, self.dtype)
         v0 = np.asarray(v0)
         if v0.shape != (batch, self.out_features):
             raise ValueError(f"{self.name} v0: expected shape {(batch, self.out_features)}, got {v0.shape}")
-        return np.ascontiguousarray(v0.T, dtype=self.dtype)
+        return bk.to_device(np.ascontiguousarray(v0.T, dtype=self.dtype))
 
     def __repr__(self):
         return f"{type(self).__name__}({self.out_features}, {self.params})"
@@ -477,9 +532,11 @@ class LIF(_Neurons):
     ``v_rest`` at every call unless ``v0`` (batch, n) is given: no state leaks
     between batches or between networks. After ``forward(..., record=True)``,
     ``recorded`` holds ``u`` (membrane before reset, what the threshold
-    sees), ``v`` (after reset) and ``spikes``, each ``(T, batch, n)``.
-    ``v_last`` is the final membrane (batch, n) of the last call.
+    sees), ``v`` (after reset) and ``spikes``, each ``(T, batch, n)`` host
+    arrays. ``v_last`` is the final membrane (batch, n) of the last call.
     """
+
+    output_key = "spikes"
 
     @property
     def emits_spikes(self):
@@ -487,45 +544,40 @@ class LIF(_Neurons):
         return self.params.spike_fn == "heaviside"
 
     def forward(self, x, record=False, v0=None):
-        I = feature_major(x, self.in_features, self.dtype, f"{self.name} input")
+        bk = self.backend
+        I = bk.feature_major(x, self.in_features, self.dtype, f"{self.name} input")
         F, T, B = I.shape
-        p, f = self.params, self.dtype.type
-        alpha, k0, c = self._scalars()
-        reset, sur, smooth = p.codes()
+        prm = self.kernel_params
         # u is internal (kept for backward) and reused across calls unless it
         # is recorded; the returned spikes and v_last are always new arrays.
-        u = np.empty_like(I) if record else self._scratch_u(I.shape)
-        s, v_last = _pool(self).get(I.shape, self.dtype), np.empty((F, B), self.dtype)
-        cpu.lif_forward(I, self._initial(v0, B), alpha, k0, c, f(p.v_th), f(p.v_reset), reset, sur,
-                        f(p.surrogate_p), smooth, u, s, v_last)
+        u = bk.empty(I.shape, self.dtype) if record else self._scratch_u(I.shape)
+        s, v_last = self.buffer(I.shape), bk.empty((F, B), self.dtype)
+        bk.lif_forward(I, self._initial(v0, B), prm, u, s, v_last)
         self._cache = (u, s)
-        self.v_last = v_last.T
+        self.v_last = bk.to_host(v_last).T
         if record:
-            if p.reset == "hard":
-                v = u * (1 - s) + f(p.v_reset) * s
-            elif p.reset == "soft":
-                v = u - f(p.v_th) * s
-            else:
-                v = u.copy()
-            self.recorded = {"u": time_major(u), "v": time_major(v), "spikes": time_major(s)}
-        return time_major(s)
+            uh, sh = bk.to_host(u), bk.to_host(s)  # host backends: the arrays themselves, no copy
+            v = reset_membrane(uh, sh, prm)
+            self.recorded = {"u": time_major(uh), "v": time_major(v), "spikes": time_major(sh)}
+        return bk.time_major(s)
 
     def _scratch_u(self, shape):
-        buf = getattr(self, "_u_buf", None)
+        buf = self.__dict__.get("_u_buf")
         if buf is None or buf.shape != shape:
-            buf = self._u_buf = np.empty(shape, self.dtype)
+            buf = self._u_buf = self.backend.empty(shape, self.dtype)
         return buf
+
+    def reset_state(self):
+        super().reset_state()
+        self.__dict__.pop("_u_buf", None)
 
     def backward(self, grad_y):
         u, s = self._needs_cache()
-        gs = feature_major(grad_y, self.out_features, self.dtype, f"{self.name} grad")
-        p, f = self.params, self.dtype.type
-        alpha, _, c = self._scalars()
-        reset, sur, _ = p.codes()
-        gI = _pool(self).get(gs.shape, self.dtype)
-        cpu.lif_backward(gs, u, s, alpha, c, f(p.v_th), f(p.v_reset), reset, bool(p.detach_reset), sur,
-                         f(p.surrogate_p), gI)
-        return time_major(gI)
+        bk = self.backend
+        gs = bk.feature_major(grad_y, self.out_features, self.dtype, f"{self.name} grad")
+        gI = self.buffer(gs.shape)
+        bk.lif_backward(gs, u, s, self.kernel_params, gI)
+        return bk.time_major(gI)
 
 
 class Readout(_Neurons):
@@ -535,23 +587,26 @@ class Readout(_Neurons):
     for membrane-based losses (e.g. cross-entropy on its time average).
     """
 
+    output_key = "u"
+
     def __init__(self, n, params=None, dtype=np.float32, name="readout"):
         super().__init__(n, params, dtype, name)
 
     def forward(self, x, record=False, v0=None):
-        I = feature_major(x, self.in_features, self.dtype, f"{self.name} input")
-        alpha, k0, c = self._scalars()
-        u = _pool(self).get(I.shape, self.dtype)
-        cpu.readout_forward(I, self._initial(v0, I.shape[2]), alpha, k0, c, u)
+        bk = self.backend
+        I = bk.feature_major(x, self.in_features, self.dtype, f"{self.name} input")
+        u = self.buffer(I.shape)
+        bk.readout_forward(I, self._initial(v0, I.shape[2]), self.kernel_params, u)
         self._cache = True
+        out = bk.time_major(u)
         if record:
-            self.recorded = {"u": time_major(u)}
-        return time_major(u)
+            self.recorded = {"u": time_major(bk.to_host(u))}
+        return out
 
     def backward(self, grad_y):
         self._needs_cache()
-        gu = feature_major(grad_y, self.out_features, self.dtype, f"{self.name} grad")
-        alpha, _, c = self._scalars()
-        gI = _pool(self).get(gu.shape, self.dtype)
-        cpu.readout_backward(gu, alpha, c, gI)
-        return time_major(gI)
+        bk = self.backend
+        gu = bk.feature_major(grad_y, self.out_features, self.dtype, f"{self.name} grad")
+        gI = self.buffer(gu.shape)
+        bk.readout_backward(gu, self.kernel_params, gI)
+        return bk.time_major(gI)

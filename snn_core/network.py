@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layers import Layer, LIF, Readout, SparseLinear, check_finite
+from .backends import get_backend
+from .layers import LIF, Layer, Linear, Readout, SparseLinear, check_finite
 
 
 class Network:
@@ -47,6 +48,10 @@ class Network:
                     f"layers[{i}] ({b.name}): expects {b.in_features} inputs but layers[{i-1}] ({a.name}) "
                     f"gives {a.out_features}"
                 )
+        devices = sorted({layer.backend.name for layer in layers})
+        if len(devices) > 1:
+            raise ValueError(f"layers: on different backends {devices}; move them first (layer.to(device)) "
+                             "or move the network afterwards (net.to(device))")
         names = [layer.name for layer in layers]
         if len(set(names)) != len(names):
             for i, layer in enumerate(layers):
@@ -112,13 +117,53 @@ class Network:
             p.zero_grad()
 
     def sparse_layers(self):
-        """The :class:`~snn_core.layers.SparseLinear` layers (what rewiring acts on)."""
-        return [layer for layer in self.layers if isinstance(layer, SparseLinear)]
+        """The layers rewiring acts on: those with a sparse ``weight`` and ``set_connections`` (e.g. SparseLinear)."""
+        return [layer for layer in self.layers if hasattr(layer, "set_connections")]
 
     def check_finite(self):
         """Raise ValueError naming the first parameter holding NaN/Inf."""
-        for p in self.parameters():
-            check_finite(p.value, p.name)
+        for layer in self.layers:
+            for p in layer.parameters():
+                n_bad = layer.backend.nonfinite_count(p.value)
+                if n_bad:
+                    raise ValueError(f"{p.name}: contains {n_bad} NaN/Inf value(s)")
+
+    # -- devices and state ----------------------------------------------------------
+    @property
+    def backend(self):
+        """The backend every layer runs on (see :meth:`to`)."""
+        return self.layers[0].backend
+
+    @property
+    def device(self):
+        """Name of that backend: ``"reference"``, ``"cpu"`` or ``"cuda"``."""
+        return self.backend.name
+
+    def to(self, device):
+        """Move every layer to backend ``device`` ("reference", "cpu", "cuda"); returns self.
+
+        Weights, structure and biases move; gradients restart at zero. An
+        optimizer over these parameters moves its state at its next step.
+        """
+        bk = get_backend(device)
+        for layer in self.layers:
+            layer.to(bk)
+        return self
+
+    def state_dict(self):
+        """``{layer name: layer.state_dict()}`` for every layer with state (host arrays)."""
+        out = {}
+        for layer in self.layers:
+            d = layer.state_dict()
+            if d:
+                out[layer.name] = d
+        return out
+
+    def load_state_dict(self, state):
+        """Load :meth:`state_dict` output; layers missing from ``state`` are left as they are."""
+        for layer in self.layers:
+            if layer.name in state:
+                layer.load_state_dict(state[layer.name])
 
     def __repr__(self):
         inner = ",\n  ".join(repr(layer) for layer in self.layers)
@@ -160,8 +205,6 @@ def mlp(sizes, density=1.0, hidden=None, readout=None, output="readout", sparse=
         if sparse:
             layers.append(SparseLinear(n_in, n_out, densities[i], seed=rngs[i], gain=gain, dtype=dtype, name=f"fc{i+1}"))
         else:
-            from .layers import Linear
-
             layers.append(Linear(n_in, n_out, seed=rngs[i], gain=gain, dtype=dtype, name=f"fc{i+1}"))
         last = i == n_syn - 1
         if last and output == "readout":

@@ -24,14 +24,44 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
-from .surrogate import default_param, surrogate_code
+from .surrogate import default_param, smooth_spike_numpy, surrogate_code
 
 RESET_MODES = ("hard", "soft", "none")
 RESET_CODES = {name: i for i, name in enumerate(RESET_MODES)}
+#: named reset codes of :class:`NeuronKernelParams` (what the kernels compare against)
+RESET_HARD, RESET_SOFT, RESET_NONE = RESET_CODES["hard"], RESET_CODES["soft"], RESET_CODES["none"]
 SPIKE_FNS = ("heaviside", "smooth")
+
+
+class NeuronKernelParams(NamedTuple):
+    """The named parameter record every neuron kernel takes (one per layer and dtype).
+
+    Built by :meth:`LIFParams.kernel_params`; kernels read fields by name, so a
+    call never depends on the order of a dozen scalars. Floats are in the
+    layer's dtype; ``reset`` is one of ``RESET_HARD``/``RESET_SOFT``/``RESET_NONE``
+    and ``surrogate`` a code of :data:`snn_core.surrogate.SURROGATES`.
+
+    Fields: ``alpha`` (per-step decay ``1 - dt/tau_m``), ``k0`` (constant drive
+    ``(1 - alpha) v_rest``), ``c`` (input gain ``R dt/tau_m``), ``v_th``,
+    ``v_reset``, ``reset``, ``detach`` (reset detached in BPTT, 0/1),
+    ``surrogate``, ``surrogate_p`` (its width/slope), ``smooth`` (1 in the
+    test-only smooth-spike mode).
+    """
+
+    alpha: float
+    k0: float
+    c: float
+    v_th: float
+    v_reset: float
+    reset: int
+    detach: int
+    surrogate: int
+    surrogate_p: float
+    smooth: int
 
 
 def _positive_finite(name, value):
@@ -134,8 +164,26 @@ class LIFParams:
         return default_param(self.surrogate) if self.surrogate_param is None else float(self.surrogate_param)
 
     def codes(self):
-        """The integer tuple the kernels take: (reset, surrogate, smooth)."""
+        """The integer codes of the kernels: (reset, surrogate, smooth)."""
         return RESET_CODES[self.reset], surrogate_code(self.surrogate), int(self.spike_fn == "smooth")
+
+    def kernel_params(self, dtype=np.float32) -> NeuronKernelParams:
+        """The :class:`NeuronKernelParams` record of these parameters, floats cast to ``dtype``."""
+        f = np.dtype(dtype).type
+        reset, sur, smooth = self.codes()
+        return NeuronKernelParams(alpha=f(self.alpha), k0=f((1.0 - self.alpha) * self.v_rest), c=f(self.c),
+                                  v_th=f(self.v_th), v_reset=f(self.v_reset), reset=reset,
+                                  detach=int(bool(self.detach_reset)), surrogate=sur, surrogate_p=f(self.surrogate_p),
+                                  smooth=smooth)
+
+
+def reset_membrane(u, s, prm):
+    """``v[t] = reset(u[t], s[t])``: hard (to v_reset), soft (minus v_th) or none."""
+    if prm.reset == RESET_HARD:
+        return u * (1 - s) + prm.v_reset * s
+    if prm.reset == RESET_SOFT:
+        return u - prm.v_th * s
+    return u.copy()
 
 
 def lif_step(v, current, p: LIFParams):
@@ -156,8 +204,6 @@ def lif_step(v, current, p: LIFParams):
     """
     u = v + (p.dt / p.tau_m) * (-(v - p.v_rest) + p.R * current)
     if p.spike_fn == "smooth":
-        from .kernels.reference import smooth_spike_numpy
-
         s = smooth_spike_numpy(u - p.v_th, p.surrogate, p.surrogate_p)
     else:
         s = (u >= p.v_th).astype(u.dtype)

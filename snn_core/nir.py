@@ -90,8 +90,8 @@ def _synapse_arrays(layer):
         explicit = rows[zero] * w.shape[1] + w.indices[zero].astype(np.int64)
         kind = "SparseLinear"
     else:
-        W, explicit, kind = np.array(layer.weight.value, copy=True), np.zeros(0, np.int64), "Linear"
-    bias = None if layer.bias is None else np.array(layer.bias.value, copy=True)
+        W, explicit, kind = np.array(layer.weight, copy=True), np.zeros(0, np.int64), "Linear"
+    bias = None if layer.bias is None else np.array(layer.backend.to_host(layer.bias.value), copy=True)
     return W, bias, kind, explicit
 
 
@@ -206,7 +206,7 @@ def to_nir(network, dt, allow_soft_reset=False):
         of one value per neuron.
     """
     nir = _nir()
-    from . import __version__
+    from .version import __version__
 
     if not isinstance(network, Network):
         raise TypeError(f"network: expected a snn_core Network, got {type(network).__name__}")

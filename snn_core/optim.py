@@ -8,6 +8,12 @@ fused compiled pass (O(size), i.e. O(nnz) for sparse weights).
 Rewiring changes which connections exist; :meth:`Optimizer.remap` then moves
 every state array (momentum, Adam moments) onto the new ``data`` layout: kept
 connections keep their state, new ones start at 0, pruned ones are dropped.
+
+Devices. The update runs on the backend of each parameter (``p.device``,
+see :mod:`snn_core.backends`), and the state arrays live there too: after
+``net.to("cuda")`` the next :meth:`Optimizer.step` moves the state over
+once. ``state_dict`` always returns host arrays; ``remap`` on a device is a
+host round trip of that parameter's state (only at rewiring events).
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ import numbers
 
 import numpy as np
 
-from .kernels import cpu
+from .backends import get_backend
 
 
 # --------------------------------------------------------------------------
@@ -112,7 +118,19 @@ class Optimizer:
             raise ValueError(f"weight_decay: expected a finite value >= 0, got {weight_decay!r}")
         self.weight_decay = weight_decay
         self.iteration = 0
-        self.state = [{k: np.zeros_like(p.value) for k in self.state_names} for p in self.params]
+        self.state = [{k: get_backend(p.device).zeros(p.value.shape, p.value.dtype) for k in self.state_names}
+                      for p in self.params]
+        #: backend name of each parameter's state arrays (they follow ``p.device`` at the next step)
+        self.state_devices = [p.device for p in self.params]
+
+    def _follow(self, i):
+        """Move parameter i's state to the parameter's backend if the parameter moved."""
+        p = self.params[i]
+        if self.state_devices[i] != p.device:
+            old, new = get_backend(self.state_devices[i]), get_backend(p.device)
+            self.state[i] = {k: new.to_device(np.array(old.to_host(a), copy=True)) for k, a in self.state[i].items()}
+            self.state_devices[i] = p.device
+        return get_backend(p.device)
 
     @property
     def lr(self):
@@ -122,14 +140,17 @@ class Optimizer:
     def step(self):
         """Update every parameter in place from its gradient; advance the iteration."""
         lr = self.lr
-        for p, st in zip(self.params, self.state):
+        for i, p in enumerate(self.params):
+            bk = self._follow(i)
+            st = self.state[i]
             for k, arr in st.items():  # the kernels do not bounds-check: catch a missed remap here
                 if arr.shape != p.value.shape:
                     raise RuntimeError(f"optimizer state {p.name}.{k} has shape {arr.shape} but the parameter "
                                        f"{p.value.shape}: call optimizer.remap after changing connections")
-            g = np.zeros_like(p.value) if p.grad_is_zero else p.grad
+            if p.grad_is_zero:  # weight decay and momentum still act; the stale gradient must read as 0
+                bk.fill(p.grad, 0)
             wd = self.weight_decay if p.decay else 0.0
-            self._update(p.value, g, st, lr, wd)
+            self._update(bk, p.value, p.grad, st, lr, wd)
         self.iteration += 1
 
     def zero_grad(self):
@@ -152,16 +173,26 @@ class Optimizer:
         """
         src = np.asarray(src)
         keep = src >= 0
-        st = self.state[self.index(param)]
+        i = self.index(param)
+        bk = get_backend(self.state_devices[i])
+        st = self.state[i]
         for k, old in st.items():
+            old = bk.to_host(old)  # a host round trip on a device backend (rewiring events only)
             new = np.zeros(len(src), old.dtype)
             new[keep] = old[src[keep]]
-            st[k] = new
+            st[k] = bk.to_device(new)
+
+    def host_state(self, param):
+        """Host copies of ``param``'s state arrays (``{name: ndarray}``), whatever its backend."""
+        i = self.index(param)
+        bk = get_backend(self.state_devices[i])
+        return {k: bk.to_host(a) for k, a in self.state[i].items()}
 
     def state_dict(self):
         """Plain arrays and numbers (for checkpoints)."""
         return {"iteration": self.iteration,
-                "state": [{k: v.copy() for k, v in st.items()} for st in self.state]}
+                "state": [{k: np.array(get_backend(d).to_host(v), copy=True) for k, v in st.items()}
+                          for st, d in zip(self.state, self.state_devices)]}
 
     def load_state_dict(self, d):
         """Restore :meth:`state_dict` output (copies; shapes and names checked)."""
@@ -174,8 +205,9 @@ class Optimizer:
                 if v.shape != p.value.shape:
                     raise ValueError(f"optimizer state {p.name}.{k}: shape {v.shape} != parameter {p.value.shape}")
         self.iteration = int(d["iteration"])
-        self.state = [{k: np.array(v, dtype=p.value.dtype, order="C", copy=True) for k, v in st.items()}
-                      for p, st in zip(self.params, d["state"])]
+        self.state = [{k: get_backend(p.device).to_device(np.array(v, dtype=p.value.dtype, order="C", copy=True))
+                       for k, v in st.items()} for p, st in zip(self.params, d["state"])]
+        self.state_devices = [p.device for p in self.params]
 
 
 class SGD(Optimizer):
@@ -190,10 +222,11 @@ class SGD(Optimizer):
         self.state_names = ("momentum",) if momentum else ()
         super().__init__(params, lr, weight_decay)
 
-    def _update(self, w, g, st, lr, wd):
+    def _update(self, bk, w, g, st, lr, wd):
         f = w.dtype.type
         buf = st["momentum"] if self.momentum else g  # g is a placeholder the kernel never reads
-        cpu.sgd_update(w.reshape(-1), g.reshape(-1), buf.reshape(-1), f(lr), f(self.momentum), self.nesterov, f(wd))
+        n = w.size
+        bk.sgd_update(w.reshape(n), g.reshape(n), buf.reshape(n), f(lr), f(self.momentum), self.nesterov, f(wd))
 
 
 class Adam(Optimizer):
@@ -210,9 +243,10 @@ class Adam(Optimizer):
         self.betas, self.eps = (b1, b2), eps
         super().__init__(params, lr, weight_decay)
 
-    def _update(self, w, g, st, lr, wd):
+    def _update(self, bk, w, g, st, lr, wd):
         f = w.dtype.type
         b1, b2 = self.betas
         t = self.iteration + 1
-        cpu.adam_update(w.reshape(-1), g.reshape(-1), st["m"].reshape(-1), st["v"].reshape(-1), f(lr), f(b1),
-                        f(b2), f(self.eps), f(1 - b1 ** t), f(1 - b2 ** t), f(wd))
+        n = w.size  # bias corrections are computed here, once, for every backend
+        bk.adam_update(w.reshape(n), g.reshape(n), st["m"].reshape(n), st["v"].reshape(n), f(lr), f(b1),
+                       f(b2), f(self.eps), f(1 - b1 ** t), f(1 - b2 ** t), f(wd))

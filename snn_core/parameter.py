@@ -25,23 +25,33 @@ class Parameter:
         #: whether weight decay applies (weights yes, biases no)
         self.decay = decay
         self.grad_is_zero = True
+        #: name of the backend holding ``value`` and ``grad`` (set by ``Layer.to``)
+        self.device = "cpu"
 
     def zero_grad(self):
         """Mark the gradient as zero (the next accumulation overwrites it)."""
         self.grad_is_zero = True
 
     def accumulate(self, g: np.ndarray):
-        """Add ``g`` to the gradient (copying if the gradient is zero)."""
+        """Add host array ``g`` to the gradient (copying if the gradient is zero); host backends only.
+
+        Layers on any backend write gradients with their backend's kernels
+        (``accumulate=not p.grad_is_zero``) and then clear ``grad_is_zero``.
+        """
         if self.grad_is_zero:
             np.copyto(self.grad, g)
         else:
             self.grad += g
         self.grad_is_zero = False
 
-    def replace(self, value: np.ndarray):
-        """Swap in a new value array (after rewiring); gradient becomes zero."""
+    def replace(self, value, grad=None):
+        """Swap in a new value array (after rewiring or a move); gradient becomes zero.
+
+        ``grad``: the new gradient array (a device backend passes its own);
+        default ``np.zeros_like(value)``.
+        """
         self.value = value
-        self.grad = np.zeros_like(value)
+        self.grad = np.zeros_like(value) if grad is None else grad
         self.grad_is_zero = True
 
     def __repr__(self):

@@ -37,7 +37,7 @@ def plot_run(run_dir, out_dir=None, sample_index=0):
             raise FileNotFoundError(f"run directory {run}: no summary.json, last.h5 or sweep.json to plot")
         return written
 
-    from .checkpoint import restore_trainer
+    from .training import restore_trainer
 
     trainer = restore_trainer(ckpt, quiet=True, device="cpu")
     if not summary.is_file() and trainer.metrics["epoch"]:  # none for an imported network (snn-esl import)

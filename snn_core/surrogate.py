@@ -136,3 +136,18 @@ def surrogate_numpy(name: str, x, param: float | None = None) -> np.ndarray:
         z = 0.5 * np.pi * p * x
         return 0.5 * p / (1.0 + z * z)
     return 1.0 / (1.0 + p * ax) ** 2
+
+
+def smooth_spike_numpy(x, name, p):
+    """Vectorised NumPy twin of :func:`smooth_spike` (the test-only smooth spike), by surrogate name."""
+    x = np.asarray(x)
+    if name == "rectangular":
+        return np.clip(x / p + 0.5, 0.0, 1.0).astype(x.dtype)
+    if name == "triangle":
+        y = np.where(x < 0, 0.5 * (1 + x / p) ** 2, 1 - 0.5 * (1 - x / p) ** 2)
+        return np.where(x <= -p, 0.0, np.where(x >= p, 1.0, y)).astype(x.dtype)
+    if name == "sigmoid":
+        return (1.0 / (1.0 + np.exp(-p * x))).astype(x.dtype)
+    if name == "arctan":
+        return (0.5 + np.arctan(0.5 * np.pi * p * x) / np.pi).astype(x.dtype)
+    return (0.5 + x / (1.0 + p * np.abs(x))).astype(x.dtype)

@@ -21,13 +21,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import losses
+from .backends import get_backend
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data.datasets import load_dataset, to_float, train_val_split
 from .data.encoders import get_encoder
-from .layers import SparseLinear
 from .network import mlp
 from .neurons import LIFParams
 from .optim import SGD, Adam, make_schedule
+from .sparse import check_csr
 from .structure import Rewirer, mlp_densities, sparse_init
 
 
@@ -53,40 +55,18 @@ def build_network(config: TrainConfig, n_in: int, n_classes: int):
 
 
 def network_state(network):
-    """Copies of every synaptic layer's arrays: {layer name: {"indptr", "indices", "data" | "weight", "shape", "bias"}}.
+    """Host copies of every layer's arrays: ``network.state_dict()``.
 
+    ``{layer name: {"indptr", "indices", "data" | "weight", "shape", "bias"}}``:
     CSR arrays for sparse layers, the dense matrix for dense ones; neuron
     layers hold no arrays (their parameters come from the config).
     """
-    state = {}
-    for layer in network.layers:
-        if isinstance(layer, SparseLinear):
-            w = layer.weight
-            state[layer.name] = {"indptr": w.indptr.copy(), "indices": w.indices.copy(), "data": w.data.copy()}
-        elif hasattr(layer, "weight"):
-            state[layer.name] = {"weight": layer.weight.value.copy()}
-        else:
-            continue
-        state[layer.name]["shape"] = np.array([layer.out_features, layer.in_features])
-        if layer.bias is not None:
-            state[layer.name]["bias"] = layer.bias.value.copy()
-    return state
+    return network.state_dict()
 
 
 def load_network_state(network, state):
     """Put arrays from :func:`network_state` (or a checkpoint) back into ``network``'s layers (matched by name)."""
-    for layer in network.layers:
-        if layer.name not in state:
-            continue
-        s = state[layer.name]
-        if isinstance(layer, SparseLinear):
-            layer.set_connections(s["indptr"], s["indices"], s["data"])
-            # the optimizer's parameter object survives set_connections;
-            # state arrays must match the new nnz (resume loads them after)
-        else:
-            layer.weight.value[...] = s["weight"]
-        if "bias" in s and layer.bias is not None:
-            layer.bias.value[...] = s["bias"]
+    network.load_state_dict(state)
 
 
 def adopt_network(network, base=None):
@@ -122,7 +102,7 @@ def adopt_network(network, base=None):
     """
     import dataclasses
 
-    from .layers import LIF, Linear, Readout
+    from .layers import LIF, Linear, Readout, SparseLinear
     from .parameter import Parameter
 
     layers = network.layers
@@ -206,10 +186,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, dataset=None, network=None):
         self.config = config
-        if config.device != "cpu":
-            from .backend import require_cuda
-
-            require_cuda()
+        backend = get_backend(config.device)  # fails early, in one line, when the device is unusable
         data = dataset if dataset is not None else load_dataset(config.data_dir)
         self.dataset_name = getattr(data, "name", "custom")
         x_train, y_train = data.x_train, data.y_train
@@ -226,6 +203,7 @@ class Trainer:
         self.network = build_network(config, n_in, self.n_classes)
         if network is not None:
             self.network = _check_network(network, self.network, self.dataset_name)
+        self.network.to(backend)
         self.encode = get_encoder(config.encoder)
         self._encode_buffers = {}
         self.loss_fn = losses.get_loss(config.loss)
@@ -271,12 +249,14 @@ class Trainer:
         return self.encode(x, self.config.steps, seed=_seed(self.config.seed, *key), out=buf)
 
     def train_epoch(self, progress=None):
-        """One epoch over the shuffled training set; returns (loss, accuracy)."""
-        if self.config.device == "cuda":
-            from .gpu import train_epoch_device
+        """One epoch over the shuffled training set; returns (loss, accuracy).
 
-            return train_epoch_device(self, progress)
+        The same loop on every backend: inputs are encoded on the host and
+        uploaded by the first layer, the loss runs on the host on the
+        output (T, batch, classes) (a small copy on a device backend).
+        """
         cfg, net, opt = self.config, self.network, self.optimizer
+        to_host = net.backend.to_host
         order = np.random.default_rng(_seed(cfg.seed, 1, self.epoch)).permutation(len(self.x_train))
         total_loss, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
         for start in range(0, len(order), cfg.batch_size):
@@ -284,7 +264,7 @@ class Trainer:
             x = self._encode(self.x_train[idx], (2, self.iteration))
             y = self.y_train[idx]
             self.rewirer.prepare(self.iteration + 1, net)
-            out = net.forward(x)
+            out = to_host(net.forward(x))
             value, grad = self.loss_fn(out, y)
             net.zero_grad()
             net.backward(grad)
@@ -303,15 +283,12 @@ class Trainer:
 
     def evaluate(self, x, y, batch_size=None):
         """Top-1 accuracy and mean loss on float images x (N, features), labels y."""
-        if self.config.device == "cuda":
-            from .gpu import evaluate_device
-
-            return evaluate_device(self, x, y, batch_size)
+        to_host = self.network.backend.to_host
         bs = batch_size or max(self.config.batch_size, 200)
         correct, total_loss = 0, 0.0
         for b, start in enumerate(range(0, len(x), bs)):
             xb, yb = x[start:start + bs], y[start:start + bs]
-            out = self.network.forward(self._encode(xb, (3, b)))
+            out = to_host(self.network.forward(self._encode(xb, (3, b))))
             value, _ = self.loss_fn(out, yb)
             total_loss += value * len(xb)
             correct += int((losses.predict(out) == yb).sum())
@@ -325,8 +302,6 @@ class Trainer:
         improves (atomically) into ``checkpoint_dir`` (default config.out_dir);
         ``checkpoint_dir=False`` writes nothing. Returns the summary dict.
         """
-        from .checkpoint import save_checkpoint
-
         cfg = self.config
         epochs = cfg.epochs if epochs is None else epochs
         out = Path(cfg.out_dir if checkpoint_dir is None else checkpoint_dir) if checkpoint_dir is not False else None
@@ -380,12 +355,59 @@ class Trainer:
         return sum(l.nnz for l in layers) / sum(l.in_features * l.out_features for l in layers)
 
     def network_state(self):
-        """Copies of every layer's arrays (see :func:`network_state`)."""
+        """Host copies of every layer's arrays (see :func:`network_state`)."""
         return network_state(self.network)
 
     def load_network_state(self, state):
         """Put arrays from :meth:`network_state` (or a checkpoint) back into the layers."""
         load_network_state(self.network, state)
+
+    #: trainer counters saved with a checkpoint (see :meth:`state_dict`)
+    COUNTERS = ("epoch", "iteration", "best_val_accuracy", "best_epoch", "train_seconds")
+
+    def state_dict(self):
+        """Everything needed to resume exactly, as plain dicts of host arrays and numbers.
+
+        Keys: ``config`` (dict), ``network``, ``best`` (or None),
+        ``optimizer``, ``rewirer``, ``trainer`` (counters and ``metrics``).
+        Device-independent: a state saved on ``cuda`` loads on ``cpu``.
+        """
+        counters = {k: getattr(self, k) for k in self.COUNTERS}
+        return {"config": self.config.to_dict(), "network": self.network_state(), "best": self.best_state,
+                "optimizer": self.optimizer.state_dict(), "rewirer": self.rewirer.state_dict(),
+                "trainer": counters | {"metrics": self.metrics}}
+
+    def load_state_dict(self, state):
+        """Restore :meth:`state_dict` output into this trainer (built from the same architecture).
+
+        The network (and best model) are checked layer by layer (ValueError
+        naming the layer); the rewirer keeps this trainer's schedule and
+        rules (they follow the config, like the learning rate) and takes the
+        saved generator, history and event count.
+        """
+        for name, saved in (state.get("best") or {}).items():  # validate before changing anything
+            layer = next((l for l in self.network.layers if l.name == name), None)
+            if layer is not None:
+                shape = tuple(int(v) for v in saved.get("shape", (layer.out_features, layer.in_features)))
+                if shape != (layer.out_features, layer.in_features):
+                    raise ValueError(f"best model: layer {name} has shape {shape}, the network "
+                                     f"{(layer.out_features, layer.in_features)}")
+                if "indptr" in saved:
+                    check_csr(np.asarray(saved["indptr"]), np.asarray(saved["indices"]), shape)
+                    if len(saved["data"]) != len(saved["indices"]):
+                        raise ValueError(f"best model: layer {name}: data and indices differ in length")
+        self.load_network_state(state["network"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        plan = self.rewirer.config()
+        self.rewirer.load_state_dict(state["rewirer"])
+        for key in ("t_iter", "zeta0", "decay", "t_end", "prune", "grow", "new_weight", "new_weight_scale", "enabled"):
+            setattr(self.rewirer, key, plan[key])
+        t = state["trainer"]
+        self.epoch, self.iteration = int(t["epoch"]), int(t["iteration"])
+        self.best_val_accuracy, self.best_epoch = float(t["best_val_accuracy"]), int(t["best_epoch"])
+        self.train_seconds = float(t["train_seconds"])
+        self.metrics = {k: list(v) for k, v in t["metrics"].items()}
+        self.best_state = state.get("best")
 
     def summary(self):
         """Results of the run (what ``summary.json`` holds)."""
@@ -410,6 +432,39 @@ class Trainer:
         }
 
 
+def network_from_checkpoint(path, last=False):
+    """The trained :class:`~snn_core.network.Network` in a checkpoint, without loading any data.
+
+    Parameters
+    ----------
+    path : str or Path
+        A checkpoint file, or a run directory (its ``last.h5``).
+    last : bool
+        The last weights instead of the best-validation ones (which are
+        used when the checkpoint has them, as ``snn-esl evaluate`` does).
+
+    Returns
+    -------
+    (Network, dict)
+        The network and the checkpoint's config dict.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "last.h5").is_file():
+            raise FileNotFoundError(f"run directory {path}: no last.h5 checkpoint")
+        path = path / "last.h5"
+    ck = load_checkpoint(path)
+    try:
+        config = TrainConfig.from_dict(ck["config"])
+        state = ck["network"] if last or ck["best"] is None else ck["best"]
+        shapes = [tuple(int(v) for v in s["shape"]) for s in state.values()]
+        net = build_network(config, shapes[0][1], shapes[-1][0])
+        load_network_state(net, state)
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path}: incomplete or damaged ({type(e).__name__}: {e})") from None
+    return net, ck["config"]
+
+
 def _check_network(network, built, dataset_name):
     """``network`` if it matches ``built`` (the config's network) in everything but the weights."""
     if (network.in_features, network.out_features) != (built.in_features, built.out_features):
@@ -426,6 +481,45 @@ def _check_network(network, built, dataset_name):
             raise ValueError(f"network: layer {have.name!r} ({type(have).__name__}) differs from the config's "
                              f"{want.name!r} ({type(want).__name__}); describe it with adopt_network(network)")
     return network
+
+
+def restore_trainer(path, dataset=None, **overrides):
+    """A :class:`Trainer` in exactly the state saved at ``path`` (a :mod:`snn_core.checkpoint` file).
+
+    ``overrides`` change config values (e.g. ``epochs=10`` to train longer,
+    ``quiet=True``, ``device="cuda"``: checkpoints are device-independent);
+    changing the architecture is rejected.
+    """
+    ck = load_checkpoint(path)
+    try:
+        return _restore(path, ck, dataset, overrides)
+    except (KeyError, IndexError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {path}: incomplete or damaged ({type(e).__name__}: {e})") from None
+
+
+def _restore(path, ck, dataset, overrides):
+    arch = ("hidden", "sparse", "output", "steps")
+    for k in overrides:
+        if k in arch and overrides[k] != ck["config"].get(k):
+            raise ValueError(f"{k}: cannot change the architecture of a checkpoint ({ck['config'].get(k)!r} "
+                             f"-> {overrides[k]!r})")
+    config = TrainConfig.from_dict(ck["config"] | overrides)
+    # the LR schedule and the end of rewiring are planned on config.epochs:
+    # resuming with the same config continues bit-identically; raising
+    # 'epochs' re-plans both over the longer run (documented in docs/howto.md)
+    trainer = Trainer(config, dataset=dataset)
+    shapes = [tuple(int(v) for v in s["shape"]) for s in ck["network"].values()]
+    if trainer.x_train.shape[1] != shapes[0][1]:
+        raise ValueError(f"data: the checkpoint's network takes {shapes[0][1]} input features, the data "
+                         f"({trainer.dataset_name}) has {trainer.x_train.shape[1]}")
+    if trainer.n_classes != shapes[-1][0]:
+        raise ValueError(f"data: the checkpoint classifies {shapes[-1][0]} classes, the data "
+                         f"({trainer.dataset_name}) has {trainer.n_classes}")
+    try:
+        trainer.load_state_dict(ck)
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint {path}: {e}") from None
+    return trainer
 
 
 def _ensure_writable(directory: Path):

@@ -17,10 +17,9 @@ import numpy as np
 import pytest
 
 import snn_core
-from snn_core.checkpoint import (FORMAT, FORMAT_VERSION, CheckpointError, load_checkpoint, restore_trainer,
-                                 save_checkpoint)
+from snn_core.checkpoint import FORMAT, FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
 from snn_core.config import TrainConfig
-from snn_core.training import Trainer
+from snn_core.training import Trainer, restore_trainer
 
 REPO = Path(snn_core.__file__).resolve().parent.parent
 
@@ -270,7 +269,8 @@ def test_interrupt_midway_keeps_previous_checkpoint(trained, ckpt, monkeypatch):
 _KILL_CHILD = textwrap.dedent("""
     import os, signal, sys
     import h5py
-    from snn_core.checkpoint import restore_trainer, save_checkpoint
+    from snn_core.checkpoint import save_checkpoint
+    from snn_core.training import restore_trainer
 
     path = sys.argv[1]
     tr = restore_trainer(path)
@@ -331,7 +331,8 @@ def test_checkpoint_holds_no_device_data(ckpt):
 
 _CPU_ONLY_CHILD = textwrap.dedent("""
     import sys
-    from snn_core.checkpoint import load_checkpoint, restore_trainer
+    from snn_core.checkpoint import load_checkpoint
+    from snn_core.training import restore_trainer
     ck = load_checkpoint(sys.argv[1])
     tr = restore_trainer(sys.argv[1], quiet=True)
     acc, _ = tr.evaluate(tr.x_test[:50], tr.y_test[:50])
@@ -365,7 +366,7 @@ def test_cuda_checkpoint_loads_on_cpu(ckpt):
 # ---------------------------------------------------------------------------
 _RESTORE_CHILD = textwrap.dedent("""
     import sys
-    from snn_core.checkpoint import restore_trainer
+    from snn_core.training import restore_trainer
     try:
         restore_trainer(sys.argv[1], quiet=True)
     except Exception as e:

@@ -14,6 +14,7 @@ import pytest
 import scipy.sparse as sp
 
 from snn_core.kernels import cpu, reference as ref
+from snn_core.neurons import LIFParams, NeuronKernelParams
 from snn_core.sparse import (
     INDEX_DTYPE,
     canonical_csr,
@@ -68,11 +69,17 @@ def _lif_case(seed, smooth):
     return I, v0, sc
 
 
+def _prm(sc, reset, detach=False):
+    """The named kernel record of a test case (reset/surrogate as codes)."""
+    return NeuronKernelParams(alpha=sc["alpha"], k0=sc["k0"], c=sc["c"], v_th=sc["v_th"], v_reset=sc["v_reset"],
+                              reset=reset, detach=int(detach), surrogate=sc["sur"], surrogate_p=sc["p"],
+                              smooth=sc["smooth"])
+
+
 def _run_lif_forward(I, v0, sc, reset):
     F, T, B = I.shape
     u, s, v = np.full_like(I, np.nan), np.full_like(I, np.nan), np.full((F, B), np.nan, F32)
-    cpu.lif_forward(I, v0, sc["alpha"], sc["k0"], sc["c"], sc["v_th"], sc["v_reset"], reset, sc["sur"],
-                    sc["p"], sc["smooth"], u, s, v)
+    cpu.lif_forward(I, v0, _prm(sc, reset), u, s, v)
     return u, s, v
 
 
@@ -86,8 +93,7 @@ def test_lif_forward_parity(seed, reset, smooth, mode):
     I, v0, sc = _lif_case(seed, smooth)
     v0_copy, I_copy = v0.copy(), I.copy()
     u, s, v = _run_lif_forward(I, v0, sc, reset)
-    ur, sr, vr = ref.lif_forward(I, v0, sc["alpha"], sc["k0"], sc["c"], sc["v_th"], sc["v_reset"], reset,
-                                 sc["sur"], sc["p"], sc["smooth"])
+    ur, sr, vr = ref.lif_forward(I, v0, _prm(sc, reset))
     assert u.dtype == s.dtype == v.dtype == F32
     assert_close(u, ur)
     assert_close(v, vr)
@@ -110,7 +116,7 @@ def test_lif_forward_parity_many_spikes(mode):
         sc = dict(alpha=F32(0.8), k0=F32(0.0), c=F32(0.5), v_th=F32(1.0), v_reset=F32(-0.2), sur=0, p=F32(1.0),
                   smooth=0)
         u, s, v = _run_lif_forward(I, v0, sc, reset)
-        ur, sr, vr = ref.lif_forward(I, v0, F32(0.8), F32(0.0), F32(0.5), F32(1.0), F32(-0.2), reset, 0, F32(1.0), 0)
+        ur, sr, vr = ref.lif_forward(I, v0, _prm(sc, reset))
         assert 0.05 < s.mean() < 0.95
         np.testing.assert_array_equal(s, sr)
         assert_close(u, ur)
@@ -123,17 +129,14 @@ def test_lif_forward_parity_many_spikes(mode):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_lif_backward_parity(seed, reset, detach, smooth, mode):
     I, v0, sc = _lif_case(seed + 100, smooth)
-    ur, sr, _ = ref.lif_forward(I, v0, sc["alpha"], sc["k0"], sc["c"], sc["v_th"], sc["v_reset"], reset,
-                                sc["sur"], sc["p"], sc["smooth"])
+    ur, sr, _ = ref.lif_forward(I, v0, _prm(sc, reset))
     rng = np.random.default_rng(seed + 1000)
     gs = rng.normal(size=I.shape).astype(F32)
     if seed % 2 and I.shape[0] > 1:
         gs[rng.integers(I.shape[0])] = 0.0  # a neuron with no output gradient at all
     gI = np.full_like(gs, np.nan)
-    cpu.lif_backward(gs, ur, sr, sc["alpha"], sc["c"], sc["v_th"], sc["v_reset"], reset, detach, sc["sur"],
-                     sc["p"], gI)
-    gIr = ref.lif_backward(gs, ur, sr, sc["alpha"], sc["c"], sc["v_th"], sc["v_reset"], reset, detach,
-                           sc["sur"], sc["p"])
+    cpu.lif_backward(gs, ur, sr, _prm(sc, reset, detach), gI)
+    gIr = ref.lif_backward(gs, ur, sr, _prm(sc, reset, detach))
     assert gI.dtype == F32
     assert np.all(np.isfinite(gI))
     assert_close(gI, gIr)
@@ -150,9 +153,10 @@ def test_lif_backward_parity_each_surrogate(sur_name, mode):
     p = F32(SURROGATES[sur_name][1])
     for reset in (0, 1, 2):
         gI = np.full_like(gs, np.nan)
-        args = (F32(0.7), F32(0.9), F32(1.0), F32(-0.1), reset, False, surrogate_code(sur_name), p)
-        cpu.lif_backward(gs, u, s, *args, gI)
-        assert_close(gI, ref.lif_backward(gs, u, s, *args))
+        prm = NeuronKernelParams(alpha=F32(0.7), k0=F32(0), c=F32(0.9), v_th=F32(1.0), v_reset=F32(-0.1), reset=reset,
+                                 detach=0, surrogate=surrogate_code(sur_name), surrogate_p=p, smooth=0)
+        cpu.lif_backward(gs, u, s, prm, gI)
+        assert_close(gI, ref.lif_backward(gs, u, s, prm))
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -164,12 +168,13 @@ def test_readout_parity(seed, mode):
     I = rng.normal(size=(F, T, B)).astype(F32)
     v0 = rng.normal(size=(F, B)).astype(F32)
     u = np.full_like(I, np.nan)
-    cpu.readout_forward(I, v0, a, k0, c, u)
-    assert_close(u, ref.readout_forward(I, v0, a, k0, c))
+    prm = LIFParams().kernel_params(F32)._replace(alpha=a, k0=k0, c=c)
+    cpu.readout_forward(I, v0, prm, u)
+    assert_close(u, ref.readout_forward(I, v0, prm))
     gu = rng.normal(size=(F, T, B)).astype(F32)
     gI = np.full_like(gu, np.nan)
-    cpu.readout_backward(gu, a, c, gI)
-    assert_close(gI, ref.readout_backward(gu, a, c))
+    cpu.readout_backward(gu, prm, gI)
+    assert_close(gI, ref.readout_backward(gu, prm))
 
 
 # --------------------------------------------------------------------------
@@ -366,7 +371,8 @@ def test_every_public_kernel_is_covered():
     # a new kernel in cpu.py needs a parity test here
     public = {name for name, obj in vars(cpu).items()
               if callable(obj) and not name.startswith("_") and getattr(obj, "__module__", "") == cpu.__name__}
-    covered = {"lif_forward", "lif_backward", "readout_forward", "readout_backward", "csr_forward",
+    public -= {"pick_version"}  # the serial/parallel chooser, not a kernel
+    covered = {"nonfinite_count", "lif_forward", "lif_backward", "readout_forward", "readout_backward", "csr_forward",
                "csr_backward_input", "csr_backward_input_nz", "csr_grad_at", "csr_grad_dense", "spike_pack",
                "csr_forward_spikes", "csr_grad_spikes", "spike_work_ns", "adam_update", "sgd_update"}
     assert public <= covered, f"kernels without a parity test: {sorted(public - covered)}"

@@ -184,7 +184,7 @@ def test_nonfinite_count(shape, dtype):
         flat = a.reshape(-1)
         flat[rng.integers(0, a.size, 3)] = [np.nan, np.inf, -np.inf]
     for view in (a, a.T, a[..., ::2] if a.ndim else a):
-        assert cpu._nonfinite_count(view) == ref.count_nonfinite(view)
+        assert cpu.nonfinite_count(view) == ref.count_nonfinite(view)
 
 
 def test_check_finite_message():
@@ -218,7 +218,7 @@ def test_sparse_linear_spike_path_equals_plain(density, rate, mode):
     for step in range(2):  # the second backward accumulates
         x = (rng.random((T, B, n_in)) < rate).astype(F32)
         ya, yb = a.forward(x), b.forward(x)
-        assert a._cache[2] is not None and b._cache[2] is None  # a took the spike path
+        assert a._cache[1] is not None and b._cache[1] is None  # a took the spike path
         assert rel_err(ya, yb) < 1e-5
         g = rng.normal(size=ya.shape).astype(F32)
         g[:, :, rng.random(n_out) < 0.3] = 0
@@ -232,7 +232,7 @@ def test_sparse_linear_non_spike_input_falls_back(mode):
     a, b = _twins(30, 20, 0.5, seed=5)
     x = np.random.default_rng(6).random((4, 3, 30)).astype(F32)  # currents, not spikes
     ya, yb = a.forward(x), b.forward(x)
-    assert a._cache[2] is None
+    assert a._cache[1] is None
     np.testing.assert_array_equal(ya, yb)
 
 
@@ -240,10 +240,10 @@ def test_sparse_linear_auto_detects_spikes():
     layer = SparseLinear(50, 40, 0.5, seed=1)
     assert layer.spike_input is None
     layer.forward((np.random.default_rng(0).random((3, 4, 50)) < 0.2).astype(F32))
-    assert layer._cache[2] is not None
+    assert layer._cache[1] is not None
     layer.spike_input = False
     layer.forward((np.random.default_rng(0).random((3, 4, 50)) < 0.2).astype(F32))
-    assert layer._cache[2] is None
+    assert layer._cache[1] is None
 
 
 def test_emits_spikes_flags():
@@ -271,7 +271,7 @@ def test_network_fast_path_matches_plain_network(mode):
     np.testing.assert_array_equal(outs[0], outs[1])  # spikes identical
     for pa, pb in zip(nets[0].parameters(), nets[1].parameters()):
         assert rel_err(pa.grad, pb.grad) < 1e-5, pa.name
-    assert nets[0].layers[2]._cache[2] is not None  # the hidden->hidden layer took the spike path
+    assert nets[0].layers[2]._cache[1] is not None  # the hidden->hidden layer took the spike path
 
 
 # --------------------------------------------------------------------------

@@ -290,12 +290,12 @@ def test_sparse_linear_gradients_equal_dense_at_mask(kind, spike_input, density)
     rows = np.repeat(np.arange(9), np.diff(sl.weight.indptr))
     cols = sl.weight.indices
     assert sl.weight_param.grad.shape == (sl.nnz,) == (W.nnz,)
-    np.testing.assert_allclose(sl.weight_param.grad, dl.weight.grad[rows, cols], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(sl.weight_param.grad, dl.weight_param.grad[rows, cols], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(sl.bias.grad, dl.bias.grad, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(gx_s, gx_d, rtol=1e-5, atol=1e-5)
     # independent check of the dense gradient itself
     g64 = np.einsum("tbo,tbi->oi", gy.astype(np.float64), x.astype(np.float64))
-    np.testing.assert_allclose(dl.weight.grad, g64, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dl.weight_param.grad, g64, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(sl.bias.grad, gy.sum(axis=(0, 1)), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(gx_s, np.einsum("tbo,oi->tbi", gy.astype(np.float64), dense), rtol=1e-5, atol=1e-5)
     # the explicit zeros are connections and do get a gradient
@@ -662,7 +662,7 @@ def test_check_finite_identifies_parameter_after_renaming():
     net = Network([Linear(3, 4, seed=0), LIF(4), Linear(4, 2, seed=0), LIF(2)])
     param_names = [p.name for p in net.parameters()]
     assert len(set(param_names)) == len(param_names), f"duplicate parameter names {param_names}"
-    net.layers[2].weight.value[0, 0] = np.nan
+    net.layers[2].weight_param.value[0, 0] = np.nan
     with pytest.raises(ValueError, match=net.layers[2].name):
         net.check_finite()
 

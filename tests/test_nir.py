@@ -24,7 +24,7 @@ def _net(reset="hard", sparse=True, output="readout", bias=True, dtype=np.float3
             syn.weight.data[:2] = 0.0  # explicit zero-weight connections (as right after a growth step)
         else:
             syn = Linear(a, b, bias=bias, seed=rng, gain=2.5, dtype=dtype, name=f"fc{i+1}")
-            syn.weight.value[0, :3] = 0.0
+            syn.weight_param.value[0, :3] = 0.0
         if bias:
             syn.bias.value[...] = rng.normal(0, 0.2, b)
         layers.append(syn)
@@ -43,7 +43,7 @@ def _structure(layer):
         w = layer.weight
         return type(layer), w.indptr.tolist(), w.indices.tolist(), w.data.tobytes()
     if isinstance(layer, Linear):
-        return type(layer), layer.weight.value.tobytes()
+        return type(layer), layer.weight_param.value.tobytes()
     return type(layer), layer.params
 
 
@@ -146,7 +146,7 @@ def test_zeros_become_absent_connections_unless_told_otherwise():
         assert np.array_equal(lb.weight.toarray(), la.weight.toarray())
     dense = from_nir(g, 1.0, keep_zeros=True)
     assert all(type(l) is Linear for l in dense.layers[0::2])
-    assert np.array_equal(dense.layers[0].weight.value, net.layers[0].weight.toarray())
+    assert np.array_equal(dense.layers[0].weight_param.value, net.layers[0].weight.toarray())
     stripped = from_nir(_strip_metadata(g), 1.0)  # foreign graph, default: zeros are absent
     assert stripped.layers[0].nnz == dropped.layers[0].nnz
 
@@ -316,7 +316,8 @@ def test_import_refuses_branches_cycles_and_bad_input(tmp_path):
 # checkpoints: an imported network becomes a Trainer and restores exactly
 # --------------------------------------------------------------------------
 def test_imported_network_becomes_a_checkpoint_that_restores(tmp_path):
-    from snn_core.checkpoint import network_from_checkpoint, restore_trainer, save_checkpoint
+    from snn_core.checkpoint import save_checkpoint
+    from snn_core.training import network_from_checkpoint, restore_trainer
     from snn_core.config import TrainConfig
     from snn_core.training import Trainer, adopt_network
 

@@ -12,7 +12,8 @@ import os
 import numpy as np
 import pytest
 
-from snn_core.checkpoint import load_checkpoint, restore_trainer, save_checkpoint
+from snn_core.checkpoint import load_checkpoint, save_checkpoint
+from snn_core.training import restore_trainer
 from snn_core.config import TrainConfig
 from snn_core.data.datasets import MNIST_FILES, Dataset
 from snn_core.data.idx import write_idx

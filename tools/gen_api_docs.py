@@ -70,9 +70,13 @@ MODULES = [
     "snn_core.nir",
     "snn_core.cli",
     "snn_core.backend",
-    "snn_core.gpu",
-    "snn_core.kernels.cpu",
+    "snn_core.backends",
+    "snn_core.backends.base",
+    "snn_core.backends.reference",
+    "snn_core.backends.cpu",
+    "snn_core.backends.cuda",
     "snn_core.kernels.reference",
+    "snn_core.kernels.cpu",
 ]
 
 _MAX_VALUE = 160  # characters of a constant's value shown before "..."

@@ -40,6 +40,8 @@ import numbers
 import numba
 import numpy as np
 
+from ..kernels.cpu import pick_version
+
 __all__ = [
     "bernoulli_encode",
     "poisson_encode",
@@ -156,9 +158,7 @@ def _bernoulli_par(p_fb, state, out):
 def _bernoulli_kernel(p_fb, state, out):
     """Fill ``out`` (F, T, B) with the draws of the module docstring; serial or
     parallel over features by estimated work (identical results either way)."""
-    from ..kernels import cpu as _cpu  # lazy: kernels import this module
-
-    _cpu._pick(_bernoulli_ser, _bernoulli_par, out.size * _NS_BERNOULLI)(p_fb, state, out)
+    pick_version(_bernoulli_ser, _bernoulli_par, out.size * _NS_BERNOULLI)(p_fb, state, out)
 
 
 def _bernoulli_numpy(p_fb: np.ndarray, state: np.uint64, out: np.ndarray) -> None:

@@ -25,7 +25,7 @@ bit or so (same code, but fastmath reductions may vectorise differently).
 Below ``PARALLEL_MIN_NS`` of estimated serial work the serial version runs,
 above it the parallel one: a choice fixed by the shapes, so runs are
 bit-reproducible. ``ADAPTIVE_PARALLEL`` (off by default) instead picks the
-faster of the two by measured time, see :func:`_pick`.
+faster of the two by measured time, see :func:`pick_version`.
 
 Spiking inputs. When a synaptic layer's input holds only 0 and 1 (spikes),
 :func:`spike_pack` condenses it once per forward pass into ``X8`` (uint8,
@@ -150,8 +150,8 @@ class _Timed:
         return r
 
 
-def _pick(ser, par, ns):
-    """The version of a kernel to run for an estimated serial cost of ``ns``."""
+def pick_version(ser, par, ns):
+    """The version of a kernel to run for an estimated serial cost of ``ns`` (not a kernel: no twin)."""
     if not _parallel(ns):
         return ser
     if not ADAPTIVE_PARALLEL or PARALLEL_MIN_NS <= 0.0:
@@ -233,17 +233,20 @@ def _lif_forward_ser(I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth, 
         _lif_forward_row(f, I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth, u_out, s_out, v_out)
 
 
-def lif_forward(I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth, u_out, s_out, v_out):
-    """Euler-integrate a LIF population over T steps.
+def lif_forward(I, v0, prm, u_out, s_out, v_out):
+    """Euler-integrate a LIF population over T steps. Readable twin: :func:`snn_core.kernels.reference.lif_forward`.
 
-    I : (F, T, B) input current; v0 : (F, B) initial membrane.
-    alpha = 1 - dt/tau_m, k0 = (1 - alpha) * v_rest, c = R dt/tau_m.
-    reset: 0 hard, 1 soft, 2 none; sur/p: surrogate code and parameter
-    (used only when smooth=1, the test-only differentiable spike).
-    Writes u_out (pre-reset membrane), s_out (spikes), v_out (final v, (F, B)).
+    I : (F, T, B) input current; v0 : (F, B) initial membrane; prm : a
+    :class:`snn_core.neurons.NeuronKernelParams` record (``alpha = 1 - dt/tau_m``,
+    ``k0 = (1 - alpha) v_rest``, ``c = R dt/tau_m``, ``reset`` code, surrogate
+    code and parameter, used only when ``smooth`` = 1, the test-only
+    differentiable spike). Writes u_out (pre-reset membrane), s_out (spikes),
+    v_out (final v, (F, B)). The record is unpacked here, once, into the
+    compiled row kernels.
     """
-    k = _pick(_lif_forward_ser, _lif_forward_par, I.size * _NS_LIF_FWD)
-    k(I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth, u_out, s_out, v_out)
+    k = pick_version(_lif_forward_ser, _lif_forward_par, I.size * _NS_LIF_FWD)
+    k(I, v0, prm.alpha, prm.k0, prm.c, prm.v_th, prm.v_reset, prm.reset, prm.surrogate, prm.surrogate_p, prm.smooth,
+      u_out, s_out, v_out)
 
 
 @numba.njit(**_jit)
@@ -340,8 +343,10 @@ def _lif_backward_ser(gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, 
         _lif_backward_row(f, gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, gI)
 
 
-def lif_backward(gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, gI):
-    """BPTT through a LIF population: dL/dI from dL/ds (all (F, T, B)).
+def lif_backward(gs, u, s, prm, gI):
+    """BPTT through a LIF population: dL/dI from dL/ds (all (F, T, B)); ``prm`` as in :func:`lif_forward`.
+
+    Readable twin: :func:`snn_core.kernels.reference.lif_backward`.
 
     With ``gv`` the gradient reaching the post-reset membrane v[t] from step
     t+1 (``gv = alpha * gu[t+1]``, zero after the last step)::
@@ -353,8 +358,9 @@ def lif_backward(gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, gI):
     ``s`` is read only for the hard reset. Neurons whose ``gs`` is zero at
     every step are skipped (their ``gI`` is zero).
     """
-    k = _pick(_lif_backward_ser, _lif_backward_par, gs.size * _NS_LIF_BWD)
-    k(gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, gI)
+    k = pick_version(_lif_backward_ser, _lif_backward_par, gs.size * _NS_LIF_BWD)
+    k(gs, u, s, prm.alpha, prm.c, prm.v_th, prm.v_reset, prm.reset, bool(prm.detach), prm.surrogate, prm.surrogate_p,
+      gI)
 
 
 @numba.njit(**_jit)
@@ -379,10 +385,13 @@ def _readout_forward_ser(I, v0, alpha, k0, c, u_out):
         _readout_forward_row(f, I, v0, alpha, k0, c, u_out)
 
 
-def readout_forward(I, v0, alpha, k0, c, u_out):
-    """Leaky integrator over T steps: u[t] = alpha u[t-1] + k0 + c I[t]."""
-    k = _pick(_readout_forward_ser, _readout_forward_par, I.size * _NS_LIF_FWD)
-    k(I, v0, alpha, k0, c, u_out)
+def readout_forward(I, v0, prm, u_out):
+    """Leaky integrator over T steps: u[t] = alpha u[t-1] + k0 + c I[t] (``prm``: only alpha, k0, c are read).
+
+    Readable twin: :func:`snn_core.kernels.reference.readout_forward`.
+    """
+    k = pick_version(_readout_forward_ser, _readout_forward_par, I.size * _NS_LIF_FWD)
+    k(I, v0, prm.alpha, prm.k0, prm.c, u_out)
 
 
 @numba.njit(**_jit)
@@ -411,10 +420,13 @@ def _readout_backward_ser(gu, alpha, c, gI):
         _readout_backward_row(f, gu, alpha, c, gI)
 
 
-def readout_backward(gu, alpha, c, gI):
-    """BPTT through the leaky integrator: gu_tot[t] = gu[t] + alpha gu_tot[t+1]."""
-    k = _pick(_readout_backward_ser, _readout_backward_par, gu.size * _NS_LIF_FWD)
-    k(gu, alpha, c, gI)
+def readout_backward(gu, prm, gI):
+    """BPTT through the leaky integrator: gu_tot[t] = gu[t] + alpha gu_tot[t+1]; gI = c gu_tot.
+
+    Readable twin: :func:`snn_core.kernels.reference.readout_backward`.
+    """
+    k = pick_version(_readout_backward_ser, _readout_backward_par, gu.size * _NS_LIF_FWD)
+    k(gu, prm.alpha, prm.c, gI)
 
 
 # --------------------------------------------------------------------------
@@ -461,9 +473,11 @@ def csr_forward(indptr, indices, data, bias, X, Y):
 
     X : (n_in, N), Y : (n_out, N). Each connection streams one contiguous
     row of N columns (all T steps of the batch at once).
+
+    Readable twin: :func:`snn_core.kernels.reference.csr_forward`.
     """
     ns = (len(indices) + Y.shape[0]) * Y.shape[1] * _NS_STREAM
-    k = _pick(_csr_forward_ser, _csr_forward_par, ns)
+    k = pick_version(_csr_forward_ser, _csr_forward_par, ns)
     k(indptr, indices, data, bias, X, Y)
 
 
@@ -546,9 +560,11 @@ def csr_grad_dense(indptr, indices, G, X, out, accumulate, gb, rownz):
     ``gb[r] = sum_n G[r, n]`` and ``rownz[r] = any(G[r, :] != 0)`` (uint8).
 
     Rows of G that are entirely zero skip their connections (gradient 0).
+
+    Readable twin: :func:`snn_core.kernels.reference.csr_grad_dense`.
     """
     ns = (len(indices) + G.shape[0]) * G.shape[1] * _NS_STREAM
-    k = _pick(_csr_grad_dense_ser, _csr_grad_dense_par, ns)
+    k = pick_version(_csr_grad_dense_ser, _csr_grad_dense_par, ns)
     k(indptr, indices, G, X, out, accumulate, gb, rownz)
 
 
@@ -557,6 +573,8 @@ def csr_grad_at(indptr, indices, G, X, out, accumulate):
 
     G : (n_out, N) output gradient, X : (n_in, N) layer input. Never builds
     the dense n_out x n_in gradient.
+
+    Readable twin: :func:`snn_core.kernels.reference.csr_grad_at`.
     """
     n_out = G.shape[0]
     csr_grad_dense(indptr, indices, G, X, out, accumulate, np.empty(n_out, G.dtype), np.empty(n_out, np.uint8))
@@ -617,9 +635,11 @@ def csr_backward_input_nz(t_indptr, t_indices, t_perm, data, G, rownz, GX):
 
     ``rownz`` (uint8, n_out) must be 1 wherever G[r, :] has a nonzero
     (:func:`csr_grad_dense` / :func:`csr_grad_spikes` produce it).
+
+    Readable twin: :func:`snn_core.kernels.reference.csr_backward_input_nz`.
     """
     ns = (len(t_indices) + GX.shape[0]) * GX.shape[1] * _NS_STREAM
-    k = _pick(_csr_backward_input_ser, _csr_backward_input_par, ns)
+    k = pick_version(_csr_backward_input_ser, _csr_backward_input_par, ns)
     k(t_indptr, t_indices, t_perm, data, G, rownz, GX)
 
 
@@ -630,6 +650,8 @@ def csr_backward_input(t_indptr, t_indices, t_perm, data, G, GX):
     ``data[t_perm[k]]`` at rows ``t_indices[k]`` for k in
     ``t_indptr[j]:t_indptr[j+1]``. Parallel over inputs j: each thread owns
     one output row, so there is no race.
+
+    Readable twin: :func:`snn_core.kernels.reference.csr_backward_input_t`.
     """
     csr_backward_input_nz(t_indptr, t_indices, t_perm, data, G, np.ones(G.shape[0], np.uint8), GX)
 
@@ -884,9 +906,11 @@ def spike_pack(X, X8, cnt, cols, thr, Xb=None):
     Returns the number of entries that are neither 0 nor 1 (NaN included):
     if it is not 0, X is not a spike matrix and the packed arrays must not
     be used.
+
+    Readable twin: :func:`snn_core.kernels.reference.spike_pack`.
     """
     use_bits = Xb is not None
-    k = _pick(_spike_pack_ser, _spike_pack_par, X.size * _NS_PACK)
+    k = pick_version(_spike_pack_ser, _spike_pack_par, X.size * _NS_PACK)
     if X8.flags.c_contiguous:
         return int(k(X, X8, cnt, cols, thr, Xb if use_bits else _NO_BITS, use_bits))
     tmp = np.empty(X8.shape, np.uint8)
@@ -993,7 +1017,10 @@ def _split_scratch(scratch, nnz):
 
 
 def spike_work_ns(indptr_len, nnz, n_in, N, n_spikes):
-    """Rough serial cost (ns) of a spike-driven product (for the serial/parallel choice)."""
+    """Rough serial cost (ns) of a spike-driven product (for the serial/parallel choice).
+
+    Not a kernel (a cost model): no reference twin.
+    """
     rate = n_spikes / max(1, n_in * N)
     return (indptr_len * N + nnz * N * min(1.0, 4.0 * rate)) * _NS_STREAM + nnz * rate * N * _NS_EVENT * 0.25
 
@@ -1007,10 +1034,12 @@ def csr_forward_spikes(indptr, indices, data, bias, X8, cnt, cols, thr, Y, work_
     words with masked vector adds when ``Xb`` is given, else as uint8.
     ``scratch``: optional int32 array of at least 2 * nnz entries (reused
     by callers to avoid an allocation per call).
+
+    Readable twin: :func:`snn_core.kernels.reference.csr_forward_spikes`.
     """
     if work_ns is None:
         work_ns = spike_work_ns(Y.shape[0], len(indices), X8.shape[0], Y.shape[1], int(cnt.sum()))
-    k = _pick(_csr_forward_spikes_ser, _csr_forward_spikes_par, work_ns)
+    k = pick_version(_csr_forward_spikes_ser, _csr_forward_spikes_par, work_ns)
     use_bits = Xb is not None
     out = Y if Y.flags.c_contiguous else np.empty(Y.shape, Y.dtype)
     k(indptr, indices, data, bias, _c(X8), cnt, cols, thr, out, Xb if use_bits else _NO_BITS, use_bits,
@@ -1140,10 +1169,12 @@ def csr_grad_spikes(indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb,
     any(G[r] != 0) from the same pass over G. Rows of G that are all zero
     and silent inputs are skipped; ``Xb`` (bit words) and ``scratch`` as in
     :func:`csr_forward_spikes`.
+
+    Readable twin: :func:`snn_core.kernels.reference.csr_grad_spikes`.
     """
     if work_ns is None:
         work_ns = spike_work_ns(G.shape[0], len(indices), X8.shape[0], G.shape[1], int(cnt.sum()))
-    k = _pick(_csr_grad_spikes_ser, _csr_grad_spikes_par, work_ns)
+    k = pick_version(_csr_grad_spikes_ser, _csr_grad_spikes_par, work_ns)
     use_bits = Xb is not None
     k(indptr, indices, _c(X8), cnt, cols, thr, _c(G), out, accumulate, gb, rownz, Xb if use_bits else _NO_BITS,
       use_bits, G.dtype.type(1.0), _split_scratch(scratch, len(indices)))
@@ -1169,10 +1200,12 @@ _EXPO = {np.dtype(np.float32): (np.uint32, np.uint32(0x7F800000)),
          np.dtype(np.float64): (np.uint64, np.uint64(0x7FF0000000000000))}
 
 
-def _nonfinite_count(arr):
+def nonfinite_count(arr):
     """Number of NaN/Inf entries of a float32/float64 array (any layout).
 
-    Used by :func:`snn_core.layers.check_finite`; twin: ``reference.count_nonfinite``.
+    Used by :func:`snn_core.layers.check_finite`.
+
+    Readable twin: :func:`snn_core.kernels.reference.count_nonfinite`.
     """
     utype, expo = _EXPO[arr.dtype]
     flat = arr.ravel(order="K")  # a view whenever arr is contiguous in some axis order
@@ -1207,8 +1240,11 @@ def _adam_ser(w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
 
 
 def adam_update(w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
-    """Adam (L2 weight decay added to the gradient), bias-corrected."""
-    k = _pick(_adam_ser, _adam_par, w.size * _NS_UPDATE)
+    """Adam (L2 weight decay added to the gradient), bias-corrected.
+
+    Readable twin: :func:`snn_core.kernels.reference.adam_update`.
+    """
+    k = pick_version(_adam_ser, _adam_par, w.size * _NS_UPDATE)
     k(w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd)
 
 
@@ -1235,6 +1271,9 @@ def _sgd_ser(w, g, buf, lr, momentum, nesterov, wd):
 
 
 def sgd_update(w, g, buf, lr, momentum, nesterov, wd):
-    """SGD with optional (Nesterov) momentum and L2 weight decay."""
-    k = _pick(_sgd_ser, _sgd_par, w.size * _NS_UPDATE)
+    """SGD with optional (Nesterov) momentum and L2 weight decay.
+
+    Readable twin: :func:`snn_core.kernels.reference.sgd_update`.
+    """
+    k = pick_version(_sgd_ser, _sgd_par, w.size * _NS_UPDATE)
     k(w, g, buf, lr, momentum, nesterov, wd)

@@ -1,11 +1,11 @@
-"""CUDA kernels (numba.cuda) for the device-resident training path.
+"""CUDA kernels (numba.cuda) of the ``cuda`` backend (:mod:`snn_core.backends.cuda`).
 
 Every kernel mirrors the semantics of its NumPy twin in
-:mod:`snn_core.kernels.reference` (and of the CPU kernel of the same name in
-:mod:`snn_core.kernels.cpu`); the host wrappers below take and return
-**device arrays** and launch one kernel each. Nothing here copies to or from
-the host except the tiny convenience helpers at the end (``*_host``) used by
-tests.
+:mod:`snn_core.kernels.reference` (named in each wrapper's docstring, and the
+CPU kernel of the same name in :mod:`snn_core.kernels.cpu`); the host
+wrappers below take **device arrays** and launch one kernel each. Nothing
+here copies to or from the host. Losses and encoders run on the host (see
+``docs/gpu.md``).
 
 Importing this module needs ``numba-cuda`` (``pip install -e .[cuda]``) but
 no GPU: kernels compile lazily at their first launch. Use
@@ -39,11 +39,10 @@ csr_grad_at            connection k (its row by binary search in indptr);
                        dot product of G[r, :] and X[j, :] over the N columns
 bias_grad              output row r; sum of G[r, :]
 adam / sgd             parameter element
-losses                 sample b (softmax over the classes, float64); then one
-                       block reduces the per-sample values into an accumulator
-bernoulli encoder      (input f, sample b); loop over t; the counter-based
-                       SplitMix64 hash of :mod:`snn_core.data.encoders`, so the
-                       spikes equal the CPU encoder's bit for bit
+dense fwd / dX         (output row, column) / (input, column); loop over the
+                       other axis
+dense weight grad      weight (r, j); dot product over the N columns
+scale_rows / row_dot   element / feature
 =====================  =========================================================
 
 Bit-for-bit notes. The LIF/readout membrane update ``u = alpha v + k0 + c I``
@@ -65,16 +64,10 @@ from numba import cuda
 
 from .. import surrogate
 
-from ..data.encoders import (
-    _GAMMA, _HALF, _M1, _M2, _MASK16, _ONE, _S16, _S27, _S30, _S31, _SCALE16, _as_batch, _check_T, _stream_state,
-)
-
 #: True when running under the CUDA simulator (NUMBA_ENABLE_CUDASIM=1).
 SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
 #: threads per block of the 1-D launches
 TPB = 128
-#: threads of the single-block reduction (power of two; shared arrays are this size)
-RED_TPB = 128
 
 F32 = np.float32
 
@@ -323,195 +316,75 @@ def _fill_k(a, value):
 
 
 # --------------------------------------------------------------------------
-# Losses: one thread per sample, output O feature-major (C, T, B)
+# Dense synapses and per-feature gains ((F, N) activations)
 # --------------------------------------------------------------------------
-@cuda.jit(device=True)
-def _tsum(O, c, b):
-    """float32 sum over time of O[c, :, b] (what losses.predict sums)."""
-    s = np.float32(0.0)
-    for t in range(O.shape[1]):
-        s += O[c, t, b]
-    return s
-
-
-@cuda.jit(device=True)
-def _predict(O, b):
-    C = O.shape[0]
-    best = 0
-    smax = _tsum(O, 0, b)
-    for c in range(1, C):
-        s = _tsum(O, c, b)
-        if s > smax:  # first maximum wins, like numpy.argmax
-            smax = s
-            best = c
-    return best
-
-
-@cuda.jit(device=True)
-def _ce_logit(O, c, b, mean):
-    s = _tsum(O, c, b)
-    if mean:
-        return np.float64(s / np.float32(O.shape[1]))
-    return np.float64(s)
-
-
 @cuda.jit
-def _ce_k(O, y_all, idx, mean, loss_out, correct_out, G):
-    """Softmax CE on time-summed (mean=0, ce_count) or time-averaged (mean=1, ce_membrane) outputs."""
-    C, T, B = O.shape
-    b = cuda.grid(1)
-    if b >= B:
-        return
-    label = y_all[idx[b]]
-    zmax = _ce_logit(O, 0, b, mean)
-    for c in range(1, C):
-        zmax = max(zmax, _ce_logit(O, c, b, mean))
-    se = 0.0
-    for c in range(C):
-        se += math.exp(_ce_logit(O, c, b, mean) - zmax)
-    lse = math.log(se)
-    loss_out[b] = -((_ce_logit(O, label, b, mean) - zmax) - lse) / B
-    for c in range(C):
-        g = math.exp((_ce_logit(O, c, b, mean) - zmax) - lse)
-        if c == label:
-            g -= 1.0
-        g = g / B
-        if mean:
-            g = g / T
-        g32 = np.float32(g)
-        for t in range(T):
-            G[c, t, b] = g32
-    correct_out[b] = 1.0 if _predict(O, b) == label else 0.0
-
-
-@cuda.jit
-def _mse_rate_k(O, y_all, idx, on, off, loss_out, correct_out, G):
-    C, T, B = O.shape
-    b = cuda.grid(1)
-    if b >= B:
-        return
-    label = y_all[idx[b]]
-    total = 0.0
-    for c in range(C):
-        acc = 0.0
-        for t in range(T):
-            acc += np.float64(O[c, t, b])
-        diff = acc / T - (on if c == label else off)
-        total += diff * diff
-        g32 = np.float32(2.0 * diff / (B * C * T))
-        for t in range(T):
-            G[c, t, b] = g32
-    loss_out[b] = total / (B * C)
-    correct_out[b] = 1.0 if _predict(O, b) == label else 0.0
-
-
-@cuda.jit
-def _tet_k(O, y_all, idx, lam, phi, loss_out, correct_out, G):
-    C, T, B = O.shape
-    b = cuda.grid(1)
-    if b >= B:
-        return
-    label = y_all[idx[b]]
-    value = 0.0
-    for t in range(T):
-        zmax = np.float64(O[0, t, b])
-        for c in range(1, C):
-            zmax = max(zmax, np.float64(O[c, t, b]))
-        se = 0.0
-        sq = 0.0
-        for c in range(C):
-            z = np.float64(O[c, t, b])
-            se += math.exp(z - zmax)
-            sq += (z - phi) * (z - phi)
-        lse = math.log(se)
-        ce = -((np.float64(O[label, t, b]) - zmax) - lse)
-        value += ((1 - lam) * ce / B + lam * sq / (B * C)) / T
-        for c in range(C):
-            z = np.float64(O[c, t, b])
-            gce = math.exp((z - zmax) - lse)
-            if c == label:
-                gce -= 1.0
-            G[c, t, b] = np.float32(((1 - lam) * gce / B + lam * 2.0 * (z - phi) / (B * C)) / T)
-    loss_out[b] = value
-    correct_out[b] = 1.0 if _predict(O, b) == label else 0.0
-
-
-@cuda.jit
-def _reduce_k(loss_b, correct_b, acc):
-    """acc += (B * sum(loss_b), sum(correct_b), B): one block of RED_TPB threads."""
-    sl = cuda.shared.array(RED_TPB, numba.float64)
-    sc = cuda.shared.array(RED_TPB, numba.float64)
-    tid = cuda.threadIdx.x
-    nt = cuda.blockDim.x
-    B = loss_b.shape[0]
-    a = 0.0
-    c = 0.0
-    for i in range(tid, B, nt):
-        a += loss_b[i]
-        c += correct_b[i]
-    sl[tid] = a
-    sc[tid] = c
-    cuda.syncthreads()
-    s = nt // 2
-    while s > 0:
-        if tid < s:
-            sl[tid] += sl[tid + s]
-            sc[tid] += sc[tid + s]
-        cuda.syncthreads()
-        s //= 2
-    if tid == 0:
-        acc[0] += sl[0] * B
-        acc[1] += sc[0]
-        acc[2] += B
-
-
-# --------------------------------------------------------------------------
-# Encoders: x (n_samples, F) float32 intensities, idx (B,) sample indices
-# --------------------------------------------------------------------------
-@cuda.jit(device=True)
-def _mix64(z):
-    z = (z ^ (z >> _S30)) * _M1
-    z = (z ^ (z >> _S27)) * _M2
-    return z ^ (z >> _S31)
-
-
-@cuda.jit
-def _bernoulli_k(x, idx, use_scale, scale, state, out):
-    # One thread per (f, b); the draws of :func:`snn_core.data.encoders._bernoulli_row`:
-    # word g of (f, b) is mix64(state + ((f * G + g) * B + b + 1) * GAMMA), G = ceil(T / 4),
-    # and its 16-bit lane l decides step t = 4 g + l (spike iff lane < round(p * 2**16)).
-    F, T, B = out.shape
+def _dense_forward_k(W, bias, use_bias, X, Y):
+    n_out, N = Y.shape
     i = cuda.grid(1)
-    if i >= F * B:
+    if i >= n_out * N:
         return
-    f = i // B
-    b = i - f * B
-    p = x[idx[b], f]
-    if use_scale:
-        p = min(p * scale, np.float32(1.0))
-    th = np.uint64(p * _SCALE16 + _HALF)
-    one = np.float32(1.0)
-    zero = np.float32(0.0)
-    G = (T + 3) // 4
-    z = np.uint64(0)
-    for t in range(T):
-        if t % 4 == 0:
-            z = _mix64(state + (np.uint64((f * G + t // 4) * B + b) + _ONE) * _GAMMA)
-        out[f, t, b] = one if (z & _MASK16) < th else zero
-        z >>= _S16
+    r = i // N
+    n = i - r * N
+    acc = bias[r] if use_bias else np.float32(0.0)
+    for j in range(W.shape[1]):
+        acc += W[r, j] * X[j, n]
+    Y[r, n] = acc
 
 
 @cuda.jit
-def _direct_k(x, idx, out):
-    F, T, B = out.shape
+def _dense_grad_k(G, X, out, accumulate):
+    n_out, n_in = out.shape
     i = cuda.grid(1)
-    if i >= F * B:
+    if i >= n_out * n_in:
         return
-    f = i // B
-    b = i - f * B
-    v = x[idx[b], f]
-    for t in range(T):
-        out[f, t, b] = v
+    r = i // n_in
+    j = i - r * n_in
+    acc = np.float32(0.0)
+    for n in range(G.shape[1]):
+        acc += G[r, n] * X[j, n]
+    if accumulate:
+        out[r, j] += acc
+    else:
+        out[r, j] = acc
+
+
+@cuda.jit
+def _dense_backward_input_k(W, G, GX):
+    n_in, N = GX.shape
+    i = cuda.grid(1)
+    if i >= n_in * N:
+        return
+    j = i // N
+    n = i - j * N
+    acc = np.float32(0.0)
+    for r in range(W.shape[0]):
+        acc += W[r, j] * G[r, n]
+    GX[j, n] = acc
+
+
+@cuda.jit
+def _scale_rows_k(g, X, Y):
+    F, N = Y.shape
+    i = cuda.grid(1)
+    if i >= F * N:
+        return
+    f = i // N
+    Y[f, i - f * N] = g[f] * X[f, i - f * N]
+
+
+@cuda.jit
+def _row_dot_k(G, X, out, accumulate):
+    f = cuda.grid(1)
+    if f >= G.shape[0]:
+        return
+    acc = np.float32(0.0)
+    for n in range(G.shape[1]):
+        acc += G[f, n] * X[f, n]
+    if accumulate:
+        out[f] += acc
+    else:
+        out[f] = acc
 
 
 # --------------------------------------------------------------------------
@@ -534,163 +407,119 @@ def _flat(a):
     return a.reshape(a.size) if a.ndim != 1 else a
 
 
-def lif_forward(I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth, u_out, s_out, v_out):
-    """Device twin of :func:`snn_core.kernels.cpu.lif_forward` (all (F, T, B), v0/v_out (F, B))."""
+def lif_forward(I, v0, prm, u_out, s_out, v_out):
+    """LIF over T steps on the device (all (F, T, B), v0/v_out (F, B)); ``prm``: NeuronKernelParams.
+
+    Readable twin: :func:`snn_core.kernels.reference.lif_forward` (CPU: :func:`snn_core.kernels.cpu.lif_forward`).
+    The record is unpacked here, once: numba.cuda kernels take scalars.
+    """
     _check_f32(I=I, v0=v0, u_out=u_out, s_out=s_out, v_out=v_out)
     F, T, B = I.shape
-    _launch(_lif_forward_k, F * B, I, v0, F32(alpha), F32(k0), F32(c), F32(v_th), F32(v_reset), int(reset),
-            int(sur), F32(p), int(smooth), u_out, s_out, v_out)
+    _launch(_lif_forward_k, F * B, I, v0, F32(prm.alpha), F32(prm.k0), F32(prm.c), F32(prm.v_th), F32(prm.v_reset),
+            int(prm.reset), int(prm.surrogate), F32(prm.surrogate_p), int(prm.smooth), u_out, s_out, v_out)
 
 
-def lif_backward(gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, gI):
-    """Device twin of :func:`snn_core.kernels.cpu.lif_backward`."""
+def lif_backward(gs, u, s, prm, gI):
+    """BPTT through LIF neurons on the device. Readable twin: :func:`snn_core.kernels.reference.lif_backward`."""
     _check_f32(gs=gs, u=u, s=s, gI=gI)
     F, T, B = gs.shape
-    _launch(_lif_backward_k, F * B, gs, u, s, F32(alpha), F32(c), F32(v_th), F32(v_reset), int(reset),
-            int(bool(detach)), int(sur), F32(p), gI)
+    _launch(_lif_backward_k, F * B, gs, u, s, F32(prm.alpha), F32(prm.c), F32(prm.v_th), F32(prm.v_reset),
+            int(prm.reset), int(bool(prm.detach)), int(prm.surrogate), F32(prm.surrogate_p), gI)
 
 
-def readout_forward(I, v0, alpha, k0, c, u_out):
-    """Device twin of :func:`snn_core.kernels.cpu.readout_forward`."""
+def readout_forward(I, v0, prm, u_out):
+    """Leaky integrator on the device. Readable twin: :func:`snn_core.kernels.reference.readout_forward`."""
     _check_f32(I=I, v0=v0, u_out=u_out)
     F, T, B = I.shape
-    _launch(_readout_forward_k, F * B, I, v0, F32(alpha), F32(k0), F32(c), u_out)
+    _launch(_readout_forward_k, F * B, I, v0, F32(prm.alpha), F32(prm.k0), F32(prm.c), u_out)
 
 
-def readout_backward(gu, alpha, c, gI):
-    """Device twin of :func:`snn_core.kernels.cpu.readout_backward`."""
+def readout_backward(gu, prm, gI):
+    """BPTT through the leaky integrator. Readable twin: :func:`snn_core.kernels.reference.readout_backward`."""
     _check_f32(gu=gu, gI=gI)
     F, T, B = gu.shape
-    _launch(_readout_backward_k, F * B, gu, F32(alpha), F32(c), gI)
+    _launch(_readout_backward_k, F * B, gu, F32(prm.alpha), F32(prm.c), gI)
 
 
 def csr_forward(indptr, indices, data, bias, X, Y):
-    """Y[r, :] = bias[r] + sum_k data[k] X[indices[k], :] (X (n_in, N), Y (n_out, N))."""
+    """Y[r, :] = bias[r] + sum_k data[k] X[indices[k], :] (X (n_in, N), Y (n_out, N)).
+
+    Readable twin: :func:`snn_core.kernels.reference.csr_forward`.
+    """
     _check_f32(data=data, bias=bias, X=X, Y=Y)
     n_out, N = Y.shape
     _launch(_csr_forward_k, n_out * N, indptr, indices, data, bias, X, Y)
 
 
 def csr_backward_input(t_indptr, t_indices, t_perm, data, G, GX):
-    """GX = W^T G through the transposed structure (see :func:`snn_core.sparse.transpose_structure`)."""
+    """GX = W^T G through the transposed structure. Readable twin: :func:`snn_core.kernels.reference.csr_backward_input_t`."""
     _check_f32(data=data, G=G, GX=GX)
     n_in, N = GX.shape
     _launch(_csr_backward_input_k, n_in * N, t_indptr, t_indices, t_perm, data, G, GX)
 
 
 def csr_grad_at(indptr, indices, G, X, out, accumulate=False):
-    """out[k] (+)= G[r, :] . X[indices[k], :] for every connection k (row r)."""
+    """out[k] (+)= G[r, :] . X[indices[k], :] for every connection k (row r).
+
+    Readable twin: :func:`snn_core.kernels.reference.csr_grad_at`.
+    """
     _check_f32(G=G, X=X, out=out)
     _launch(_csr_grad_at_k, indices.shape[0], indptr, indices, G, X, out, int(bool(accumulate)))
 
 
 def bias_grad(G, out, accumulate=False):
-    """out[r] (+)= sum_n G[r, n]."""
+    """out[r] (+)= sum_n G[r, n]. Readable twin: ``G.sum(axis=1)`` (:meth:`snn_core.backends.base.Backend.row_sum`)."""
     _check_f32(G=G, out=out)
     _launch(_bias_grad_k, G.shape[0], G, out, int(bool(accumulate)))
 
 
+def dense_forward(W, bias, X, Y):
+    """Y = W X (+ bias) for a dense W. Readable twin: :meth:`snn_core.backends.base.Backend.dense_forward`."""
+    _check_f32(W=W, X=X, Y=Y)
+    n_out, N = Y.shape
+    use_bias = bias is not None
+    _launch(_dense_forward_k, n_out * N, W, bias if use_bias else W[:, 0], int(use_bias), X, Y)
+
+
+def dense_grad(G, X, out, accumulate=False):
+    """out (+)= G X^T. Readable twin: :meth:`snn_core.backends.base.Backend.dense_grad`."""
+    _check_f32(G=G, X=X, out=out)
+    _launch(_dense_grad_k, out.shape[0] * out.shape[1], G, X, out, int(bool(accumulate)))
+
+
+def dense_backward_input(W, G, GX):
+    """GX = W^T G. Readable twin: :meth:`snn_core.backends.base.Backend.dense_backward_input`."""
+    _check_f32(W=W, G=G, GX=GX)
+    _launch(_dense_backward_input_k, GX.shape[0] * GX.shape[1], W, G, GX)
+
+
+def scale_rows(g, X, Y):
+    """Y[f, :] = g[f] X[f, :]. Readable twin: :meth:`snn_core.backends.base.Backend.scale_rows`."""
+    _check_f32(g=g, X=X, Y=Y)
+    _launch(_scale_rows_k, Y.shape[0] * Y.shape[1], g, X, Y)
+
+
+def row_dot(G, X, out, accumulate=False):
+    """out[f] (+)= G[f, :] . X[f, :]. Readable twin: :meth:`snn_core.backends.base.Backend.row_dot`."""
+    _check_f32(G=G, X=X, out=out)
+    _launch(_row_dot_k, G.shape[0], G, X, out, int(bool(accumulate)))
+
+
 def adam_update(w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
-    """In-place Adam step (device twin of :func:`snn_core.kernels.cpu.adam_update`); 1-D arrays."""
+    """In-place Adam step on 1-D device arrays. Readable twin: :func:`snn_core.kernels.reference.adam_update`."""
     w, g, m, v = _flat(w), _flat(g), _flat(m), _flat(v)
     _check_f32(w=w, g=g, m=m, v=v)
     _launch(_adam_k, w.shape[0], w, g, m, v, F32(lr), F32(b1), F32(b2), F32(eps), F32(bc1), F32(bc2), F32(wd))
 
 
 def sgd_update(w, g, buf, lr, momentum, nesterov, wd):
-    """In-place SGD step (device twin of :func:`snn_core.kernels.cpu.sgd_update`); 1-D arrays."""
+    """In-place SGD step on 1-D device arrays. Readable twin: :func:`snn_core.kernels.reference.sgd_update`."""
     w, g, buf = _flat(w), _flat(g), _flat(buf)
     _check_f32(w=w, g=g, buf=buf)
     _launch(_sgd_k, w.shape[0], w, g, buf, F32(lr), F32(momentum), bool(nesterov), F32(wd))
 
 
 def fill(a, value):
-    """a[...] = value (device array, any shape, contiguous)."""
+    """a[...] = value (device array, any shape, contiguous). Readable twin: ``a[...] = value`` (Backend.fill)."""
     a = _flat(a)
     _launch(_fill_k, a.shape[0], a, a.dtype.type(value))
-
-
-#: device loss names (those of snn_core.losses)
-LOSSES = ("ce_count", "ce_membrane", "mse_rate", "tet")
-
-
-def loss_and_grad(name, O, y, idx, loss_out, correct_out, G, on=1.0, off=0.0, lam=1e-3, phi=1.0):
-    """Per-sample loss, correctness and dL/dO on the device.
-
-    O : (C, T, B) float32 network output; ``y`` int labels (device) indexed
-    by ``idx`` (device, (B,)): the label of sample b is ``y[idx[b]]``.
-    Writes ``loss_out[b]`` (float64; the batch loss of :mod:`snn_core.losses`
-    is ``loss_out.sum()``), ``correct_out[b]`` (1.0 when
-    :func:`snn_core.losses.predict` is right) and ``G`` (C, T, B) float32, the
-    same gradient as the CPU loss. Keyword arguments: those of the CPU losses.
-    """
-    _check_f32(O=O, G=G)
-    B = O.shape[2]
-    if name in ("ce_count", "ce_membrane"):
-        _launch(_ce_k, B, O, y, idx, int(name == "ce_membrane"), loss_out, correct_out, G)
-    elif name == "mse_rate":
-        _launch(_mse_rate_k, B, O, y, idx, float(on), float(off), loss_out, correct_out, G)
-    elif name == "tet":
-        _launch(_tet_k, B, O, y, idx, float(lam), float(phi), loss_out, correct_out, G)
-    else:
-        raise ValueError(f"loss: unknown name {name!r}; expected one of {sorted(LOSSES)}")
-
-
-def accumulate_loss(loss_b, correct_b, acc):
-    """acc[0] += B * sum(loss_b) (the batch loss times the batch size), acc[1] += #correct, acc[2] += B.
-
-    One block of up to ``RED_TPB`` threads; ``acc`` is a float64 device array (3,).
-    """
-    B = loss_b.shape[0]
-    if B == 0:
-        return
-    nt = 1
-    while nt < min(B, RED_TPB):
-        nt *= 2
-    _reduce_k[1, nt](loss_b, correct_b, acc)
-
-
-def encode(kind, x, idx, T, seed_state, out, scale=1.0):
-    """Encode the samples ``x[idx]`` into ``out`` (F, T, B) on the device.
-
-    kind : "bernoulli" / "poisson" (``scale = max_rate * dt``; 1 for the
-        defaults, where it equals bernoulli) or "direct".
-    x : (n_samples, F) float32 device array of intensities in [0, 1]
-    idx : (B,) integer device array of sample indices
-    seed_state : np.uint64 stream state (``encoders._stream_state(seed)``)
-    """
-    _check_f32(x=x, out=out)
-    F, T_, B = out.shape
-    if T_ != T or x.shape[1] != F:
-        raise ValueError(f"encode: out has shape {out.shape}, expected ({x.shape[1]}, {T}, B)")
-    if kind in ("bernoulli", "poisson"):
-        scale = float(scale)
-        if SIMULATOR:  # numpy warns about the (intended) uint64 wrap-around of the hash
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                _launch(_bernoulli_k, F * B, x, idx, int(scale != 1.0), F32(scale), np.uint64(seed_state), out)
-        else:
-            _launch(_bernoulli_k, F * B, x, idx, int(scale != 1.0), F32(scale), np.uint64(seed_state), out)
-    elif kind == "direct":
-        _launch(_direct_k, F * B, x, idx, out)
-    else:
-        raise ValueError(f"encode: no device encoder {kind!r} (device encoders: bernoulli, poisson, direct)")
-    return out
-
-
-def bernoulli_encode(x, T, seed=None, out=None):
-    """Device twin of :func:`snn_core.data.encoders.bernoulli_encode` (bit-identical spikes).
-
-    ``x`` is a host (batch, features) array; returns the (F, T, B) float32
-    device array (the CPU encoder returns the (T, B, F) view of the same
-    (F, T, B) buffer).
-    """
-    xt = _as_batch(x)  # validation, (F, B)
-    T = _check_T(T)
-    F, B = xt.shape
-    state = _stream_state(seed)
-    d_x = cuda.to_device(np.ascontiguousarray(xt.T))
-    d_idx = cuda.to_device(np.arange(B, dtype=np.int64))
-    if out is None:
-        out = cuda.device_array((F, T, B), np.float32)
-    return encode("bernoulli", d_x, d_idx, T, state, out)

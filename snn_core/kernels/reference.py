@@ -1,118 +1,138 @@
-"""Plain NumPy versions of every kernel in :mod:`snn_core.kernels.cpu`.
+"""Plain NumPy versions of every kernel, written to be read: the ``reference`` backend runs these.
 
-They are the truth the compiled kernels are tested against, and the version
-to read when learning what a kernel does. Same arguments, same layout
-(feature-major ``(F, T, B)`` / ``(F, N)``), but they *return* their results
-instead of writing into output buffers. Loops run over time only; everything
-else is vectorised.
+They are the truth the compiled kernels (:mod:`snn_core.kernels.cpu`,
+:mod:`snn_core.kernels.cuda`) are tested against, the version to read when
+learning what a kernel does, and, through
+:class:`snn_core.backends.ReferenceBackend`, a backend that trains a network
+(slowly). Same layout as the compiled kernels (feature-major ``(F, T, B)`` /
+``(F, N)``), but they *return* their results instead of writing into output
+buffers. Loops run over time only; neurons and samples are vectorised.
+
+The neuron kernels are the equations of ``docs/bptt.md``, one line each, and
+each forward sits next to its backward. They take the
+:class:`snn_core.neurons.NeuronKernelParams` record ``prm`` (named fields, named
+reset codes). ``trace``, when given, is called with the local variables of
+every backward step (``t``, ``gv``, ``gs_tot``, ``gu``, ...), so a student can
+print or break on the carries of a real training run (tutorial 04).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..surrogate import SURROGATES, surrogate_numpy
+from ..neurons import RESET_HARD, RESET_SOFT, reset_membrane
+from ..surrogate import SURROGATES, smooth_spike_numpy, surrogate_numpy
 
 _NAMES = {code: name for name, (code, _) in SURROGATES.items()}
 
-
-def smooth_spike_numpy(x, name, p):
-    """NumPy twin of :func:`snn_core.surrogate.smooth_spike` (test-only spike)."""
-    x = np.asarray(x)
-    if name == "rectangular":
-        return np.clip(x / p + 0.5, 0.0, 1.0).astype(x.dtype)
-    if name == "triangle":
-        y = np.where(x < 0, 0.5 * (1 + x / p) ** 2, 1 - 0.5 * (1 - x / p) ** 2)
-        return np.where(x <= -p, 0.0, np.where(x >= p, 1.0, y)).astype(x.dtype)
-    if name == "sigmoid":
-        return (1.0 / (1.0 + np.exp(-p * x))).astype(x.dtype)
-    if name == "arctan":
-        return (0.5 + np.arctan(0.5 * np.pi * p * x) / np.pi).astype(x.dtype)
-    return (0.5 + x / (1.0 + p * np.abs(x))).astype(x.dtype)
+__all__ = ["smooth_spike_numpy", "reset_membrane", "reset_partials", "lif_forward", "lif_backward", "readout_forward", "readout_backward"]
 
 
-def lif_forward(I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth):
-    """Returns (u, s, v_last); see the compiled kernel for the arguments."""
+# --------------------------------------------------------------------------
+# LIF neurons: forward, then its BPTT backward (docs/bptt.md, "The LIF layer")
+# --------------------------------------------------------------------------
+def reset_partials(u, s, prm):
+    """``(dv/du, dv/ds)`` of :func:`reset_membrane` (the table of docs/bptt.md)."""
+    if prm.reset == RESET_HARD:
+        return 1 - s, prm.v_reset - u
+    if prm.reset == RESET_SOFT:
+        return 1, -prm.v_th
+    return 1, 0
+
+
+def lif_forward(I, v0, prm):
+    """Returns (u, s, v_last) for input currents I (F, T, B) and initial membrane v0 (F, B)."""
     F, T, B = I.shape
     u = np.empty_like(I)
     s = np.empty_like(I)
     v = v0.copy()
     for t in range(T):
-        u[:, t] = alpha * v + k0 + c * I[:, t]
-        if smooth:
-            s[:, t] = smooth_spike_numpy(u[:, t] - v_th, _NAMES[sur], p)
+        u[:, t] = prm.alpha * v + prm.k0 + prm.c * I[:, t]           # u[t] = alpha v[t-1] + k0 + c I[t]
+        if prm.smooth:                                                # test-only differentiable spike
+            s[:, t] = smooth_spike_numpy(u[:, t] - prm.v_th, _NAMES[prm.surrogate], prm.surrogate_p)
         else:
-            s[:, t] = u[:, t] >= v_th
-        if reset == 0:
-            v = u[:, t] * (1 - s[:, t]) + v_reset * s[:, t]
-        elif reset == 1:
-            v = u[:, t] - v_th * s[:, t]
-        else:
-            v = u[:, t].copy()
+            s[:, t] = u[:, t] >= prm.v_th                             # s[t] = H(u[t] - v_th)
+        v = reset_membrane(u[:, t], s[:, t], prm)                     # v[t] = reset(u[t], s[t])
     return u, s, v
 
 
-def lif_backward(gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p):
-    """Returns gI = dL/dI given gs = dL/ds (the BPTT recurrence, in time)."""
+def lif_backward(gs, u, s, prm, trace=None):
+    """Returns gI = dL/dI given gs = dL/ds (direct gradient), u and s of the forward pass."""
     F, T, B = gs.shape
     gI = np.empty_like(gs)
-    gv = np.zeros((F, B), gs.dtype)
-    sg = surrogate_numpy(_NAMES[sur], u - v_th, p).astype(gs.dtype)
+    gv = np.zeros((F, B), gs.dtype)                                   # nothing flows back from after step T-1
     for t in range(T - 1, -1, -1):
-        if reset == 0:
-            dv_du, dv_ds = 1 - s[:, t], v_reset - u[:, t]
-        elif reset == 1:
-            dv_du, dv_ds = 1, -v_th
+        sg = surrogate_numpy(_NAMES[prm.surrogate], u[:, t] - prm.v_th, prm.surrogate_p).astype(gs.dtype)
+        dv_du, dv_ds = reset_partials(u[:, t], s[:, t], prm)
+        if prm.detach:
+            gs_tot = gs[:, t]                                         # the reset is a constant
         else:
-            dv_du, dv_ds = 1, 0
-        g_s = gs[:, t] if detach else gs[:, t] + gv * dv_ds
-        gu = g_s * sg[:, t] + gv * dv_du
-        gI[:, t] = c * gu
-        gv = alpha * gu
+            gs_tot = gs[:, t] + gv * dv_ds                            # gs_tot[t] = gs[t] + gv dv/ds
+        gu = gs_tot * sg + gv * dv_du                                 # gu[t] = gs_tot sigma'(u - v_th) + gv dv/du
+        gI[:, t] = prm.c * gu                                         # gI[t] = c gu[t]
+        if trace is not None:
+            trace(t=t, gv=gv, gs_tot=gs_tot, sg=sg, gu=gu, gI=gI[:, t])
+        gv = prm.alpha * gu                                           # gv for step t-1: alpha gu[t]
     return gI
 
 
-def readout_forward(I, v0, alpha, k0, c):
-    """Returns u: the leaky integrator's membrane at every step."""
+# --------------------------------------------------------------------------
+# Readout (leaky integrator): forward, then backward
+# --------------------------------------------------------------------------
+def readout_forward(I, v0, prm):
+    """Returns u (F, T, B): the leaky integrator's membrane at every step."""
     u = np.empty_like(I)
     v = v0
     for t in range(I.shape[1]):
-        v = alpha * v + k0 + c * I[:, t]
+        v = prm.alpha * v + prm.k0 + prm.c * I[:, t]                  # u[t] = alpha u[t-1] + k0 + c I[t]
         u[:, t] = v
     return u
 
 
-def readout_backward(gu, alpha, c):
-    """Returns gI for the leaky integrator."""
+def readout_backward(gu, prm):
+    """Returns gI for the leaky integrator: gu_tot[t] = gu[t] + alpha gu_tot[t+1], gI = c gu_tot."""
     gI = np.empty_like(gu)
     acc = np.zeros_like(gu[:, 0])
     for t in range(gu.shape[1] - 1, -1, -1):
-        acc = gu[:, t] + alpha * acc
-        gI[:, t] = acc
-    return c * gI
+        acc = gu[:, t] + prm.alpha * acc
+        gI[:, t] = prm.c * acc
+    return gI
 
 
-def _rows(indptr):
-    return np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
-
-
+# --------------------------------------------------------------------------
+# Sparse synapses: W (n_out, n_in) in CSR, activations (features, N)
+# --------------------------------------------------------------------------
 def csr_forward(indptr, indices, data, bias, X):
     """Returns Y = W X + bias[:, None] for CSR W (n_out, n_in), X (n_in, N)."""
     n_out = len(indptr) - 1
-    Y = np.zeros((n_out, X.shape[1]), X.dtype)
-    np.add.at(Y, _rows(indptr), data[:, None] * X[indices])
-    return Y + bias[:, None]
+    Y = np.empty((n_out, X.shape[1]), X.dtype)
+    for r in range(n_out):
+        k = slice(indptr[r], indptr[r + 1])                       # the connections of output r
+        Y[r] = bias[r] + data[k] @ X[indices[k]]                  # Y[r] = b[r] + sum_k W[r, j_k] X[j_k]
+    return Y
 
 
 def csr_backward_input(indptr, indices, data, G, n_in):
     """Returns GX = W^T G (n_in, N); built from W itself, not its transpose."""
     GX = np.zeros((n_in, G.shape[1]), G.dtype)
-    np.add.at(GX, indices, data[:, None] * G[_rows(indptr)])
+    for r in range(len(indptr) - 1):
+        k = slice(indptr[r], indptr[r + 1])
+        np.add.at(GX, indices[k], data[k, None] * G[r])           # each connection r <- j sends W[r, j] G[r] to j
     return GX
+
+
+def csr_backward_input_t(t_indptr, t_indices, t_perm, data, G):
+    """Returns GX = W^T G through the transposed structure: W^T is the CSR (t_indptr, t_indices, data[t_perm])."""
+    zero = np.zeros(len(t_indptr) - 1, G.dtype)
+    return csr_forward(t_indptr, t_indices, data[t_perm], zero, G)
 
 
 def csr_grad_at(indptr, indices, G, X):
     """Returns dL/dW at the existing connections: (nnz,) aligned with data."""
-    return np.einsum("kn,kn->k", G[_rows(indptr)], X[indices])
+    out = np.empty(len(indices), G.dtype)
+    for r in range(len(indptr) - 1):
+        k = slice(indptr[r], indptr[r + 1])
+        out[k] = X[indices[k]] @ G[r]                             # dL/dW[r, j] = sum_n G[r, n] X[j, n]
+    return out
 
 
 def adam_update(w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
@@ -171,7 +191,7 @@ def csr_backward_input_nz(indptr, indices, data, G, rownz, n_in):
 
 
 def count_nonfinite(arr):
-    """Returns the number of NaN/Inf entries (twin of ``cpu._nonfinite_count``)."""
+    """Returns the number of NaN/Inf entries (twin of ``cpu.nonfinite_count``)."""
     return int(np.count_nonzero(~np.isfinite(arr)))
 
 

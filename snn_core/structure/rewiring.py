@@ -341,7 +341,7 @@ def momentum_state(optimizer, param):
     """The optimizer's momentum array for ``param`` (Adam ``m`` or SGD ``momentum``)."""
     if optimizer is None:
         raise ValueError("grow='momentum': needs the optimizer (Adam, or SGD with momentum > 0)")
-    st = optimizer.state[optimizer.index(param)]
+    st = optimizer.host_state(param)  # host copies whatever the backend
     for key in ("m", "momentum"):
         if key in st:
             return st[key]
@@ -401,7 +401,7 @@ def rewire_layer(layer, n, rng, prune="magnitude", grow="random", new_weight="ze
         if param.grad_is_zero:
             raise RuntimeError(f"{layer.name}: prune='gradient' needs the gradient of the last backward; "
                                "call maybe_rewire after optimizer.step() and before zero_grad()")
-        prune_idx = prune_gradient(data, n, param.grad)
+        prune_idx = prune_gradient(data, n, layer.backend.to_host(param.grad))
 
     kept_indptr, kept_indices, _ = remove_connections(indptr, indices, prune_idx)
     if grow == "random":

@@ -1,0 +1,268 @@
+"""The backend interface: what a layer, an optimizer and the trainer may ask of a device.
+
+A layer never touches a kernel module directly: it calls
+``self.backend.<kernel>(...)`` with arrays the backend allocated
+(``empty``/``zeros``/``to_device``) and gets host copies with ``to_host``.
+A new layer therefore writes each of its kernels once per backend (a method
+here, implemented by each subclass) and nothing else. Capabilities one
+backend lacks are optional with a plain fallback *inside the backend*
+(``pack_spikes`` returns None, ``csr_grad`` returns no row mask), never a
+second code path in the layers.
+
+Layout: activations are feature-major ``(F, T, B)`` C-contiguous buffers,
+viewed as ``(F, N)``, ``N = T * B``, by the synaptic kernels; what a layer
+returns is ``time_major(buf)``, a ``(T, B, F)`` view. CSR weights are their
+three arrays (int32 ``indptr``/``indices``, float ``data``); ``t_indptr``,
+``t_indices``, ``t_perm`` is the transposed structure
+(:func:`snn_core.sparse.transpose_structure`). Neuron kernels take the
+:class:`snn_core.neurons.NeuronKernelParams` record ``prm``. Every kernel
+writes into output arrays given by the caller; ``accumulate`` means "add to
+``out``" (False: overwrite), which is how the lazy ``Parameter.grad_is_zero``
+flag reaches the kernels.
+
+The host backends (``reference``, ``cpu``) share the NumPy array helpers
+defined here; a device backend overrides them.
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+
+class BufferPool:
+    """Output buffers that are reused once nobody references them any more.
+
+    A fresh multi-MB array costs one page fault per 4 KiB page when it is
+    first written (glibc returns large freed blocks to the OS), which on a
+    VM cost more than the kernels themselves. A layer therefore takes its
+    outputs from this pool: a buffer is handed out again only when its
+    reference count shows that no caller, cache, recorded dict or view of it
+    is alive (views keep their base alive), so an array returned to a user
+    is never overwritten by a later call. ``alloc(shape, dtype)`` makes a
+    new buffer (the backend's ``empty``).
+    """
+
+    def __init__(self, alloc, cap=4):
+        self.alloc, self.cap = alloc, cap
+        self._bufs = []
+
+    def get(self, shape, dtype):
+        """A free buffer of this shape and dtype (new if none is free)."""
+        shape, dtype = tuple(shape), np.dtype(dtype)
+        for buf in self._bufs:
+            # references: the list, the loop variable, getrefcount's argument
+            if buf.shape == shape and buf.dtype == dtype and sys.getrefcount(buf) <= 3:
+                return buf
+        buf = self.alloc(shape, dtype)
+        if len(self._bufs) >= self.cap:
+            self._bufs = [b for b in self._bufs if sys.getrefcount(b) > 3][-(self.cap - 1):]
+        self._bufs.append(buf)
+        return buf
+
+    def clear(self):
+        """Forget every buffer."""
+        self._bufs = []
+
+
+def host_feature_major(x, n_features, dtype, where):
+    """Validate a host ``(T, batch, n_features)`` array; return it as (F, T, B) C-contiguous.
+
+    No copy when ``x`` already is a transposed view of a feature-major buffer.
+    """
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{where}: expected a numpy.ndarray of shape (T, batch, {n_features}), got {type(x).__name__}")
+    if x.ndim != 3:
+        raise ValueError(f"{where}: expected shape (T, batch, {n_features}), got {x.shape}")
+    if x.shape[2] != n_features:
+        raise ValueError(f"{where}: expected {n_features} features (last axis), got shape {x.shape}")
+    if x.dtype != dtype:
+        raise TypeError(f"{where}: expected dtype {dtype}, got {x.dtype} (cast with x.astype(np.{dtype}))")
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+class Backend:
+    """Base class and interface. Subclasses implement the kernels; host backends inherit the arrays.
+
+    Attributes
+    ----------
+    name : str
+        ``"reference"``, ``"cpu"`` or ``"cuda"``.
+    is_host : bool
+        True when arrays are NumPy arrays in host memory (``to_host`` is free).
+    dtypes : tuple of numpy dtypes
+        The float dtypes this backend computes in.
+    """
+
+    name = "base"
+    is_host = True
+    dtypes = (np.dtype(np.float32), np.dtype(np.float64))
+
+    # -- arrays ----------------------------------------------------------------
+    def empty(self, shape, dtype):
+        """An uninitialised C-contiguous array of the backend."""
+        return np.empty(shape, dtype)
+
+    def zeros(self, shape, dtype):
+        """A zero-filled array of the backend."""
+        return np.zeros(shape, dtype)
+
+    def full(self, shape, value, dtype):
+        """An array of the backend filled with ``value``."""
+        return np.full(shape, value, dtype)
+
+    def to_device(self, a, dtype=None):
+        """The backend's copy of host array ``a`` (host backends: ``a`` itself when already C-contiguous)."""
+        return np.ascontiguousarray(a, dtype)
+
+    def to_host(self, a):
+        """A NumPy array with the values of backend array ``a`` (host backends: ``a`` itself, no copy)."""
+        return a
+
+    def is_array(self, a):
+        """True when ``a`` is an array of this backend."""
+        return isinstance(a, np.ndarray)
+
+    def fill(self, a, value):
+        """``a[...] = value`` in place."""
+        a[...] = value
+
+    def pool(self):
+        """A new :class:`BufferPool` allocating this backend's arrays."""
+        return BufferPool(self.empty)
+
+    def feature_major(self, x, n_features, dtype, where):
+        """Validate a ``(T, batch, n_features)`` input; return the (F, T, B) buffer (uploading host data)."""
+        return host_feature_major(x, n_features, dtype, where)
+
+    def time_major(self, buf):
+        """What a layer returns: the ``(T, B, F)`` view of a feature-major (F, T, B) buffer."""
+        return buf.transpose(1, 2, 0)
+
+    def check_dtype(self, dtype, where):
+        """Raise TypeError unless this backend computes in ``dtype``."""
+        if np.dtype(dtype) not in self.dtypes:
+            raise TypeError(f"{where}: the {self.name} backend computes in "
+                            f"{' or '.join(str(d) for d in self.dtypes)}, not {np.dtype(dtype)}")
+
+    def synchronize(self):
+        """Wait for queued device work (no-op on host backends); for timing."""
+
+    # -- kernels (each backend implements them) -----------------------------------
+    def lif_forward(self, I, v0, prm, u, s, v_last):
+        """LIF over T steps: writes u (pre-reset membrane), s (spikes) (F, T, B) and v_last (F, B)."""
+        raise NotImplementedError
+
+    def lif_backward(self, gs, u, s, prm, gI):
+        """BPTT through LIF neurons: writes gI = dL/dI from gs = dL/ds (docs/bptt.md)."""
+        raise NotImplementedError
+
+    def readout_forward(self, I, v0, prm, u):
+        """Leaky integrator over T steps: writes the membrane u (F, T, B)."""
+        raise NotImplementedError
+
+    def readout_backward(self, gu, prm, gI):
+        """BPTT through the leaky integrator: writes gI from gu = dL/du."""
+        raise NotImplementedError
+
+    def pack_spikes(self, X, n_out, nnz, scratch, force=None):
+        """Optional: a spike pack of X (n_in, N) that csr_forward/csr_grad may use, or None.
+
+        ``scratch`` is a dict the calling layer keeps (reused buffers);
+        ``force`` is the layer's ``spike_input`` (None: the backend decides,
+        False: never). The default returns None: every input takes the float path.
+        """
+        return None
+
+    def csr_forward(self, indptr, indices, data, bias, X, Y, pack=None, scratch=None):
+        """Y (n_out, N) = W X + bias[:, None] for CSR W (n_out, n_in) and X (n_in, N)."""
+        raise NotImplementedError
+
+    def csr_grad(self, indptr, indices, G, X, out, accumulate, gb, pack=None, scratch=None):
+        """dL/dW at the connections into ``out`` (nnz,) and the bias gradient ``gb`` = G.sum(1) (overwritten).
+
+        Returns an optional row mask ``rownz`` (uint8, rows of G with a
+        nonzero) for :meth:`csr_backward_input`, or None.
+        """
+        raise NotImplementedError
+
+    def csr_backward_input(self, t_indptr, t_indices, t_perm, data, G, GX, rownz=None):
+        """GX (n_in, N) = W^T G through the transposed structure (rows with rownz == 0 may be skipped)."""
+        raise NotImplementedError
+
+    def dense_forward(self, W, bias, X, Y):
+        """Y = W X (+ bias[:, None] unless bias is None) for a dense W (n_out, n_in)."""
+        np.matmul(W, X, out=Y)
+        if bias is not None:
+            Y += bias[:, None]
+
+    def dense_grad(self, G, X, out, accumulate):
+        """out (n_out, n_in) (+)= G X^T."""
+        if accumulate:
+            out += G @ X.T
+        else:
+            np.matmul(G, X.T, out=out)
+
+    def dense_backward_input(self, W, G, GX):
+        """GX (n_in, N) = W^T G."""
+        np.matmul(W.T, G, out=GX)
+
+    def row_sum(self, G, out, accumulate):
+        """out (n,) (+)= G.sum(axis=1) for G (n, N)."""
+        if accumulate:
+            out += G.sum(axis=1)
+        else:
+            G.sum(axis=1, out=out)
+
+    def scale_rows(self, g, X, Y):
+        """Y[f, :] = g[f] * X[f, :] for X, Y (F, N) (a per-feature gain)."""
+        np.multiply(g[:, None], X, out=Y)
+
+    def row_dot(self, G, X, out, accumulate):
+        """out[f] (+)= sum_n G[f, n] X[f, n] (the gradient of a per-feature gain)."""
+        d = np.einsum("fn,fn->f", G, X)
+        if accumulate:
+            out += d
+        else:
+            out[...] = d
+
+    def adam_update(self, w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
+        """One Adam step in place on 1-D w, m, v from gradient g (bias corrections bc1, bc2 given)."""
+        raise NotImplementedError
+
+    def sgd_update(self, w, g, buf, lr, momentum, nesterov, wd):
+        """One SGD step in place on 1-D w (momentum buffer buf, ignored when momentum == 0)."""
+        raise NotImplementedError
+
+    def nonfinite_count(self, a):
+        """Number of NaN/Inf entries of ``a``."""
+        return int(np.count_nonzero(~np.isfinite(self.to_host(a))))
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+class KernelModuleBackend(Backend):
+    """A backend whose neuron and optimizer kernels are functions of one kernel module (``kernels``)
+    with the interface's own signatures: ``cpu`` and ``cuda`` share these delegations."""
+
+    #: the kernel module (``snn_core.kernels.cpu`` or ``snn_core.kernels.cuda``)
+    kernels = None
+
+    def lif_forward(self, I, v0, prm, u, s, v_last):
+        self.kernels.lif_forward(I, v0, prm, u, s, v_last)
+
+    def lif_backward(self, gs, u, s, prm, gI):
+        self.kernels.lif_backward(gs, u, s, prm, gI)
+
+    def readout_forward(self, I, v0, prm, u):
+        self.kernels.readout_forward(I, v0, prm, u)
+
+    def readout_backward(self, gu, prm, gI):
+        self.kernels.readout_backward(gu, prm, gI)
+
+    def adam_update(self, w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
+        self.kernels.adam_update(w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd)
+
+    def sgd_update(self, w, g, buf, lr, momentum, nesterov, wd):
+        self.kernels.sgd_update(w, g, buf, lr, momentum, nesterov, wd)

@@ -1,0 +1,91 @@
+"""The ``cpu`` backend: NumPy arrays, Numba kernels of :mod:`snn_core.kernels.cpu`.
+
+Every fast path of the engine lives here, behind the same methods as the
+readable ``reference`` backend: spike packing (uint8 copy, bit words and
+active-column lists of a 0/1 input, reused by the weight gradient), rows of
+the output gradient that are zero skipped in ``W^T G``, the serial/parallel
+choice of every kernel by estimated work, and BLAS for dense layers.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..kernels import cpu as K
+from .base import KernelModuleBackend
+
+#: a SparseLinear input is spike-packed when the layer has at least this many
+#: connections per input on average (or when the layer forces it)
+SPIKE_PACK_MIN_FANOUT = 4.0
+#: inputs active in fewer than this fraction of the T*batch columns are
+#: handled spike by spike (active-column lists); the others stream uint8 rows
+SPIKE_LIST_RATE = 0.03
+
+
+class CpuBackend(KernelModuleBackend):
+    """Numba kernels on host NumPy arrays (float32 and float64)."""
+
+    name = "cpu"
+    kernels = K
+
+    # -- sparse synapses -------------------------------------------------------------
+    def pack_spikes(self, X, n_out, nnz, scratch, force=None):
+        """Spike-pack X (n_in, N) into reused scratch, or None when not worth it or not spikes.
+
+        ``force``: None = pack when the layer has at least
+        ``SPIKE_PACK_MIN_FANOUT`` connections per input, True = always try,
+        False = never. Binary-ness is checked while packing, at no extra pass.
+        """
+        if force is False or X.size == 0:
+            return None
+        n_in, N = X.shape
+        if force is None and nnz < SPIKE_PACK_MIN_FANOUT * n_in:
+            return None  # few connections per input: the float kernel is as cheap as packing
+        buf = scratch.get("pack")
+        if buf is None or buf[0].shape != X.shape:
+            buf = scratch["pack"] = (np.empty(X.shape, np.uint8), np.empty(n_in, np.int32), np.empty(X.shape, np.int32),
+                                     np.empty((n_in, (N + 15) // 16), np.uint16))
+        X8, cnt, cols, Xb = buf
+        thr = max(1, int(N * SPIKE_LIST_RATE))
+        if K.spike_pack(X, X8, cnt, cols, thr, Xb):
+            return None  # some value is neither 0 nor 1: not a spike train
+        work = K.spike_work_ns(n_out, nnz, n_in, N, int(cnt.sum()))
+        return X8, cnt, cols, thr, work, Xb
+
+    @staticmethod
+    def _split(scratch, nnz):
+        ks = scratch.get("split")
+        if ks is None or ks.size < 2 * nnz:
+            ks = scratch["split"] = np.empty(max(2 * nnz, 1), np.int32)
+        return ks
+
+    def csr_forward(self, indptr, indices, data, bias, X, Y, pack=None, scratch=None):
+        if pack is None:
+            K.csr_forward(indptr, indices, data, bias, X, Y)
+            return
+        X8, cnt, cols, thr, work, Xb = pack
+        K.csr_forward_spikes(indptr, indices, data, bias, X8, cnt, cols, thr, Y, work, Xb,
+                             self._split({} if scratch is None else scratch, len(data)))
+
+    def csr_grad(self, indptr, indices, G, X, out, accumulate, gb, pack=None, scratch=None):
+        scratch = {} if scratch is None else scratch
+        rownz = scratch.get("rownz")
+        if rownz is None or rownz.shape[0] != G.shape[0]:
+            rownz = scratch["rownz"] = np.empty(G.shape[0], np.uint8)
+        if pack is None:
+            K.csr_grad_dense(indptr, indices, G, X, out, accumulate, gb, rownz)
+        else:
+            X8, cnt, cols, thr, work, Xb = pack
+            K.csr_grad_spikes(indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz, work, Xb,
+                              self._split(scratch, len(indices)))
+        return rownz
+
+    def csr_backward_input(self, t_indptr, t_indices, t_perm, data, G, GX, rownz=None):
+        if rownz is None:
+            K.csr_backward_input(t_indptr, t_indices, t_perm, data, G, GX)
+        else:
+            K.csr_backward_input_nz(t_indptr, t_indices, t_perm, data, G, rownz, GX)
+
+    def nonfinite_count(self, a):
+        if isinstance(a, np.ndarray) and a.dtype in self.dtypes:
+            return K.nonfinite_count(a)  # one vectorised pass over the raw bits
+        return super().nonfinite_count(a)

@@ -1,0 +1,149 @@
+"""The ``cuda`` backend: numba.cuda device arrays and the kernels of :mod:`snn_core.kernels.cuda`.
+
+Importing this module needs the ``numba-cuda`` package;
+:func:`snn_core.backends.get_backend` checks first that a GPU (or the CUDA
+simulator, ``NUMBA_ENABLE_CUDASIM=1``) is usable. Float32 only.
+
+What a layer returns on this backend is a :class:`DeviceSequence`: the
+``(T, B, F)`` face of a feature-major ``(F, T, B)`` device buffer (numba's
+device arrays cannot be transposed), with ``shape``/``dtype`` like an array
+and ``to_host()``. A layer accepts a DeviceSequence from the layer before it
+without a copy and uploads a host NumPy array once (``net.forward(x)`` with
+host spikes works on every backend). No spike packing here: the CSR forward
+kernel skips silent inputs per thread instead (``pack_spikes`` keeps the
+base class's None).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import cuda
+
+from ..kernels import cuda as K
+from .base import KernelModuleBackend, host_feature_major
+
+
+def _on_device(a):
+    """True for a numba device array (real or simulated; the simulator has no is_cuda_array)."""
+    return hasattr(a, "copy_to_host") and not isinstance(a, DeviceSequence)
+
+
+class DeviceSequence:
+    """A ``(T, B, F)`` sequence whose values live in a feature-major ``(F, T, B)`` device buffer ``fm``."""
+
+    ndim = 3
+
+    def __init__(self, fm):
+        self.fm = fm
+
+    @property
+    def shape(self):
+        """``(T, B, F)``."""
+        F, T, B = self.fm.shape
+        return (T, B, F)
+
+    @property
+    def dtype(self):
+        """The buffer's dtype (float32)."""
+        return self.fm.dtype
+
+    def to_host(self):
+        """A host NumPy ``(T, B, F)`` view of a feature-major copy."""
+        return self.fm.copy_to_host().transpose(1, 2, 0)
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.to_host()
+        return a if dtype is None else a.astype(dtype)
+
+    def __repr__(self):
+        return f"DeviceSequence(shape={self.shape}, dtype={self.dtype})"
+
+
+class CudaBackend(KernelModuleBackend):
+    """numba.cuda kernels on device arrays (a GPU, or the CUDA simulator)."""
+
+    name = "cuda"
+    kernels = K
+    is_host = False
+    dtypes = (np.dtype(np.float32),)
+
+    # -- arrays ----------------------------------------------------------------
+    def empty(self, shape, dtype):
+        return cuda.device_array(shape, dtype)
+
+    def zeros(self, shape, dtype):
+        a = cuda.device_array(shape, dtype)
+        self.fill(a, 0)
+        return a
+
+    def full(self, shape, value, dtype):
+        a = cuda.device_array(shape, dtype)
+        self.fill(a, value)
+        return a
+
+    def to_device(self, a, dtype=None):
+        if _on_device(a):
+            return a
+        return cuda.to_device(np.ascontiguousarray(a, dtype))
+
+    def to_host(self, a):
+        if isinstance(a, DeviceSequence):
+            return a.to_host()
+        if _on_device(a):
+            return a.copy_to_host()
+        return a
+
+    def is_array(self, a):
+        return _on_device(a)
+
+    def fill(self, a, value):
+        if a.size:
+            K.fill(a, value)
+
+    def feature_major(self, x, n_features, dtype, where):
+        if isinstance(x, DeviceSequence):
+            if x.shape[2] != n_features:
+                raise ValueError(f"{where}: expected {n_features} features (last axis), got shape {x.shape}")
+            if x.dtype != dtype:
+                raise TypeError(f"{where}: expected dtype {dtype}, got {x.dtype}")
+            return x.fm
+        if isinstance(x, np.ndarray):
+            return cuda.to_device(host_feature_major(x, n_features, dtype, where))
+        raise TypeError(f"{where}: expected a numpy.ndarray or a DeviceSequence of shape (T, batch, {n_features}), "
+                        f"got {type(x).__name__}")
+
+    def time_major(self, buf):
+        return DeviceSequence(buf)
+
+    def synchronize(self):
+        cuda.synchronize()
+
+    # -- kernels -----------------------------------------------------------------
+    def csr_forward(self, indptr, indices, data, bias, X, Y, pack=None, scratch=None):
+        K.csr_forward(indptr, indices, data, bias, X, Y)
+
+    def csr_grad(self, indptr, indices, G, X, out, accumulate, gb, pack=None, scratch=None):
+        K.csr_grad_at(indptr, indices, G, X, out, accumulate)
+        K.bias_grad(G, gb, False)
+        return None
+
+    def csr_backward_input(self, t_indptr, t_indices, t_perm, data, G, GX, rownz=None):
+        K.csr_backward_input(t_indptr, t_indices, t_perm, data, G, GX)
+
+    def dense_forward(self, W, bias, X, Y):
+        K.dense_forward(W, bias, X, Y)
+
+    def dense_grad(self, G, X, out, accumulate):
+        K.dense_grad(G, X, out, accumulate)
+
+    def dense_backward_input(self, W, G, GX):
+        K.dense_backward_input(W, G, GX)
+
+    def row_sum(self, G, out, accumulate):
+        K.bias_grad(G, out, accumulate)
+
+    def scale_rows(self, g, X, Y):
+        K.scale_rows(g, X, Y)
+
+    def row_dot(self, G, X, out, accumulate):
+        K.row_dot(G, X, out, accumulate)
+
