@@ -244,10 +244,18 @@ def _model(text):
 def cmd_data(args):
     """``snn-esl data download NAME``: fetch a data set's IDX files, checksummed."""
     from .data.datasets import DATASETS, download_dataset
+    from .data.download import ARCHIVES, download_archives
 
     if args.data_command == "list":
         for name, src in DATASETS.items():
             print(f"{name:14s} {src.description}")
+        for name in ARCHIVES:
+            print(f"{name:14s} archive, md5-checked (see the CIFAR and DVS data page)")
+        return 0
+    if args.name in ARCHIVES:  # CIFAR-10/100 and DVS-CIFAR10: published archives, md5-checked, extracted
+        print(f"downloading {args.name} ...", flush=True)
+        root = download_archives(args.name, args.dir, timeout=args.timeout)
+        print(f"{args.name}: md5 verified and extracted in {root}")
         return 0
     print(f"downloading {args.name} ({DATASETS[args.name].description}) ...", flush=True)
     root = download_dataset(args.name, args.dir, timeout=args.timeout)
@@ -383,13 +391,14 @@ def build_parser():
     pl.set_defaults(func=cmd_plot)
 
     from .data.datasets import DATASETS
+    from .data.download import ARCHIVES
 
-    d = sub.add_parser("data", formatter_class=fmt, parents=[debug], help="download a public data set in IDX format (opt-in; needs "
+    d = sub.add_parser("data", formatter_class=fmt, parents=[debug], help="download a public data set: MNIST-style IDX, CIFAR or DVS-CIFAR10 (opt-in; needs "
                                                          "internet) for use with --data-dir")
     dsub = d.add_subparsers(dest="data_command", required=True)
     dl = dsub.add_parser("download", formatter_class=fmt,
-                         help="fetch the four IDX files of a data set, verify their sha256 and print the directory")
-    dl.add_argument("name", choices=list(DATASETS), help="which data set to download")
+                         help="fetch a data set's files, verify their checksums and print the directory")
+    dl.add_argument("name", choices=list(DATASETS) + list(ARCHIVES), help="which data set to download")
     dl.add_argument("--dir", metavar="DIR",
                     help="where to put the files; unset: ~/.cache/snn_core/NAME (or $XDG_CACHE_HOME/snn_core/NAME)")
     dl.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each server before giving up")

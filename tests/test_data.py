@@ -2,6 +2,7 @@
 
 import gzip
 import hashlib
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -297,7 +298,7 @@ def test_download_uses_valid_cache_without_network(tmp_path, monkeypatch):
     def no_network(*a, **k):
         raise AssertionError("network access attempted")
 
-    monkeypatch.setattr(ds_mod.urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
     ds = ds_mod.download_mnist(tmp_path)
     np.testing.assert_array_equal(ds.y_train, arrays[STEMS[1]])
 
@@ -306,7 +307,7 @@ def test_download_reports_all_mirror_failures(tmp_path, monkeypatch):
     def refuse(url, timeout):
         raise OSError(f"refused {url}")
 
-    monkeypatch.setattr(ds_mod.urllib.request, "urlopen", refuse)
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
     with pytest.raises(OSError, match="(?s)ossci-datasets.*cvdf-datasets"):
         ds_mod.download_mnist(tmp_path)
     assert not list(tmp_path.iterdir())  # no partial files left behind

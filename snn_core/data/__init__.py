@@ -1,10 +1,29 @@
-"""Data: MNIST loading (embedded sample, IDX directories, download) and spike encoders.
+"""Data: MNIST loading (embedded sample, IDX directories, download), spike encoders,
+CIFAR-10/100 and DVS-CIFAR10 readers, augmentations and archive downloads.
 
 Images are uint8 (N, 784) rows; :func:`to_float` gives float32 [0, 1]; the
 encoders turn (batch, features) intensities into float32 (T, batch, features)
 spike trains stored feature-major (see :mod:`snn_core.data.encoders`).
 """
 
+from .aedat import EVENT_DTYPE, make_events, read_aedat, write_aedat
+from .augment import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    CIFAR100_MEAN,
+    CIFAR100_STD,
+    augment_cifar,
+    augment_dvs,
+    channel_stats,
+    hflip,
+    normalize,
+    random_crop,
+    random_hflip,
+    random_roll,
+    roll,
+    translate,
+)
+from .cifar import ImageDataset, load_cifar, load_cifar10, load_cifar100, read_cifar_bin, read_cifar_pickle, write_cifar
 from .datasets import (
     ChecksumError,
     Dataset,
@@ -15,6 +34,15 @@ from .datasets import (
     to_float,
     train_val_split,
 )
+from .download import ARCHIVES, download_archives
+from .dvs import (
+    CIFAR10_DVS_CLASSES,
+    FrameDataset,
+    events_to_frames,
+    frames_to_sequence,
+    load_cifar10_dvs,
+    split_per_class,
+)
 from .encoders import (
     ENCODERS,
     bernoulli_encode,
@@ -23,24 +51,59 @@ from .encoders import (
     latency_encode,
     poisson_encode,
 )
+from .errors import DataFormatError
 from .idx import IDXFormatError, read_idx, write_idx
 
 __all__ = [
-    "ChecksumError",
-    "Dataset",
-    "ENCODERS",
-    "IDXFormatError",
+    "ARCHIVES",
+    "augment_cifar",
+    "augment_dvs",
     "bernoulli_encode",
+    "channel_stats",
+    "ChecksumError",
+    "CIFAR100_MEAN",
+    "CIFAR100_STD",
+    "CIFAR10_DVS_CLASSES",
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "DataFormatError",
+    "Dataset",
     "direct_encode",
+    "download_archives",
     "download_mnist",
+    "ENCODERS",
+    "EVENT_DTYPE",
+    "events_to_frames",
+    "FrameDataset",
+    "frames_to_sequence",
     "get_encoder",
+    "hflip",
+    "IDXFormatError",
+    "ImageDataset",
     "latency_encode",
+    "load_cifar",
+    "load_cifar10",
+    "load_cifar100",
+    "load_cifar10_dvs",
     "load_dataset",
     "load_embedded",
     "load_idx_dir",
+    "make_events",
+    "normalize",
     "poisson_encode",
+    "random_crop",
+    "random_hflip",
+    "random_roll",
+    "read_aedat",
+    "read_cifar_bin",
+    "read_cifar_pickle",
     "read_idx",
+    "roll",
+    "split_per_class",
     "to_float",
     "train_val_split",
+    "translate",
+    "write_aedat",
+    "write_cifar",
     "write_idx",
 ]

@@ -7,16 +7,15 @@ the spike encoders.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
-import urllib.request
 from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from .download import fetch_verified, file_digest, verify_digest
+from .errors import ChecksumError
 from .idx import read_idx
 
 __all__ = [
@@ -90,10 +89,6 @@ class Dataset(NamedTuple):
     @property
     def n_features(self) -> int:
         return int(self.x_train.shape[1])
-
-
-class ChecksumError(ValueError):
-    """A downloaded file does not have the expected sha256."""
 
 
 # --------------------------------------------------------------------------- IDX directory
@@ -245,34 +240,18 @@ def default_cache_dir(name: str = "mnist") -> Path:
     return Path(base) / "snn_core" / name
 
 
+# The hashing and the atomic, verified fetch live in .download (shared with the CIFAR/DVS archives).
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def _verify_sha256(path: str | os.PathLike, expected: str) -> None:
     """Raise :class:`ChecksumError` unless the file's sha256 equals ``expected`` (hex)."""
-    actual = _sha256(Path(path))
-    if actual != expected.lower():
-        raise ChecksumError(f"{os.fspath(path)}: sha256 mismatch: expected {expected}, got {actual}")
+    verify_digest(path, "sha256", expected)
 
 
 def _fetch(url: str, dest: Path, expected: str, timeout: float) -> None:
-    # Temp file in the destination dir so the final os.replace is atomic and a
-    # killed download never leaves a plausible-looking partial file behind.
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            for chunk in iter(lambda: resp.read(1 << 20), b""):
-                out.write(chunk)
-        _verify_sha256(tmp, expected)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    fetch_verified(url, dest, "sha256", expected, timeout)
 
 
 def fetch_files(files: dict, mirrors, dest: str | os.PathLike, timeout: float = 60.0) -> list[Path]:
