@@ -8,6 +8,7 @@ line naming the problem and exit non-zero.
 from __future__ import annotations
 
 import argparse
+import math
 import dataclasses
 import json
 import sys
@@ -28,7 +29,7 @@ def _add_config_flags(p):
         kw = dict(dest=f.name, default=argparse.SUPPRESS, help=f"default: {default!r}")
         if f.type == "bool":
             g.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kw)
-        elif f.name == "hidden":
+        elif f.name in ("hidden", "channels", "input_shape"):
             g.add_argument(_flag(f.name), type=int, nargs="+", metavar="N", **kw)
         else:
             base = f.type.split("|")[0].strip()
@@ -60,8 +61,8 @@ def cmd_train(args):
     cfg = trainer.config
     print(f"data: {trainer.dataset_name} ({len(trainer.x_train)} train / {len(trainer.x_val)} val / "
           f"{len(trainer.x_test)} test), T={cfg.steps}, encoder={cfg.encoder}")
-    for layer in trainer.network.layers:
-        extra = f"  nnz={layer.nnz} density={layer.nnz / (layer.in_features * layer.out_features):.4f}" \
+    for layer in trainer.network.modules():
+        extra = f"  nnz={layer.nnz} density={layer.nnz / math.prod(layer.weight_shape):.4f}" \
             if hasattr(layer, "nnz") else ""
         print(f"  {layer.name:10s} {type(layer).__name__:13s} {layer.in_features:>6d} -> {layer.out_features:<6d}{extra}")
     if trainer.rewirer.enabled:

@@ -36,9 +36,14 @@ class TrainConfig:
     val_fraction: float = 0.1            # paper: 10% of the training set, drawn at random
     max_train: int | None = None         # use a random subset of N training samples (quick runs)
     # network
+    model: str = "mlp"                   # mlp | convnet | vggsnn | resnet19 (snn_core.models)
     hidden: list = field(default_factory=lambda: [800])
+    channels: list = field(default_factory=lambda: [32, 64])  # convnet: conv channels per block
+    width: float = 1.0                   # vggsnn/resnet19: channel multiplier (small versions for laptops)
+    input_shape: list | None = None      # conv models: [C, H, W]; None infers square 1/3/2-channel images
+    dense_first: bool = True             # conv models: first sparse layer dense (global density stays exact)
     density: float = 0.1                 # target global connection density D
-    init: str = "erdos_renyi"            # erdos_renyi | uniform
+    init: str = "erdos_renyi"            # erdos_renyi | erk | uniform
     min_per_row: int = 0                 # >= 1: every output neuron gets at least this many inputs
     sparse: bool = True                  # False: dense Linear layers (density ignored)
     output: str = "readout"              # readout (membrane) | lif (spikes)
@@ -97,9 +102,19 @@ class TrainConfig:
              "hidden", "a list of positive layer sizes")
         self.hidden = list(self.hidden)
         need(isinstance(self.density, (int, float)) and 0 < self.density <= 1, "density", "a value in (0, 1]")
-        choice("init", ("erdos_renyi", "uniform"))
+        choice("init", ("erdos_renyi", "erk", "uniform"))
+        choice("model", ("mlp", "convnet", "vggsnn", "resnet19"))
+        need(isinstance(self.channels, (list, tuple)) and len(self.channels) >= 1
+             and all(isinstance(c, int) and c > 0 for c in self.channels), "channels", "a list of positive channel counts")
+        self.channels = list(self.channels)
+        need(isinstance(self.width, (int, float)) and math.isfinite(self.width) and self.width > 0, "width", "a value > 0")
+        need(self.input_shape is None or (isinstance(self.input_shape, (list, tuple)) and len(self.input_shape) == 3
+             and all(isinstance(c, int) and c > 0 for c in self.input_shape)), "input_shape",
+             "None or [channels, height, width]")
+        if self.input_shape is not None:
+            self.input_shape = list(self.input_shape)
         need(isinstance(self.min_per_row, int) and self.min_per_row >= 0, "min_per_row", "an integer >= 0")
-        choice("output", ("readout", "lif"))
+        choice("output", ("readout", "lif", "linear"))
         choice("loss", ("ce_membrane", "ce_count", "mse_rate", "tet"))
         need(self.gain > 0, "gain", "> 0")
         choice("reset", ("hard", "soft", "none"))
