@@ -311,7 +311,7 @@ _NS_ROW = 0.08  # one multiply-add of the row path (vectorised)
 
 
 def rows_ns(g, nnz, N):
-    """Estimated serial ns of one row-path product."""
+    """Estimated serial ns of one row-path product (a cost model: no twin)."""
     return nnz * g.oh * g.ow * N * _NS_ROW
 
 
@@ -327,7 +327,7 @@ def _events(A, fanout):
 def conv_forward(indptr, indices, data, t_indptr, t_indices, t_perm, bias, X, Y, g):
     """Y (c_out*oh*ow, N) = sparse conv of X (c_in*h*w, N) + bias per channel, event-driven.
 
-    Twin: :func:`snn_core.kernels.reference.conv_forward`.
+    Readable twin: :func:`snn_core.kernels.reference.conv_forward`.
     """
     nz = np.count_nonzero(X)
     if nz > RATE_EVENT_MAX * X.size:
@@ -347,7 +347,7 @@ def conv_grad_at(indptr, indices, t_indptr, t_indices, t_perm, G, X, XT, out, ac
     """dL/dW at the connections (nnz,): event-driven over the nonzeros of XT = X^T (N, c_in*h*w)
     when the forward made XT, else the row path over X (c_in*h*w, N).
 
-    Twin: :func:`snn_core.kernels.reference.conv_grad_at`.
+    Readable twin: :func:`snn_core.kernels.reference.conv_grad_at`.
     """
     if XT is None:
         d = np.empty(len(indices), out.dtype)
@@ -376,7 +376,7 @@ def conv_grad_at(indptr, indices, t_indptr, t_indices, t_perm, G, X, XT, out, ac
 def conv_backward_input(indptr, indices, data, t_indptr, t_indices, t_perm, G, GX, g):
     """GX (c_in*h*w, N) = W^T G of the convolution: over the nonzeros of G when they are few, else the row path.
 
-    Twin: :func:`snn_core.kernels.reference.conv_backward_input`.
+    Readable twin: :func:`snn_core.kernels.reference.conv_backward_input`.
     """
     if np.count_nonzero(G) > RATE_EVENT_MAX * G.size:
         pick_version(_rows_bwd_ser, _rows_bwd_par, rows_ns(g, len(indices), G.shape[1]))(
@@ -416,7 +416,7 @@ def _bn_stats(X, mean, var):
 
 
 def bn_stats(X, mean, var):
-    """Per-row mean and biased variance in float64 accumulation. Twin: reference.bn_stats."""
+    """Per-row mean and biased variance in float64 accumulation. Readable twin: :func:`snn_core.kernels.reference.bn_stats`."""
     _bn_stats(X, mean, var)
 
 
@@ -430,7 +430,7 @@ def _bn_apply(X, scale, shift, Y):
 
 
 def bn_apply(X, scale, shift, Y):
-    """Y = scale[c] X + shift[c]. Twin: reference.bn_apply."""
+    """Y = scale[c] X + shift[c]. Readable twin: :func:`snn_core.kernels.reference.bn_apply`."""
     _bn_apply(X, scale, shift, Y)
 
 
@@ -454,5 +454,5 @@ def _bn_backward(G, X, mean, invstd, gamma, GX, gg, gb):
 
 
 def bn_backward(G, X, mean, invstd, gamma, GX, gg, gb):
-    """Batch-statistics BN backward into GX, gg (dL/dgamma), gb (dL/dbeta). Twin: reference.bn_backward."""
+    """Batch-statistics BN backward into GX, gg (dL/dgamma), gb (dL/dbeta). Readable twin: :func:`snn_core.kernels.reference.bn_backward`."""
     _bn_backward(G, X, mean, invstd, gamma, GX, gg, gb)
