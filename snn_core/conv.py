@@ -52,6 +52,20 @@ def _fm(layer, x, n, what):
     return X3.reshape(F, T * B), T, B
 
 
+def _unrolled_fan_out(layer, indptr, indices):
+    """Per input feature: how many (connection, output position) pairs read it (host int64, in_features)."""
+    g = layer.geometry
+    ref = get_backend("reference")
+    ones_g = np.ones((g.out_features, 1))
+    if indptr is None:
+        fo = np.empty((g.in_features, 1))
+        ref.dense_conv_backward_input(g, np.ones((g.c_out, g.kernel_cols)), ones_g, fo)
+    else:
+        fo = np.empty((g.in_features, 1))
+        ref.conv_backward_input(g, indptr, indices, None, None, None, np.ones(len(indices)), ones_g, fo)
+    return np.rint(fo[:, 0]).astype(np.int64)
+
+
 class SparseConv2d(SparseLinear):
     """Sparse 2-D convolution, the same kernel at every position and time step.
 
@@ -114,6 +128,17 @@ class SparseConv2d(SparseLinear):
         """``(out_channels, in_channels, kh, kw)``."""
         g = self.geometry
         return (g.c_out, g.c_in, g.kh, g.kw)
+
+    @property
+    def unrolled_size(self):
+        """Connections of the dense convolution unrolled over positions: ``c_out*oh*ow * c_in*kh*kw`` (its MACs)."""
+        g = self.geometry
+        return g.out_features * g.kernel_cols
+
+    def input_fan_out(self):
+        """Synaptic events one nonzero input pixel triggers (int64, in_features): energy accounting."""
+        w = self.weight
+        return _unrolled_fan_out(self, w.indptr, w.indices)
 
     def forward(self, x, record=False):
         bk, g = self.backend, self.geometry
@@ -216,6 +241,16 @@ class Conv2d(Layer):
         """Every kernel weight is a connection."""
         return self.weight_param.value.size
 
+    @property
+    def unrolled_size(self):
+        """``c_out*oh*ow * c_in*kh*kw``: the MACs of one application."""
+        g = self.geometry
+        return g.out_features * g.kernel_cols
+
+    def input_fan_out(self):
+        """Synaptic events one nonzero input pixel triggers (int64, in_features)."""
+        return _unrolled_fan_out(self, None, None)
+
     def parameters(self):
         return [self.weight_param] + ([self.bias] if self.bias is not None else [])
 
@@ -252,6 +287,8 @@ class Conv2d(Layer):
 
 
 class _Pool(Layer):
+    output_key = "pooled"
+
     def __init__(self, channels, input_size, kernel=2, dtype=np.float32, name="pool"):
         super().__init__()
         self.name, self.dtype = name, _dtype(dtype, name)
@@ -327,8 +364,11 @@ class Flatten(Layer):
         self.in_features = self.out_features = int(n)
         self.name, self.dtype = name, _dtype(dtype, name)
 
+    output_key = "output"
+
     def forward(self, x, record=False):
         self._cache = True
+        self.recorded = {"output": x} if record else {}
         return x
 
     def backward(self, grad_y):
@@ -356,6 +396,8 @@ class BatchNorm2d(Layer):
     eps, momentum : float
     v_th : float, initial gamma
     """
+
+    output_key = "normalized"
 
     def __init__(self, channels, input_size, eps=1e-5, momentum=0.1, v_th=1.0, dtype=np.float32, name="bn"):
         super().__init__()

@@ -373,7 +373,7 @@ def test_model_layer_lists():
     r = resnet19((3, 32, 32), n_classes=100, width=1.0, sparse=True, density=0.1)
     mods = r.modules()
     main_convs = [l for l in mods if isinstance(l, SparseConv2d) and not l.name.endswith("down")]
-    fcs = [l for l in mods if isinstance(l, SparseLinear)]
+    fcs = [l for l in mods if type(l) is SparseLinear]
     assert len(main_convs) + len(fcs) == 19  # ResNet19: 17 convolutions + 2 linear layers
     assert [sum(1 for l in r.layers if isinstance(l, ResidualBlock) and l.name.startswith(f"layer{s}"))
             for s in (1, 2, 3)] == [b for _, b, _ in RESNET19_STAGES]
