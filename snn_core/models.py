@@ -73,8 +73,14 @@ class _Builder:
         """conv -> BN -> LIF; updates the shape."""
         conv, self.shape = self.conv(c_out, stride=stride, name=f"conv{i}")
         c, h, w = self.shape
-        return [conv, BatchNorm2d(c, (h, w), dtype=self.dtype, name=f"bn{i}"),
+        return [conv, self.bn(c, h, w, f"bn{i}"),
                 LIF(c * h * w, self.hidden, dtype=self.dtype, name=f"lif{i}")]
+
+    def bn(self, c, h, w, name):
+        """tdBN scaled to the neuron: gamma starts at v_th / c (c = the LIF input gain), so a
+        normalised input of 1 alone brings a resting neuron to threshold, as tdBN's alpha * V_th does
+        for a neuron that adds its input unscaled."""
+        return BatchNorm2d(c, (h, w), v_th=self.hidden.v_th / self.hidden.c, dtype=self.dtype, name=name)
 
     def pool(self, i, kind="avg", kernel=2):
         c, h, w = self.shape
@@ -165,14 +171,14 @@ def resnet19(input_shape=(3, 32, 32), n_classes=10, width=1.0, density=0.1, spar
             shape_in = b.shape
             conv1, b.shape = b.conv(c, stride=st, name="conv1")
             ch, h, w = b.shape
-            main = [conv1, BatchNorm2d(ch, (h, w), dtype=dtype, name="bn1"),
+            main = [conv1, b.bn(ch, h, w, "bn1"),
                     LIF(ch * h * w, hidden, dtype=dtype, name="lif1")]
             conv2, _ = b.conv(c, name="conv2")
-            main += [conv2, BatchNorm2d(ch, (h, w), dtype=dtype, name="bn2")]
+            main += [conv2, b.bn(ch, h, w, "bn2")]
             shortcut = None
             if st != 1 or shape_in[0] != c:
                 down, _ = b.conv(c, kernel=1, stride=st, padding=0, name="down", shape=shape_in)
-                shortcut = [down, BatchNorm2d(ch, (h, w), dtype=dtype, name="down_bn")]
+                shortcut = [down, b.bn(ch, h, w, "down_bn")]
             name = f"layer{s}.{k}"
             layers += [ResidualBlock(main, shortcut, name=name), LIF(ch * h * w, hidden, dtype=dtype, name=f"{name}.lif")]
     c, h, w = b.shape
