@@ -1,4 +1,4 @@
-"""``snn-esl``: train, evaluate, inspect, sweep and plot ESL-SNNs.
+"""``snn-esl``: train, evaluate, inspect, sweep, plot, and export/import NIR.
 
 Every training flag mirrors a :class:`~snn_core.config.TrainConfig` field
 (``--t-iter`` sets ``t_iter``); ``--config FILE`` (TOML or JSON) sets many at
@@ -48,8 +48,7 @@ def _config_from_args(args, base=None):
 # --------------------------------------------------------------------------
 def cmd_train(args):
     """``snn-esl train``: train (or resume) and write the run directory."""
-    from .training import restore_trainer
-    from .training import Trainer
+    from .training import Trainer, restore_trainer
 
     if args.resume:
         overrides = TrainConfig.read_file(args.config) if args.config else {}
@@ -129,8 +128,11 @@ def cmd_info(args):
     ck = load_checkpoint(args.checkpoint)
     cfg, t = ck["config"], ck["trainer"]
     print(f"checkpoint {args.checkpoint} (format v{ck['format_version']})")
-    print(f"trained {t['epoch']} of {cfg['epochs']} epochs, {t['iteration']} iterations, "
-          f"best val {t['best_val_accuracy']:.4f} at epoch {t['best_epoch']}")
+    if t["epoch"] == 0:  # e.g. imported from NIR: weights, no training history
+        print(f"not trained here yet (0 of {cfg['epochs']} epochs; e.g. imported with snn-esl import)")
+    else:
+        print(f"trained {t['epoch']} of {cfg['epochs']} epochs, {t['iteration']} iterations, "
+              f"best val {t['best_val_accuracy']:.4f} at epoch {t['best_epoch']}")
     print(f"config: density={cfg['density']} init={cfg['init']} rewiring={cfg['rewiring']} t_iter={cfg['t_iter']} "
           f"zeta0={cfg['zeta0']} prune={cfg['prune']} grow={cfg['grow']} T={cfg['steps']} loss={cfg['loss']}")
     total_nnz = total = 0
@@ -211,6 +213,50 @@ def cmd_plot(args):
     return 0
 
 
+def cmd_export(args):
+    """``snn-esl export RUN_OR_CKPT --nir OUT --dt DT``: the trained network as a NIR graph."""
+    from .training import network_from_checkpoint
+    from .nir import format_graph, write_nir
+
+    out = Path(args.nir)
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out} exists; pass --force to replace it")
+    net, _ = network_from_checkpoint(args.source, last=args.last)
+    graph = write_nir(net, out, args.dt, allow_soft_reset=args.allow_soft_reset)
+    print(f"{args.source} ({'last' if args.last else 'best'} weights), one time step = {args.dt:g} time units")
+    print(format_graph(graph))
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_import(args):
+    """``snn-esl import IN.nir --dt DT --out-dir DIR``: a NIR graph as a checkpoint to evaluate or fine-tune."""
+    from .checkpoint import save_checkpoint
+    from .nir import from_nir
+    from .training import Trainer, adopt_network
+
+    out = Path(args.out_dir)
+    ckpt = out / "last.h5"
+    if ckpt.exists() and not args.force:
+        raise FileExistsError(f"{ckpt} exists; pass --force to replace it (or choose another --out-dir)")
+    net = from_nir(args.nir_file, args.dt, keep_zeros=True if args.keep_zeros else None, dtype="float32",
+                   fold_r=True)
+    base = TrainConfig(out_dir=str(out), data_dir=args.data_dir, quiet=True)
+    config = adopt_network(net, base)
+    trainer = Trainer(config, network=net)
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(ckpt, trainer)
+    print(f"imported {args.nir_file} (one time step = {args.dt:g} time units) for {trainer.dataset_name}:")
+    for layer in net.layers:
+        extra = f"  nnz={layer.nnz} density={layer.density:.4f}" if isinstance(getattr(layer, "density", None), float) \
+            else ""
+        print(f"  {layer.name:10s} {type(layer).__name__:13s} {layer.in_features:>6d} -> {layer.out_features:<6d}{extra}")
+    print(f"config: hidden={config.hidden} sparse={config.sparse} output={config.output} tau_m={config.tau_m:g} "
+          f"v_th={config.v_th:g} reset={config.reset} loss={config.loss}")
+    print(f"wrote {ckpt}; next: snn-esl evaluate {ckpt}, or fine-tune: snn-esl train --resume {ckpt} --epochs N")
+    return 0
+
+
 # --------------------------------------------------------------------------
 def build_parser():
     """The argparse parser of ``snn-esl`` (also used to generate docs/cli.md)."""
@@ -251,6 +297,24 @@ def build_parser():
     pl.add_argument("run_dir")
     pl.add_argument("--out", help="directory for the PNGs (default RUN_DIR/figures)")
     pl.set_defaults(func=cmd_plot)
+
+    x = sub.add_parser("export", formatter_class=fmt, help="write a trained network as a NIR graph (for neuromorphic hardware and other SNN libraries)")
+    x.add_argument("source", metavar="RUN_OR_CHECKPOINT", help="a run directory (its last.h5) or a checkpoint file")
+    x.add_argument("--nir", required=True, metavar="OUT", help="the NIR file to write (HDF5, e.g. model.nir)")
+    x.add_argument("--dt", type=float, required=True, help="duration of one time step in the graph's time unit (seconds for most hardware)")
+    x.add_argument("--last", action="store_true", help="export the last weights instead of the best-validation ones")
+    x.add_argument("--allow-soft-reset", action="store_true", help="export soft-reset LIF layers as NIR LIF with the reset mode in node metadata (other tools reset to v_reset)")
+    x.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    x.set_defaults(func=cmd_export)
+
+    m = sub.add_parser("import", formatter_class=fmt, help="turn a NIR graph into a checkpoint that evaluate, info, plot and train --resume accept")
+    m.add_argument("nir_file", metavar="IN.nir", help="the NIR file to read")
+    m.add_argument("--dt", type=float, required=True, help="duration of one time step in the graph's time unit (each step is one Euler step of this size)")
+    m.add_argument("--out-dir", required=True, help="directory for the checkpoint (DIR/last.h5)")
+    m.add_argument("--data-dir", help="IDX directory the network is evaluated and fine-tuned on (default: the embedded MNIST sample)")
+    m.add_argument("--keep-zeros", action="store_true", help="make every weight-matrix entry a connection (dense layers) instead of zeros = absent connections")
+    m.add_argument("--force", action="store_true", help="replace an existing DIR/last.h5")
+    m.set_defaults(func=cmd_import)
     return p
 
 
@@ -263,7 +327,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("snn-esl: interrupted; the last completed epoch's checkpoint is intact", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError, RuntimeError) as e:
+    except (ValueError, TypeError, OSError, RuntimeError, ImportError) as e:
         print(f"snn-esl {args.command}: error: {e}", file=sys.stderr)
         return 1
 

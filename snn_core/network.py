@@ -48,6 +48,10 @@ class Network:
                     f"layers[{i}] ({b.name}): expects {b.in_features} inputs but layers[{i-1}] ({a.name}) "
                     f"gives {a.out_features}"
                 )
+        devices = sorted({layer.backend.name for layer in layers})
+        if len(devices) > 1:
+            raise ValueError(f"layers: on different backends {devices}; move them first (layer.to(device)) "
+                             "or move the network afterwards (net.to(device))")
         names = [layer.name for layer in layers]
         if len(set(names)) != len(names):
             for i, layer in enumerate(layers):

@@ -40,7 +40,7 @@ def plot_run(run_dir, out_dir=None, sample_index=0):
     from .training import restore_trainer
 
     trainer = restore_trainer(ckpt, quiet=True, device="cpu")
-    if not summary.is_file():
+    if not summary.is_file() and trainer.metrics["epoch"]:  # none for an imported network (snn-esl import)
         save(viz.training_curves(trainer.metrics), "training_curves.png")
     history = trainer.rewirer.history
     if len(history):

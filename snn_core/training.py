@@ -80,6 +80,113 @@ def build_network(config: TrainConfig, n_in: int, n_classes: int):
     return net
 
 
+def network_state(network):
+    """Host copies of every layer's arrays: ``network.state_dict()``.
+
+    ``{layer name: {"indptr", "indices", "data" | "weight", "shape", "bias"}}``:
+    CSR arrays for sparse layers, the dense matrix for dense ones; neuron
+    layers hold no arrays (their parameters come from the config).
+    """
+    return network.state_dict()
+
+
+def load_network_state(network, state):
+    """Put arrays from :func:`network_state` (or a checkpoint) back into ``network``'s layers (matched by name)."""
+    network.load_state_dict(state)
+
+
+def adopt_network(network, base=None):
+    """Describe a network built elsewhere (e.g. imported from NIR) as a :class:`TrainConfig`.
+
+    ``Trainer(config, network=network)`` then trains it, and its checkpoints
+    restore like any other. The network must have the shape
+    :func:`build_network` builds: ``synapses -> LIF -> ... -> synapses ->
+    Readout | LIF`` with all synapses ``SparseLinear`` or all ``Linear``,
+    every neuron layer with ``R = 1`` and ``v_rest = v_reset = 0``, and one
+    ``tau_m / dt``, ``v_th``, reset mode and surrogate shared by all of them
+    (the readout only needs the same ``tau_m / dt``). Anything else raises
+    ValueError naming the layer and the parameter.
+
+    The network is adapted in place so that it *is* what the config builds:
+    layers (and parameters) are renamed ``fc1, lif1, ..., readout``, missing
+    biases become zero biases, and neuron parameters are replaced by the
+    config's (``tau_m`` in units of ``dt``; the same per-step decay up to
+    float rounding).
+
+    Parameters
+    ----------
+    network : Network
+    base : TrainConfig, optional
+        Values of the fields that do not describe the network (data,
+        optimisation, rewiring, output directory). ``loss`` becomes
+        ``ce_count`` for a spiking output unless ``base`` sets another
+        spike-based loss.
+
+    Returns
+    -------
+    TrainConfig
+    """
+    import dataclasses
+
+    from .layers import LIF, Linear, Readout, SparseLinear
+    from .parameter import Parameter
+
+    layers = network.layers
+    bad_dtype = [l.name for l in layers if l.dtype != np.float32]
+    if bad_dtype:
+        raise ValueError(f"network: layers {bad_dtype} are not float32; the Trainer trains float32 networks")
+    syn, neu = layers[0::2], layers[1::2]
+    shape_msg = ("a TrainConfig describes synapses -> LIF -> ... -> synapses -> Readout|LIF with all synapses "
+                 "SparseLinear or all Linear; build other architectures with the Python API")
+    if len(layers) % 2 or not syn:
+        raise ValueError(f"network: {len(layers)} layers; {shape_msg}")
+    kinds = {type(l) for l in syn}
+    if not (kinds <= {SparseLinear} or kinds <= {Linear}):
+        raise ValueError(f"network: synaptic layers {[f'{l.name} ({type(l).__name__})' for l in syn]}; {shape_msg}")
+    for i, layer in enumerate(neu):
+        last = i == len(neu) - 1
+        if not (type(layer) is LIF or (last and type(layer) is Readout)):
+            raise ValueError(f"network: layer {layer.name!r} ({type(layer).__name__}) at position {2 * i + 1}; {shape_msg}")
+    ref = neu[0].params
+    for layer in neu:
+        p = layer.params
+        for field, want in (("R", 1.0), ("v_rest", 0.0)) + ((("v_reset", 0.0),) if type(layer) is LIF else ()):
+            if getattr(p, field) != want:
+                raise ValueError(f"layer {layer.name!r}: {field}={getattr(p, field):g}; a TrainConfig fixes {field}={want:g}"
+                                 + (" (from_nir(..., fold_r=True) moves r into the weights)" if field == "R" else ""))
+        if not math.isclose(p.tau_m / p.dt, ref.tau_m / ref.dt, rel_tol=1e-12):
+            raise ValueError(f"layer {layer.name!r}: tau_m/dt={p.tau_m / p.dt:g} differs from {neu[0].name!r} "
+                             f"({ref.tau_m / ref.dt:g}); a TrainConfig has one tau_m for all neuron layers")
+        if type(layer) is LIF:
+            lif_ref = next(l.params for l in neu if type(l) is LIF)
+            for field in ("v_th", "reset", "detach_reset", "surrogate", "surrogate_param", "spike_fn"):
+                if getattr(p, field) != getattr(lif_ref, field):
+                    raise ValueError(f"layer {layer.name!r}: {field}={getattr(p, field)!r} differs from the other "
+                                     f"LIF layers ({getattr(lif_ref, field)!r}); a TrainConfig has one value")
+    lif = next((l.params for l in neu if type(l) is LIF), ref)
+    if lif.surrogate_param is not None or lif.spike_fn != "heaviside":
+        raise ValueError("network: surrogate_param / spike_fn other than the defaults cannot be put in a TrainConfig")
+    output = "readout" if type(neu[-1]) is Readout else "lif"
+    total = sum(l.in_features * l.out_features for l in syn)
+    fields = dict(hidden=[l.out_features for l in neu[:-1]], sparse=kinds <= {SparseLinear}, output=output,
+                  tau_m=float(f"{ref.tau_m / ref.dt:.12g}"), v_th=lif.v_th, reset=lif.reset,
+                  detach_reset=lif.detach_reset, surrogate=lif.surrogate,
+                  density=sum(l.nnz for l in syn) / total if kinds <= {SparseLinear} else 1.0)
+    if output == "lif" and (base is None or base.loss == "ce_membrane"):
+        fields["loss"] = "ce_count"
+    config = TrainConfig.from_dict(fields, base)
+    built = build_network(config, network.in_features, network.out_features)
+    for layer, want in zip(layers, built.layers):
+        layer.name = want.name
+        if hasattr(want, "params"):
+            layer.params = dataclasses.replace(want.params)
+        elif layer.bias is None:
+            layer.bias = Parameter(np.zeros(layer.out_features, layer.dtype), "bias", decay=False)
+        for p in layer.parameters():
+            p.name = f"{layer.name}.{p.name.rsplit('.', 1)[-1]}"
+    return config
+
+
 class Trainer:
     """Train a spiking MLP with evolutionary structure learning.
 
@@ -88,6 +195,12 @@ class Trainer:
     config : TrainConfig
     dataset : snn_core.data.datasets.Dataset, optional
         Defaults to ``load_dataset(config.data_dir)`` (embedded sample if None).
+    network : Network, optional
+        Train this network instead of a fresh one (e.g. one imported from
+        NIR, made to fit a config by :func:`adopt_network`). It must be what
+        ``build_network(config, ...)`` builds up to the weights (layer types,
+        names, sizes, neuron parameters), so that checkpoints restore it;
+        ValueError otherwise.
 
     Attributes
     ----------
@@ -97,7 +210,7 @@ class Trainer:
     metrics : dict of lists, one entry per completed epoch
     """
 
-    def __init__(self, config: TrainConfig, dataset=None):
+    def __init__(self, config: TrainConfig, dataset=None, network=None):
         self.config = config
         backend = get_backend(config.device)  # fails early, in one line, when the device is unusable
         data = dataset if dataset is not None else load_dataset(config.data_dir)
@@ -113,7 +226,10 @@ class Trainer:
         self.x_val, self.y_val = to_float(x_train[va]), y_train[va].astype(np.int64)
         self.x_test, self.y_test = to_float(data.x_test), data.y_test.astype(np.int64)
         n_in = self.x_train.shape[1]
-        self.network = build_network(config, n_in, self.n_classes).to(backend)
+        self.network = build_network(config, n_in, self.n_classes)
+        if network is not None:
+            self.network = _check_network(network, self.network, self.dataset_name)
+        self.network.to(backend)
         self.encode = get_encoder(config.encoder)
         self._encode_buffers = {}
         self.loss_fn = losses.get_loss(config.loss)
@@ -269,12 +385,12 @@ class Trainer:
         return sum(l.nnz for l in layers) / sum(math.prod(l.weight_shape) for l in layers)
 
     def network_state(self):
-        """Host copies of every layer's arrays: ``network.state_dict()``."""
-        return self.network.state_dict()
+        """Host copies of every layer's arrays (see :func:`network_state`)."""
+        return network_state(self.network)
 
     def load_network_state(self, state):
         """Put arrays from :meth:`network_state` (or a checkpoint) back into the layers."""
-        self.network.load_state_dict(state)
+        load_network_state(self.network, state)
 
     #: trainer counters saved with a checkpoint (see :meth:`state_dict`)
     COUNTERS = ("epoch", "iteration", "best_val_accuracy", "best_epoch", "train_seconds")
@@ -344,6 +460,57 @@ class Trainer:
             "dataset": self.dataset_name, "n_train": len(self.x_train), "n_val": len(self.x_val),
             "n_test": len(self.x_test), "metrics": self.metrics, "config": self.config.to_dict(),
         }
+
+
+def network_from_checkpoint(path, last=False):
+    """The trained :class:`~snn_core.network.Network` in a checkpoint, without loading any data.
+
+    Parameters
+    ----------
+    path : str or Path
+        A checkpoint file, or a run directory (its ``last.h5``).
+    last : bool
+        The last weights instead of the best-validation ones (which are
+        used when the checkpoint has them, as ``snn-esl evaluate`` does).
+
+    Returns
+    -------
+    (Network, dict)
+        The network and the checkpoint's config dict.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "last.h5").is_file():
+            raise FileNotFoundError(f"run directory {path}: no last.h5 checkpoint")
+        path = path / "last.h5"
+    ck = load_checkpoint(path)
+    try:
+        config = TrainConfig.from_dict(ck["config"])
+        state = ck["network"] if last or ck["best"] is None else ck["best"]
+        shapes = [tuple(int(v) for v in s["shape"]) for s in state.values()]
+        net = build_network(config, shapes[0][1], shapes[-1][0])
+        load_network_state(net, state)
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path}: incomplete or damaged ({type(e).__name__}: {e})") from None
+    return net, ck["config"]
+
+
+def _check_network(network, built, dataset_name):
+    """``network`` if it matches ``built`` (the config's network) in everything but the weights."""
+    if (network.in_features, network.out_features) != (built.in_features, built.out_features):
+        raise ValueError(f"network: takes {network.in_features} inputs and gives {network.out_features} outputs; the "
+                         f"data ({dataset_name}) has {built.in_features} features and {built.out_features} classes")
+    if len(network.layers) != len(built.layers):
+        raise ValueError(f"network: {len(network.layers)} layers, the config builds {len(built.layers)}")
+    for have, want in zip(network.layers, built.layers):
+        same = (type(have) is type(want) and have.name == want.name and have.dtype == want.dtype
+                and (have.in_features, have.out_features) == (want.in_features, want.out_features)
+                and getattr(have, "params", None) == getattr(want, "params", None)
+                and [p.name for p in have.parameters()] == [p.name for p in want.parameters()])
+        if not same:
+            raise ValueError(f"network: layer {have.name!r} ({type(have).__name__}) differs from the config's "
+                             f"{want.name!r} ({type(want).__name__}); describe it with adopt_network(network)")
+    return network
 
 
 def restore_trainer(path, dataset=None, **overrides):

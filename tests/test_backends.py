@@ -308,6 +308,11 @@ def test_custom_gain_layer_trains_saves_loads_and_runs_on_every_backend(device, 
               atol=1e-5)
 
 
+def test_network_refuses_layers_on_different_backends():
+    with pytest.raises(ValueError, match=r"layers: on different backends \['cpu', 'reference'\]"):
+        Network([SparseLinear(4, 3, density=0.5).to("reference"), LIF(3)])
+
+
 def test_layer_state_dict_rejects_bad_shapes():
     net = _gain_net()
     bad = net.state_dict()

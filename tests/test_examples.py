@@ -27,6 +27,7 @@ EXPECTED_FIGURES = {
     "07_esl_mnist.py": ["07_training_curves.png", "07_density_turnover.png", "07_accuracy_vs_density.png",
                         "07_fc1_structure_diff.png", "07_fc1_fan_out.png"],
     "08_energy.py": ["08_energy.png"],
+    "09_nir_export.py": ["09_nir_export.png"],
 }
 
 #: lines a tutorial must print (its self-checks)
@@ -41,6 +42,7 @@ EXPECTED_OUTPUT = {
     "05_sparse_connectivity.py": ["OK all three agree", "OK every row holds exactly round(D x total)"],
     "06_rewiring_up_close.py": ["OK pruned = the 6 smallest |w|", "OK Adam state was remapped"],
     "08_energy.py": ["OK; energy ="],
+    "09_nir_export.py": ["OK the network read back from the NIR file gives bit-identical outputs"],
 }
 
 #: per-script wall-clock limit in FAST mode (generous: a cold Numba cache compiles kernels first)

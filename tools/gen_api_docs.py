@@ -61,6 +61,7 @@ MODULES = [
     "snn_core.energy",
     "snn_core.viz",
     "snn_core.plots",
+    "snn_core.nir",
     "snn_core.cli",
     "snn_core.backend",
     "snn_core.backends",

@@ -323,3 +323,29 @@ class Backend:
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.name!r}>"
+
+
+class KernelModuleBackend(Backend):
+    """A backend whose neuron and optimizer kernels are functions of one kernel module (``kernels``)
+    with the interface's own signatures: ``cpu`` and ``cuda`` share these delegations."""
+
+    #: the kernel module (``snn_core.kernels.cpu`` or ``snn_core.kernels.cuda``)
+    kernels = None
+
+    def lif_forward(self, I, v0, prm, u, s, v_last):
+        self.kernels.lif_forward(I, v0, prm, u, s, v_last)
+
+    def lif_backward(self, gs, u, s, prm, gI):
+        self.kernels.lif_backward(gs, u, s, prm, gI)
+
+    def readout_forward(self, I, v0, prm, u):
+        self.kernels.readout_forward(I, v0, prm, u)
+
+    def readout_backward(self, gu, prm, gI):
+        self.kernels.readout_backward(gu, prm, gI)
+
+    def adam_update(self, w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
+        self.kernels.adam_update(w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd)
+
+    def sgd_update(self, w, g, buf, lr, momentum, nesterov, wd):
+        self.kernels.sgd_update(w, g, buf, lr, momentum, nesterov, wd)

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..kernels import conv_cpu as KC
 from ..kernels import cpu as K
-from .base import Backend
+from .base import KernelModuleBackend
 
 #: a SparseLinear input is spike-packed when the layer has at least this many
 #: connections per input on average (or when the layer forces it)
@@ -22,23 +22,11 @@ SPIKE_PACK_MIN_FANOUT = 4.0
 SPIKE_LIST_RATE = 0.03
 
 
-class CpuBackend(Backend):
+class CpuBackend(KernelModuleBackend):
     """Numba kernels on host NumPy arrays (float32 and float64)."""
 
     name = "cpu"
-
-    # -- neurons -------------------------------------------------------------------
-    def lif_forward(self, I, v0, prm, u, s, v_last):
-        K.lif_forward(I, v0, prm, u, s, v_last)
-
-    def lif_backward(self, gs, u, s, prm, gI):
-        K.lif_backward(gs, u, s, prm, gI)
-
-    def readout_forward(self, I, v0, prm, u):
-        K.readout_forward(I, v0, prm, u)
-
-    def readout_backward(self, gu, prm, gI):
-        K.readout_backward(gu, prm, gI)
+    kernels = K
 
     # -- sparse synapses -------------------------------------------------------------
     def pack_spikes(self, X, n_out, nnz, scratch, force=None):
@@ -98,7 +86,6 @@ class CpuBackend(Backend):
         else:
             K.csr_backward_input_nz(t_indptr, t_indices, t_perm, data, G, rownz, GX)
 
-    # -- optimizers --------------------------------------------------------------------
     # -- sparse convolution: event-driven (kernels/conv_cpu.py); dense conv: im2col + BLAS (base) ----
     def conv_forward(self, g, indptr, indices, t_indptr, t_indices, t_perm, data, bias, X, Y, scratch):
         scratch["XT"] = KC.conv_forward(indptr, indices, data, t_indptr, t_indices, t_perm, bias, X, Y, g)
@@ -127,12 +114,6 @@ class CpuBackend(Backend):
             gbeta += gb
         else:
             KC.bn_backward(G, X, mean, invstd, gamma, GX, ggamma, gbeta)
-
-    def adam_update(self, w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
-        K.adam_update(w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd)
-
-    def sgd_update(self, w, g, buf, lr, momentum, nesterov, wd):
-        K.sgd_update(w, g, buf, lr, momentum, nesterov, wd)
 
     def nonfinite_count(self, a):
         if isinstance(a, np.ndarray) and a.dtype in self.dtypes:

@@ -20,7 +20,7 @@ from numba import cuda
 
 from ..kernels import conv_cuda as KC
 from ..kernels import cuda as K
-from .base import Backend, host_feature_major
+from .base import KernelModuleBackend, host_feature_major
 
 
 def _on_device(a):
@@ -59,10 +59,11 @@ class DeviceSequence:
         return f"DeviceSequence(shape={self.shape}, dtype={self.dtype})"
 
 
-class CudaBackend(Backend):
+class CudaBackend(KernelModuleBackend):
     """numba.cuda kernels on device arrays (a GPU, or the CUDA simulator)."""
 
     name = "cuda"
+    kernels = K
     is_host = False
     dtypes = (np.dtype(np.float32),)
 
@@ -118,18 +119,6 @@ class CudaBackend(Backend):
         cuda.synchronize()
 
     # -- kernels -----------------------------------------------------------------
-    def lif_forward(self, I, v0, prm, u, s, v_last):
-        K.lif_forward(I, v0, prm, u, s, v_last)
-
-    def lif_backward(self, gs, u, s, prm, gI):
-        K.lif_backward(gs, u, s, prm, gI)
-
-    def readout_forward(self, I, v0, prm, u):
-        K.readout_forward(I, v0, prm, u)
-
-    def readout_backward(self, gu, prm, gI):
-        K.readout_backward(gu, prm, gI)
-
     def csr_forward(self, indptr, indices, data, bias, X, Y, pack=None, scratch=None):
         K.csr_forward(indptr, indices, data, bias, X, Y)
 
@@ -224,9 +213,3 @@ class CudaBackend(Backend):
 
     def add(self, A, B, out):
         KC.add(A, B, out)
-
-    def adam_update(self, w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
-        K.adam_update(w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd)
-
-    def sgd_update(self, w, g, buf, lr, momentum, nesterov, wd):
-        K.sgd_update(w, g, buf, lr, momentum, nesterov, wd)

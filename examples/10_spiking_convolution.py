@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 09 — One spiking convolution, by hand
+# # 10 — One spiking convolution, by hand
 #
 # A convolutional layer applies the *same small kernel* at every position of
 # an image, at every time step. In `snn_core` the kernel tensor
@@ -160,7 +160,7 @@ assert np.allclose(dense, gw_hand)
 cfg = TrainConfig(model="convnet", channels=[8, 16], encoder="direct", steps=4,
                   density=0.2, init="uniform", batch_size=25, lr=0.01, lr_end=0.001,
                   epochs=2 if FAST else 3, max_train=500 if FAST else None, t_iter=5 if FAST else 40,
-                  quiet=True, out_dir=str(FIG_DIR / "09_run"))
+                  quiet=True, out_dir=str(FIG_DIR / "10_run"))
 trainer = Trainer(cfg, load_embedded())
 summary = trainer.fit(checkpoint_dir=False)
 convs = [l for l in trainer.network.sparse_layers() if hasattr(l, "geometry")]
