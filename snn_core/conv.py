@@ -414,6 +414,11 @@ class BatchNorm2d(Layer):
     def parameters(self):
         return [self.gamma, self.beta]
 
+    @property
+    def weight_shape(self):
+        """``(channels, h*w)``: what ``state_dict()["shape"]`` holds."""
+        return (self.channels, self.spatial)
+
     def _scale_shift(self, mean, var):
         invstd = 1.0 / np.sqrt(var + self.eps)
         gamma = self.backend.to_host(self.gamma.value).astype(np.float64)
@@ -472,7 +477,6 @@ class BatchNorm2d(Layer):
     def state_dict(self):
         """``weight`` (gamma), ``bias`` (beta), ``running_mean``, ``running_var`` and ``shape`` (channels, h*w)."""
         d = super().state_dict()
-        d["shape"] = np.array([self.channels, self.spatial])
         d["running_mean"], d["running_var"] = self.running_mean.copy(), self.running_var.copy()
         return d
 

@@ -528,7 +528,7 @@ def restore_trainer(path, dataset=None, **overrides):
 
 
 def _restore(path, ck, dataset, overrides):
-    arch = ("hidden", "sparse", "output", "steps")
+    arch = ("model", "hidden", "channels", "width", "input_shape", "sparse", "output", "steps")
     for k in overrides:
         if k in arch and overrides[k] != ck["config"].get(k):
             raise ValueError(f"{k}: cannot change the architecture of a checkpoint ({ck['config'].get(k)!r} "
@@ -539,7 +539,7 @@ def _restore(path, ck, dataset, overrides):
     # 'epochs' re-plans both over the longer run (documented in docs/howto.md)
     trainer = Trainer(config, dataset=dataset)
     shapes = [tuple(int(v) for v in s["shape"]) for s in ck["network"].values()]
-    if trainer.x_train.shape[1] != shapes[0][1]:
+    if config.model == "mlp" and trainer.x_train.shape[1] != shapes[0][1]:  # conv models: the state check below
         raise ValueError(f"data: the checkpoint's network takes {shapes[0][1]} input features, the data "
                          f"({trainer.dataset_name}) has {trainer.x_train.shape[1]}")
     if trainer.n_classes != shapes[-1][0]:

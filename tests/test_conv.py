@@ -404,3 +404,80 @@ def test_models_build_train_a_step_and_rewire_on_every_backend(model, device, rn
     moved = [k for k, v in net.state_dict().items() if "data" in v and not np.array_equal(v["data"], w0[k]["data"])]
     assert moved
     assert np.isfinite(net.backend.to_host(net.forward(x))).all() and math.isfinite(loss)
+
+
+# ---------------------------------------------------------------------------
+# the Trainer, checkpoints, plots and the command line with conv models
+# ---------------------------------------------------------------------------
+def _tiny_images(seed=0, n=60, n_test=20, side=8):
+    from snn_core.data.datasets import Dataset
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n + n_test).astype(np.uint8)
+    x = (rng.random((n + n_test, side * side)) * 60).astype(np.uint8)
+    for c in range(3):  # class c brightens its own rows
+        x[y == c, c * 16:(c + 1) * 16] += 180
+    return Dataset(x[:n], y[:n], x[n:], y[n:], "tiny", "test", (side, side))
+
+
+def test_trainer_checkpoint_and_plots_with_a_conv_model(tmp_path):
+    from snn_core.config import TrainConfig
+    from snn_core.training import Trainer, restore_trainer
+
+    cfg = TrainConfig(model="convnet", channels=[3, 6], encoder="direct", steps=3, density=0.3, init="uniform",
+                      epochs=2, batch_size=10, t_iter=2, quiet=True, seed=1, lr=0.02, out_dir=str(tmp_path / "run"))
+    ds = _tiny_images()
+    tr = Trainer(cfg, ds)
+    assert [type(l).__name__ for l in tr.network.layers][:4] == ["SparseConv2d", "BatchNorm2d", "LIF", "AvgPool2d"]
+    summary = tr.fit()
+    possible = sum(math.prod(l.weight_shape) for l in tr.network.sparse_layers())
+    assert sum(l.nnz for l in tr.network.sparse_layers()) == round(0.3 * possible)
+    assert summary["rewiring_events"] >= 2
+    assert {d["name"] for d in summary["layers"]} == {"conv1", "conv2", "fc"}
+    back = restore_trainer(tmp_path / "run" / "last.h5", dataset=ds, quiet=True)
+    x = back._encode(back.x_test[:5], (3, 0))
+    tr.network.load_state_dict(back.network.state_dict())
+    tr.network.eval(), back.network.eval()
+    np.testing.assert_array_equal(np.asarray(back.network.forward(x)), np.asarray(tr.network.forward(x)))
+
+
+def test_kernel_grid_puts_every_kernel_in_its_tile():
+    from snn_core.viz import kernel_grid
+
+    layer = SparseConv2d(2, 3, (2, 3), density=0.5, input_size=(4, 4), seed=0)
+    w = layer.weight
+    indptr, indices, shape, data = kernel_grid(w.indptr, w.indices, layer.kernel_shape, w.data)
+    assert shape == (6, 6)
+    grid = np.zeros(shape)
+    rows = np.repeat(np.arange(shape[0]), np.diff(indptr))
+    grid[rows, indices] = data
+    k4 = w.toarray().reshape(3, 2, 2, 3)
+    for co in range(3):
+        for ci in range(2):
+            np.testing.assert_array_equal(grid[co * 2:(co + 1) * 2, ci * 3:(ci + 1) * 3], k4[co, ci])
+
+
+def test_cli_trains_a_conv_model_and_rejects_bad_shapes(tmp_path, capsys):
+    from snn_core.cli import main
+    from snn_core.data.idx import write_idx
+
+    ds = _tiny_images(n=40, n_test=10)
+    d = tmp_path / "data"
+    d.mkdir()
+    for name, arr in (("train-images-idx3-ubyte", ds.x_train.reshape(-1, 8, 8)), ("train-labels-idx1-ubyte", ds.y_train),
+                      ("t10k-images-idx3-ubyte", ds.x_test.reshape(-1, 8, 8)), ("t10k-labels-idx1-ubyte", ds.y_test)):
+        write_idx(d / name, arr)
+    args = ["train", "--model", "convnet", "--channels", "2", "4", "--data-dir", str(d), "--encoder", "direct",
+            "--steps", "2", "--density", "0.4", "--init", "uniform", "--epochs", "2", "--batch-size", "10", "--t-iter", "1",
+            "--quiet", "--out-dir", str(tmp_path / "run")]
+    assert main(args) in (0, None)
+    assert "SparseConv2d" in capsys.readouterr().out
+    assert main(["plot", str(tmp_path / "run"), "--out", str(tmp_path / "fig")]) in (0, None)
+    assert (tmp_path / "fig" / "structure_conv2.gif").is_file()  # the rewiring GIF, one tile per kernel
+    try:
+        code = main(args[:-2] + ["--input-shape", "3", "8", "8", "--out-dir", str(tmp_path / "run2")])
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code not in (0, None) and "input_shape: [3, 8, 8] has 192 features, the data 64" in err
+    assert "Traceback" not in err
