@@ -481,3 +481,29 @@ def test_cli_trains_a_conv_model_and_rejects_bad_shapes(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code not in (0, None) and "input_shape: [3, 8, 8] has 192 features, the data 64" in err
     assert "Traceback" not in err
+
+
+def test_reduced_vggsnn_trains_a_few_epochs_with_tet_on_generated_cifar_like_images(tmp_path):
+    """The full path of the paper-scale runs at toy size: 3x16x16 colour images, VGGSNN at 1/32 width,
+    TET loss on the per-step linear output, ERK at 20%, rewiring, checkpoints, best-validation test."""
+    from snn_core.config import TrainConfig
+    from snn_core.data.datasets import Dataset
+    from snn_core.training import Trainer
+
+    rng = np.random.default_rng(0)
+    n, side = 90, 16
+    y = rng.integers(0, 3, n + 30).astype(np.uint8)
+    img = rng.integers(0, 90, (n + 30, 3, side, side)).astype(np.uint8)
+    for c in range(3):  # class c: a bright colour channel
+        img[y == c, c] += 150
+    ds = Dataset(img[:n].reshape(n, -1), y[:n], img[n:].reshape(30, -1), y[n:], "cifar-like", "generated", (side, side))
+    cfg = TrainConfig(model="vggsnn", width=1 / 32, input_shape=[3, side, side], encoder="direct", steps=2,
+                      loss="tet", output="linear", density=0.2, init="erk", dense_first=False, epochs=3,
+                      batch_size=15, lr=0.01, t_iter=3, quiet=True, seed=0, out_dir=str(tmp_path / "vgg"))
+    tr = Trainer(cfg, ds)
+    assert sum(isinstance(l, SparseConv2d) for l in tr.network.modules()) == 8
+    summary = tr.fit()
+    assert summary["rewiring_events"] >= 3 and (tmp_path / "vgg" / "best.h5").is_file()
+    possible = sum(math.prod(l.weight_shape) for l in tr.network.sparse_layers())
+    assert sum(l.nnz for l in tr.network.sparse_layers()) == round(0.2 * possible)
+    assert tr.metrics["train_loss"][-1] < tr.metrics["train_loss"][0]
