@@ -161,7 +161,6 @@ def _fd_check(net, x, loss_fn, rng, n_probe=4, h=1e-6, check_input=True):
     value, g = loss_fn(np.asarray(net.forward(x)))
     net.zero_grad()
     net.backward(g)
-    gx = net.layers[0].backward.__self__ and None
     for p in net.parameters():
         grad = p.grad.copy()
         for idx in rng.choice(p.value.size, size=min(n_probe, p.value.size), replace=False):
@@ -173,7 +172,6 @@ def _fd_check(net, x, loss_fn, rng, n_probe=4, h=1e-6, check_input=True):
             p.value.flat[idx] = old
             num = (up - down) / (2 * h)
             assert abs(num - grad.flat[idx]) <= 1e-5 + 1e-4 * abs(num), f"{p.name}[{idx}]: {grad.flat[idx]} vs {num}"
-    return gx
 
 
 def _input_fd(layer, x, rng, h=1e-6):
