@@ -8,11 +8,13 @@ line naming the problem and exit non-zero.
 from __future__ import annotations
 
 import argparse
-import math
 import dataclasses
 import json
+import math
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from .config import TrainConfig
 
@@ -133,11 +135,13 @@ def cmd_info(args):
     else:
         print(f"trained {t['epoch']} of {cfg['epochs']} epochs, {t['iteration']} iterations, "
               f"best val {t['best_val_accuracy']:.4f} at epoch {t['best_epoch']}")
-    print(f"config: density={cfg['density']} init={cfg['init']} rewiring={cfg['rewiring']} t_iter={cfg['t_iter']} "
+    print(f"config: model={cfg.get('model', 'mlp')} density={cfg['density']} init={cfg['init']} rewiring={cfg['rewiring']} t_iter={cfg['t_iter']} "
           f"zeta0={cfg['zeta0']} prune={cfg['prune']} grow={cfg['grow']} T={cfg['steps']} loss={cfg['loss']}")
     total_nnz = total = 0
     print(f"{'layer':10s} {'shape':>14s} {'nnz':>9s} {'density':>8s}")
     for name, s in ck["network"].items():
+        if "indices" not in s and np.ndim(s.get("weight")) != 2:
+            continue  # batch norm: per-channel scale and shift, no connections
         shape = tuple(int(v) for v in s["shape"])
         nnz = len(s["indices"]) if "indices" in s else s["weight"].size
         total_nnz += nnz
