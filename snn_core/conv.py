@@ -35,7 +35,8 @@ from .layers import FLOAT_DTYPES, Layer, SparseLinear, check_finite
 from .parameter import Parameter
 from .sparse import canonical_csr, csr_from_arrays, fan_in_uniform, random_connectivity
 
-__all__ = ["SparseConv2d", "Conv2d", "AvgPool2d", "MaxPool2d", "Flatten", "BatchNorm2d", "ResidualBlock"]
+__all__ = ["SparseConv2d", "Conv2d", "AvgPool2d", "MaxPool2d", "Flatten", "BatchNorm2d", "ResidualBlock",
+           "fold_batchnorm"]
 
 
 def _dtype(dtype, where):
@@ -599,3 +600,44 @@ class ResidualBlock(Layer):
         inner = ", ".join(repr(layer) for layer in self.main)
         sc = "identity" if self.shortcut is None else ", ".join(repr(layer) for layer in self.shortcut)
         return f"ResidualBlock(main=[{inner}], shortcut=[{sc}])"
+
+
+def fold_batchnorm(conv, bn):
+    """A new convolution equal to ``bn(conv(x))`` in evaluation mode (running statistics), for inference/export.
+
+    Per output channel ``c``: ``scale = gamma / sqrt(running_var + eps)``; the
+    kernel row ``c`` is multiplied by ``scale`` and the bias becomes
+    ``beta + (bias - running_mean) * scale``. A sparse convolution keeps its
+    exact structure (only stored values change), so the folded network has
+    the same connections and the same SOP count.
+
+    Parameters
+    ----------
+    conv : SparseConv2d or Conv2d
+    bn : BatchNorm2d with ``bn.channels == conv``'s output channels
+
+    Returns
+    -------
+    SparseConv2d or Conv2d (host backend ``cpu``, bias present, same name)
+    """
+    g = conv.geometry
+    if not isinstance(bn, BatchNorm2d) or bn.channels != g.c_out or bn.spatial != g.oh * g.ow:
+        raise ValueError(f"fold_batchnorm: {getattr(bn, 'name', bn)!r} does not normalise the output of {conv.name!r}")
+    host = conv.backend.to_host
+    gamma = host(bn.gamma.value).astype(np.float64)
+    beta = host(bn.beta.value).astype(np.float64)
+    scale = gamma / np.sqrt(bn.running_var + bn.eps)
+    bias = np.zeros(g.c_out) if conv.bias is None else host(conv.bias.value).astype(np.float64)
+    new_bias = beta + (bias - bn.running_mean) * scale
+    args = (g.c_in, g.c_out, (g.kh, g.kw), g.stride, g.pad)
+    if isinstance(conv, SparseConv2d):
+        w = conv.weight
+        rows = np.repeat(np.arange(g.c_out), np.diff(w.indptr))
+        data = (np.asarray(w.data, np.float64) * scale[rows]).astype(conv.dtype)
+        folded = SparseConv2d(*args, input_size=(g.h, g.w), bias=True, dtype=conv.dtype, name=conv.name,
+                              weight=csr_from_arrays(w.indptr, w.indices, data, w.shape))
+    else:
+        W = conv.weight.astype(np.float64) * scale[:, None]
+        folded = Conv2d(*args, input_size=(g.h, g.w), bias=True, dtype=conv.dtype, name=conv.name, weight=W)
+    folded.bias.value[...] = new_bias.astype(conv.dtype)
+    return folded

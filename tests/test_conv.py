@@ -289,6 +289,27 @@ def test_batchnorm_uses_batch_statistics_in_training_and_running_ones_in_eval(rn
     np.testing.assert_allclose(ye, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("sparse", [True, False])
+def test_fold_batchnorm_matches_conv_then_bn_in_eval_mode(sparse, rng):
+    from snn_core.conv import fold_batchnorm
+
+    cls = SparseConv2d if sparse else Conv2d
+    kw = dict(density=0.5) if sparse else {}
+    conv = cls(2, 3, 3, 2, 1, input_size=(6, 6), bias=True, seed=0, dtype=np.float64, **kw)
+    conv.bias.value[:] = rng.standard_normal(3)
+    bn = BatchNorm2d(3, (3, 3), momentum=1.0, dtype=np.float64)
+    bn.gamma.value[:], bn.beta.value[:] = rng.random(3) + 0.5, rng.standard_normal(3)
+    x = rng.random((2, 4, 72))
+    bn.forward(conv.forward(x))  # momentum 1: running statistics = this batch's
+    bn.training = False
+    folded = fold_batchnorm(conv, bn)
+    np.testing.assert_allclose(np.asarray(folded.forward(x)), np.asarray(bn.forward(conv.forward(x))), atol=1e-10)
+    if sparse:
+        assert folded.nnz == conv.nnz and np.array_equal(folded.weight.indices, conv.weight.indices)
+    with pytest.raises(ValueError, match="does not normalise"):
+        fold_batchnorm(conv, BatchNorm2d(4, (3, 3)))
+
+
 def test_bad_shapes_give_one_line_errors():
     with pytest.raises(ValueError, match="input_size"):
         SparseConv2d(1, 2, 3)
