@@ -210,7 +210,7 @@ def test_every_conv_layer_input_and_parameter_gradients(device, which, rng):
     _input_fd(layer, x, rng)
     if layer.parameters():
         Rw = rng.standard_normal((2, 3, layer.out_features))
-        _fd_check(Network([Flatten(layer.in_features, dtype=np.float64), layer]), x,
+        _fd_check(Network([Flatten(layer.in_features, dtype=np.float64).to(device), layer]), x,
                   lambda o: (float((o * Rw).sum()), Rw), rng, check_input=False)
 
 
@@ -229,7 +229,7 @@ def test_residual_block_gradients(device, rng):
     x2 = rng.standard_normal((2, 2, 8))
     _input_fd(ident, x2, rng)
     Rw = rng.standard_normal((3, 2, 12))
-    _fd_check(Network([Flatten(32, dtype=f64), block]), x, lambda o: (float((o * Rw).sum()), Rw), rng)
+    _fd_check(Network([Flatten(32, dtype=f64).to(device), block]), x, lambda o: (float((o * Rw).sum()), Rw), rng)
 
 
 @pytest.mark.parametrize("device", ["reference", "cpu"])
