@@ -21,7 +21,7 @@ import numpy as np
 
 from _tutorial import FAST, FIG_DIR  # finds snn_core; the figure folder
 
-from snn_core import LIF, LIFParams, Network
+from snn_core import LIF, LIFParams, viz
 from snn_core.conv import SparseConv2d
 from snn_core.data import load_embedded
 from snn_core.config import TrainConfig
@@ -75,6 +75,7 @@ for t in range(T):
                         by_hand[oy, ox] += kernel[ky, kx] * img[oy + ky, ox + kx]
     print(f"current, step {t}:\n{current[t, 0].reshape(3, 3)}")
     assert np.allclose(current[t, 0].reshape(3, 3), by_hand)
+print("OK currents == hand convolution")
 
 # %% [markdown]
 # ## Step 3 — spikes of the LIF neurons that receive it
@@ -94,6 +95,7 @@ for t in range(T):
     print(f"step {t}: membrane {lif.recorded['u'][t, 0].reshape(3, 3).ravel()} -> spikes "
           f"{out[t, 0].astype(int).reshape(3, 3).tolist()}")
     assert np.array_equal(out[t, 0], s) and np.allclose(lif.recorded["u"][t, 0], u)
+print("OK spikes == hand LIF steps")
 
 # %% [markdown]
 # ## Step 4 — gradients
@@ -129,6 +131,7 @@ assert np.allclose(conv.weight_param.grad, gw_hand.ravel()[cols])
 for t in range(T):
     print(f"dL/ds, step {t}:\n{grad_in[t, 0].reshape(H, W)}")
     assert np.allclose(grad_in[t, 0].reshape(H, W), gx_hand[t])
+print("OK gradients == hand computation")
 
 # %% [markdown]
 # Gradient-based growth needs the gradient at the *absent* positions too:
@@ -170,3 +173,17 @@ for layer in trainer.network.sparse_layers():
     print(f"  {layer.name:6s} {type(layer).__name__:13s} kernel matrix {layer.weight_shape}, nnz {layer.nnz}")
 assert abs(summary["density"] - 0.2) < 1e-3 and summary["rewiring_events"] >= 1
 assert summary["test_accuracy"] > (0.25 if FAST else 0.7)  # chance: 0.1
+
+# %% [markdown]
+# The kernels of `conv2` before and after training, one 3x3 tile per
+# (output channel, input channel): kept connections grey, pruned orange,
+# grown blue (`snn-esl plot` draws the same view and a GIF of every event).
+
+# %%
+conv2 = trainer.network.layers[4]
+snaps = trainer.rewirer.history.snapshots("conv2")
+(_, p0, i0), (_, p1, i1) = snaps[0], snaps[-1]
+a = viz.kernel_grid(p0, i0, conv2.kernel_shape)
+b = viz.kernel_grid(p1, i1, conv2.kernel_shape)
+fig = viz.connectivity_diff(a[:2], b[:2], a[2], title="conv2 kernels: initial vs last rewiring event")
+print("wrote", viz.save(fig, FIG_DIR / "10_conv2_kernels.png"))
