@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from .config import TrainConfig
 
@@ -34,7 +37,7 @@ def _add_config_flags(p):
         kw = dict(dest=f.name, default=argparse.SUPPRESS, help=text)
         if f.type == "bool":
             g.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kw)
-        elif f.name == "hidden":
+        elif f.name in ("hidden", "channels", "input_shape"):
             g.add_argument(_flag(f.name), type=int, nargs="+", metavar="N", **kw)
         else:
             base = f.type.split("|")[0].strip()
@@ -66,8 +69,8 @@ def cmd_train(args):
     cfg = trainer.config
     print(f"data: {trainer.dataset_name} ({len(trainer.x_train)} train / {len(trainer.x_val)} val / "
           f"{len(trainer.x_test)} test), T={cfg.steps}, encoder={cfg.encoder}")
-    for layer in trainer.network.layers:
-        extra = f"  nnz={layer.nnz} density={layer.nnz / (layer.in_features * layer.out_features):.4f}" \
+    for layer in trainer.network.modules():
+        extra = f"  nnz={layer.nnz} density={layer.nnz / math.prod(layer.weight_shape):.4f}" \
             if hasattr(layer, "nnz") else ""
         print(f"  {layer.name:10s} {type(layer).__name__:13s} {layer.in_features:>6d} -> {layer.out_features:<6d}{extra}")
     if trainer.rewirer.enabled:
@@ -139,11 +142,13 @@ def cmd_info(args):
     else:
         print(f"trained {t['epoch']} of {cfg['epochs']} epochs, {t['iteration']} iterations, "
               f"best val {t['best_val_accuracy']:.4f} at epoch {t['best_epoch']}")
-    print(f"config: density={cfg['density']} init={cfg['init']} rewiring={cfg['rewiring']} t_iter={cfg['t_iter']} "
+    print(f"config: model={cfg.get('model', 'mlp')} density={cfg['density']} init={cfg['init']} rewiring={cfg['rewiring']} t_iter={cfg['t_iter']} "
           f"zeta0={cfg['zeta0']} prune={cfg['prune']} grow={cfg['grow']} T={cfg['steps']} loss={cfg['loss']}")
     total_nnz = total = 0
     print(f"{'layer':10s} {'shape':>14s} {'nnz':>9s} {'density':>8s}")
     for name, s in ck["network"].items():
+        if "indices" not in s and np.ndim(s.get("weight")) != 2:
+            continue  # batch norm: per-channel scale and shift, no connections
         shape = tuple(int(v) for v in s["shape"])
         nnz = len(s["indices"]) if "indices" in s else s["weight"].size
         total_nnz += nnz

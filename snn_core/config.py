@@ -55,12 +55,20 @@ class TrainConfig:
     max_train: int | None = option(None, "train on a random subset of this many training samples (quick runs); "
                                          "unset: all")
     # network
+    model: str = option("mlp", "network family: mlp | convnet | vggsnn | resnet19 (builders in snn_core.models)")
     hidden: list = option(None, "sizes of the hidden LIF layers, e.g. `--hidden 800` or `--hidden 500 300`",
                           factory=lambda: [800])
+    channels: list = option(None, "convnet only: output channels of each conv block, e.g. `--channels 32 64`",
+                            factory=lambda: [32, 64])
+    width: float = option(1.0, "vggsnn/resnet19 only: channel multiplier (e.g. 0.25 for a laptop-sized version)")
+    input_shape: list | None = option(None, "conv models only: input image shape C H W; unset: inferred for square "
+                                            "1-, 2- or 3-channel images")
+    dense_first: bool = option(True, "conv models only: keep the first sparse layer dense (the global density "
+                                     "stays exact)")
     density: float = option(0.1, "target global connection density D of the sparse network (connections / possible"
                                  " connections)")
     init: str = option("erdos_renyi", "how the sparse layers' initial connections are drawn: erdos_renyi "
-                                      "(per-layer density from one global scale) | uniform (every layer at D)")
+                                      "(per-layer density from one global scale) | erk (Erdős–Rényi-kernel, for conv layers) | uniform (every layer at D)")
     min_per_row: int = option(0, "if >= 1, every output neuron gets at least this many inputs at initialisation")
     sparse: bool = option(True, "use sparse CSR layers; --no-sparse trains dense Linear layers instead (density is"
                                 " then ignored)")
@@ -142,9 +150,19 @@ class TrainConfig:
              "hidden", "a list of positive layer sizes")
         self.hidden = list(self.hidden)
         need(isinstance(self.density, (int, float)) and 0 < self.density <= 1, "density", "a value in (0, 1]")
-        choice("init", ("erdos_renyi", "uniform"))
+        choice("init", ("erdos_renyi", "erk", "uniform"))
+        choice("model", ("mlp", "convnet", "vggsnn", "resnet19"))
+        need(isinstance(self.channels, (list, tuple)) and len(self.channels) >= 1
+             and all(isinstance(c, int) and c > 0 for c in self.channels), "channels", "a list of positive channel counts")
+        self.channels = list(self.channels)
+        need(isinstance(self.width, (int, float)) and math.isfinite(self.width) and self.width > 0, "width", "a value > 0")
+        need(self.input_shape is None or (isinstance(self.input_shape, (list, tuple)) and len(self.input_shape) == 3
+             and all(isinstance(c, int) and c > 0 for c in self.input_shape)), "input_shape",
+             "None or [channels, height, width]")
+        if self.input_shape is not None:
+            self.input_shape = list(self.input_shape)
         need(isinstance(self.min_per_row, int) and self.min_per_row >= 0, "min_per_row", "an integer >= 0")
-        choice("output", ("readout", "lif"))
+        choice("output", ("readout", "lif", "linear"))
         choice("loss", ("ce_membrane", "ce_count", "mse_rate", "tet"))
         need(math.isfinite(self.gain) and self.gain > 0, "gain", "a finite value > 0")
         need(math.isfinite(self.tau_m) and self.tau_m > 0, "tau_m", "a finite value > 0")

@@ -183,6 +183,9 @@ def _is_synaptic(layer):
 
 def _as_structure(weight):
     """-> ("sparse", indices, (n_out, n_in)) or ("dense", None, (n_out, n_in))."""
+    if _is_synaptic(weight) and hasattr(weight, "geometry"):  # a convolution: features in, features out
+        return ("sparse" if hasattr(weight, "set_connections") else "dense"), None, (weight.out_features,
+                                                                                     weight.in_features)
     if _is_synaptic(weight):  # SparseLinear / Linear alike: ``weight`` is the matrix (CSR or dense)
         w = weight.weight
         if sp.issparse(w):
@@ -209,6 +212,8 @@ def fan_out(weight):
     (n_out, n_in) array. Sparse: stored connections per column (explicit
     zeros included). Dense: ``n_out`` for every input.
     """
+    if _is_synaptic(weight) and hasattr(weight, "input_fan_out"):  # convolutions unroll their kernel
+        return weight.input_fan_out()
     kind, indices, (n_out, n_in) = _as_structure(weight)
     if kind == "sparse":
         return np.bincount(np.asarray(indices, np.int64), minlength=n_in).astype(np.int64)
@@ -299,13 +304,12 @@ def _synaptic_inputs(net, x):
     Uses ``net.recorded`` (after ``net.forward(x, record=True)``).
     """
     out = []
-    for i, layer in enumerate(net.layers):
+    for layer, prev in _with_predecessor(net.layers, None):
         if not _is_synaptic(layer):
             continue
-        if i == 0:
+        if prev is None:
             out.append((layer, x, "input"))
             continue
-        prev = net.layers[i - 1]
         rec = net.recorded.get(prev.name)
         key = prev.output_key  # the recorded array that is the layer's output: "spikes" (LIF), "u" (Readout)
         if key is None:
@@ -319,6 +323,24 @@ def _synaptic_inputs(net, x):
     if not out:
         raise ValueError("network has no synaptic (SparseLinear/Linear) layer")
     return out
+
+
+def _with_predecessor(layers, prev):
+    """(leaf layer, the leaf layer whose output it reads) in order; blocks feed both branches their input."""
+    for layer in layers:
+        kids = getattr(layer, "children", None)
+        if kids is None:
+            yield layer, prev
+            prev = layer
+            continue
+        last = prev
+        for branch in (layer.main, layer.shortcut or []):
+            p = prev
+            for sub, p_sub in _with_predecessor(branch, prev):
+                yield sub, p_sub
+                p = sub
+            last = p if branch is layer.main else last
+        prev = last  # approximation for what follows: the block's main branch (its add is not recorded)
 
 
 def energy_from_network(net, x, constants=None, ann_timesteps=1, input_kind="auto"):
@@ -336,7 +358,7 @@ def _accumulate_network(acc, net, x, input_kind):
                              "run net.forward(x, record=True) with this x first")
         acc.add_layer(i, layer.name, src, layer, a, input_kind)
     acc.add_samples(B)
-    for layer in net.layers:
+    for layer in net.modules():
         if "spikes" in net.recorded.get(layer.name, {}):
             acc.add_spikes(layer.name, net.recorded[layer.name]["spikes"])
 
@@ -406,6 +428,7 @@ class _Accumulator:
                 name=name, type=type(weight).__name__ if _is_synaptic(weight)
                 else ("sparse" if kind == "sparse" else "dense"),
                 n_in=int(n_in), n_out=int(n_out), connections=int(fo.sum()),
+                dense=int(getattr(weight, "unrolled_size", n_in * n_out)) if _is_synaptic(weight) else n_in * n_out,
                 presynaptic=source, op=op, ac=np.zeros(self.T), mac=np.zeros(self.T), active=0.0, values=0)
         elif op != rec["op"]:
             rec["op"] = "AC+MAC"
@@ -436,16 +459,16 @@ class _Accumulator:
             s_, m_ = float(ac_step.sum()), float(mac_step.sum())
             sops, macs = sops + s_, macs + m_
             total_step += ac_step + mac_step
-            shapes.append((r["n_out"], r["n_in"]))
+            shapes.append((r["dense"], 1))
             conns += r["connections"]
             layers.append(dict(
                 name=r["name"], type=r["type"], n_in=r["n_in"], n_out=r["n_out"],
-                connections=r["connections"], density=r["connections"] / (r["n_in"] * r["n_out"]),
+                connections=r["connections"], density=r["connections"] / r["dense"],
                 presynaptic=r["presynaptic"], op=r["op"],
                 presyn_rate=r["active"] / max(r["values"], 1),
                 mean_fan_out=r["connections"] / r["n_in"],
                 sops_per_sample=s_, macs_per_sample=m_, ops_per_step=ac_step + mac_step,
-                ann_macs_per_sample=float(ann_timesteps * r["n_in"] * r["n_out"]),
+                ann_macs_per_sample=float(ann_timesteps * r["dense"]),
                 energy_pj=s_ * c.e_ac_pj + m_ * c.e_mac_pj,
             ))
         a_macs = ann_macs(shapes, ann_timesteps)

@@ -141,6 +141,8 @@ class Layer:
     emits_spikes: bool = False
     #: the key of ``recorded`` that holds the layer's output (neurons: "spikes" or "u"; None: not recorded)
     output_key = None
+    #: training mode (batch statistics in batch norm); ``Network.train()`` / ``eval()`` set it
+    training: bool = True
 
     def __init__(self):
         self.recorded = {}
@@ -203,7 +205,7 @@ class Layer:
         if not params:
             return {}
         d = {p.name.rsplit(".", 1)[-1]: np.array(self.backend.to_host(p.value), copy=True) for p in params}
-        d["shape"] = np.array([self.out_features, self.in_features])
+        d["shape"] = np.array(self.weight_shape)
         return d
 
     def load_state_dict(self, state):
@@ -218,6 +220,11 @@ class Layer:
             check_finite(arr, f"{self.name}.{key}")
             p.replace(self.backend.to_device(np.array(arr, dtype=p.value.dtype, order="C", copy=True)),
                       grad=self.backend.zeros(p.value.shape, p.value.dtype))
+
+    @property
+    def weight_shape(self):
+        """Shape of the weight matrix: ``(out_features, in_features)`` (a convolution: its kernel matrix)."""
+        return (self.out_features, self.in_features)
 
     def _needs_cache(self):
         if self._cache is None:
@@ -434,26 +441,31 @@ class SparseLinear(Layer):
         """Host copies: ``indptr``, ``indices``, ``data`` (+ ``bias``) and ``shape`` (n_out, n_in)."""
         w = self.weight
         d = {"indptr": w.indptr.copy(), "indices": w.indices.copy(), "data": np.array(w.data, copy=True),
-             "shape": np.array([self.out_features, self.in_features])}
+             "shape": np.array(self.weight_shape)}
         if self.bias is not None:
             d["bias"] = np.array(self.backend.to_host(self.bias.value), copy=True)
         return d
 
     def load_state_dict(self, state):
         """Install a :meth:`state_dict` (structure validated: ValueError naming the problem)."""
-        shape = tuple(int(v) for v in state.get("shape", (self.out_features, self.in_features)))
-        if shape != (self.out_features, self.in_features):
-            raise ValueError(f"{self.name}: state has shape {shape}, the layer {(self.out_features, self.in_features)}")
+        shape = tuple(int(v) for v in state.get("shape", self.weight_shape))
+        if shape != self.weight_shape:
+            raise ValueError(f"{self.name}: state has shape {shape}, the layer {self.weight_shape}")
         for key in ("indptr", "indices", "data"):
             if key not in state:
                 raise ValueError(f"{self.name}: state has no {key!r} array")
         self.set_connections(state["indptr"], state["indices"], state["data"])
         if self.bias is not None and "bias" in state:
             b = np.asarray(state["bias"], self.dtype)
-            if b.shape != (self.out_features,):
-                raise ValueError(f"{self.name}.bias: expected shape {(self.out_features,)}, got {b.shape}")
+            if b.shape != self.bias.value.shape:
+                raise ValueError(f"{self.name}.bias: expected shape {self.bias.value.shape}, got {b.shape}")
             check_finite(b, f"{self.name}.bias")
             self.bias.replace(self.backend.to_device(b.copy()), grad=self.backend.zeros(b.shape, b.dtype))
+
+    @property
+    def weight_shape(self):
+        """Shape of the CSR weight matrix (rows, columns)."""
+        return tuple(self._csr.shape)
 
     @property
     def nnz(self):
@@ -462,13 +474,13 @@ class SparseLinear(Layer):
 
     @property
     def density(self):
-        """``nnz / (out_features * in_features)``."""
-        return self._csr.nnz / (self.in_features * self.out_features)
+        """``nnz / (rows * columns)`` of the weight matrix."""
+        return self._csr.nnz / (self._csr.shape[0] * self._csr.shape[1])
 
     def transpose_structure(self):
         """Cached host (t_indptr, t_indices, perm) of W^T; rebuilt after rewiring."""
         if self._transpose is None:
-            self._transpose = transpose_structure(self._csr.indptr, self._csr.indices, self.in_features)
+            self._transpose = transpose_structure(self._csr.indptr, self._csr.indices, self._csr.shape[1])
         return self._transpose
 
     def _backend_transpose(self):
@@ -484,7 +496,7 @@ class SparseLinear(Layer):
         if self.bias is not None:
             return self.bias.value
         if self._zeros is None:
-            self._zeros = self.backend.zeros(self.out_features, self.dtype)
+            self._zeros = self.backend.zeros(self._csr.shape[0], self.dtype)
         return self._zeros
 
     def forward(self, x, record=False):

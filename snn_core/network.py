@@ -93,7 +93,7 @@ class Network:
         h = x
         for layer in self.layers:
             h = layer.forward(h, record=record)
-        self.recorded = {layer.name: layer.recorded for layer in self.layers if record and layer.recorded}
+        self.recorded = {m.name: m.recorded for m in self.modules() if record and m.recorded}
         return h
 
     __call__ = forward
@@ -116,9 +116,37 @@ class Network:
         for p in self.parameters():
             p.zero_grad()
 
+    def modules(self):
+        """Every layer with the sub-layers of blocks flattened (a block's ``children`` replace it), in order."""
+        out = []
+
+        def walk(layers):
+            for layer in layers:
+                kids = getattr(layer, "children", None)
+                if kids is None:
+                    out.append(layer)
+                else:
+                    walk(kids)
+
+        walk(self.layers)
+        return out
+
+    def train(self, mode=True):
+        """Training mode (batch statistics in batch norm) for every layer; returns self."""
+        for m in self.modules() + self.layers:
+            m.training = bool(mode)
+        return self
+
+    def eval(self):
+        """Evaluation mode (running statistics in batch norm); returns self."""
+        return self.train(False)
+
     def sparse_layers(self):
-        """The layers rewiring acts on: those with a sparse ``weight`` and ``set_connections`` (e.g. SparseLinear)."""
-        return [layer for layer in self.layers if hasattr(layer, "set_connections")]
+        """The layers rewiring acts on: those with a sparse ``weight`` and ``set_connections``.
+
+        SparseLinear and SparseConv2d, inside residual blocks too (:meth:`modules`).
+        """
+        return [layer for layer in self.modules() if hasattr(layer, "set_connections")]
 
     def check_finite(self):
         """Raise ValueError naming the first parameter holding NaN/Inf."""
@@ -153,7 +181,7 @@ class Network:
     def state_dict(self):
         """``{layer name: layer.state_dict()}`` for every layer with state (host arrays)."""
         out = {}
-        for layer in self.layers:
+        for layer in self.modules():
             d = layer.state_dict()
             if d:
                 out[layer.name] = d
@@ -161,7 +189,7 @@ class Network:
 
     def load_state_dict(self, state):
         """Load :meth:`state_dict` output; layers missing from ``state`` are left as they are."""
-        for layer in self.layers:
+        for layer in self.modules():
             if layer.name in state:
                 layer.load_state_dict(state[layer.name])
 

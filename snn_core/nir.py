@@ -45,11 +45,11 @@ META = "snn_core_"
 
 #: NIR node types with no snn_core counterpart (yet), and why
 UNSUPPORTED_NIR = {
-    "Conv1d": "snn_core has no convolution layers yet",
-    "Conv2d": "snn_core has no convolution layers yet",
-    "AvgPool2d": "snn_core has no pooling layers yet",
-    "SumPool2d": "snn_core has no pooling layers yet",
-    "Flatten": "snn_core has no flatten layer yet (its layers take flat (T, batch, features) input)",
+    "Conv1d": "snn_core has no 1-D convolution layer",
+    "Conv2d": "NIR import/export of snn_core.conv layers is not implemented yet",
+    "AvgPool2d": "NIR import/export of snn_core.conv layers is not implemented yet",
+    "SumPool2d": "snn_core has no sum-pooling layer",
+    "Flatten": "NIR import/export of snn_core.conv layers is not implemented yet",
     "CubaLIF": "snn_core's LIF has no synaptic-current state (tau_syn)",
     "CubaLI": "snn_core's readout has no synaptic-current state (tau_syn)",
     "IF": "a non-leaky neuron needs tau = infinity; snn_core's Euler LIF needs dt <= tau_m",

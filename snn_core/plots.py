@@ -47,16 +47,24 @@ def plot_run(run_dir, out_dir=None, sample_index=0):
         save(viz.density_turnover(history.as_arrays()), "density_turnover.png")
     for layer in trainer.network.sparse_layers():
         w = layer.weight
-        save(viz.connectivity_matrix(w.indptr, w.indices, w.shape, data=w.data, title=f"{layer.name}: final weights"),
-             f"connectivity_{layer.name}.png")
+        ks = getattr(layer, "kernel_shape", None)  # convolutions: show each kernel as a kh x kw tile
+
+        def lay(indptr, indices, data=None):
+            return viz.kernel_grid(indptr, indices, ks, data) if ks else (indptr, indices, w.shape) + (
+                () if data is None else (data,))
+
+        indptr, indices, shape, data = lay(w.indptr, w.indices, w.data)
+        save(viz.connectivity_matrix(indptr, indices, shape, data=data, title=f"{layer.name}: final weights"
+                                     + (" (one tile per kernel)" if ks else "")), f"connectivity_{layer.name}.png")
         snaps = history.snapshots(layer.name) if layer.name in history.layer_names else []
         if len(snaps) >= 2:
+            snaps = [(it,) + lay(p, i)[:2] for it, p, i in snaps]
             (_, p0, i0), (_, p1, i1) = snaps[0], snaps[-1]
-            save(viz.connectivity_diff((p0, i0), (p1, i1), w.shape,
+            save(viz.connectivity_diff((p0, i0), (p1, i1), shape,
                                        title=f"{layer.name}: initial vs last snapshot"), f"rewiring_diff_{layer.name}.png")
-            written.append(viz.structure_animation(snaps, w.shape, out / f"structure_{layer.name}.gif",
+            written.append(viz.structure_animation(snaps, shape, out / f"structure_{layer.name}.gif",
                                                    layer_name=layer.name))
-    save(viz.weight_histograms([(layer.name, layer.weight_param.value) for layer in trainer.network.layers
+    save(viz.weight_histograms([(layer.name, layer.weight_param.value) for layer in trainer.network.modules()
                                 if hasattr(layer, "weight_param")], mode="multiples",
                                 title="Final weights of each layer (end of training)"), "weight_histograms.png")
     # one test digit through the trained network: what the neurons did
@@ -66,7 +74,7 @@ def plot_run(run_dir, out_dir=None, sample_index=0):
         if "spikes" in rec:
             save(viz.spike_raster(rec["spikes"], title=f"{name}: spikes for test sample {sample_index}"),
                  f"raster_{name}.png")
-            layer = next(l for l in trainer.network.layers if l.name == name)
+            layer = next(l for l in trainer.network.modules() if l.name == name)
             save(viz.membrane_traces(rec["u"], rec["spikes"], v_th=layer.params.v_th, v_reset=layer.params.v_reset,
                                      neurons=_varied_neurons(rec["spikes"][:, 0]), v=rec["v"]),
                  f"membrane_{name}.png")

@@ -29,6 +29,7 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data.datasets import load_dataset, to_float, train_val_split
 from .data.encoders import get_encoder
+from .models import convnet, resnet19, vggsnn
 from .network import mlp
 from .neurons import LIFParams
 from .optim import SGD, Adam, make_schedule
@@ -51,10 +52,35 @@ def _seed(*keys):
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
 
 
+def input_shape(config: TrainConfig, n_in: int):
+    """(channels, height, width) of the flattened images: ``config.input_shape``, else inferred.
+
+    Inferred for square images with 1 (MNIST), 3 (CIFAR) or 2 (DVS) channels.
+    """
+    if config.input_shape is not None:
+        shape = tuple(config.input_shape)
+        if math.prod(shape) != n_in:
+            raise ValueError(f"input_shape: {list(shape)} has {math.prod(shape)} features, the data {n_in}")
+        return shape
+    for c in (1, 3, 2):
+        side = math.isqrt(n_in // c)
+        if c * side * side == n_in:
+            return (c, side, side)
+    raise ValueError(f"input_shape: cannot infer (channels, height, width) of {n_in} features; set input_shape")
+
+
 def build_network(config: TrainConfig, n_in: int, n_classes: int):
     """The network described by ``config`` (sparse layers initialised by ``config.init``)."""
     hidden = LIFParams(tau_m=config.tau_m, v_th=config.v_th, reset=config.reset,
                        detach_reset=config.detach_reset, surrogate=config.surrogate)
+    if config.model != "mlp":
+        kw = dict(n_classes=n_classes, density=config.density, sparse=config.sparse, init=config.init,
+                  dense_first=config.dense_first, output=config.output, hidden=hidden, readout=hidden,
+                  seed=config.seed, gain=config.gain)
+        shape = input_shape(config, n_in)
+        if config.model == "convnet":
+            return convnet(shape, channels=config.channels, **kw)
+        return {"vggsnn": vggsnn, "resnet19": resnet19}[config.model](shape, width=config.width, **kw)
     sizes = [n_in, *config.hidden, n_classes]
     # per-layer densities with exact connection counts summing to D x total
     densities = (mlp_densities(sizes, config.density, method=config.init, min_per_row=config.min_per_row)
@@ -321,12 +347,16 @@ class Trainer:
         to_host = self.network.backend.to_host
         bs = batch_size or max(self.config.batch_size, 200)
         correct, total_loss = 0, 0.0
-        for b, start in enumerate(range(0, len(x), bs)):
-            xb, yb = x[start:start + bs], y[start:start + bs]
-            out = to_host(self.network.forward(self._encode(xb, (3, b))))
-            value, _ = self.loss_fn(out, yb)
-            total_loss += value * len(xb)
-            correct += int((losses.predict(out) == yb).sum())
+        self.network.eval()  # running statistics in batch norm
+        try:
+            for b, start in enumerate(range(0, len(x), bs)):
+                xb, yb = x[start:start + bs], y[start:start + bs]
+                out = to_host(self.network.forward(self._encode(xb, (3, b))))
+                value, _ = self.loss_fn(out, yb)
+                total_loss += value * len(xb)
+                correct += int((losses.predict(out) == yb).sum())
+        finally:
+            self.network.train()
         return correct / len(x), total_loss / len(x)
 
     # -- the loop ----------------------------------------------------------------
@@ -406,8 +436,8 @@ class Trainer:
     # -- state -------------------------------------------------------------------
     def global_density(self):
         """Connections present / connections possible, over all synaptic layers."""
-        layers = [l for l in self.network.layers if hasattr(l, "nnz")]
-        return sum(l.nnz for l in layers) / sum(l.in_features * l.out_features for l in layers)
+        layers = [l for l in self.network.modules() if hasattr(l, "nnz")]
+        return sum(l.nnz for l in layers) / sum(math.prod(l.weight_shape) for l in layers)
 
     def network_state(self):
         """Host copies of every layer's arrays (see :func:`network_state`)."""
@@ -447,12 +477,12 @@ class Trainer:
                 if layer.parameters() and layer.name not in state[group]:
                     raise ValueError(f"/{group}/{layer.name} is missing (incomplete or damaged file)")
         for name, saved in (state.get("best") or {}).items():  # validate before changing anything
-            layer = next((l for l in self.network.layers if l.name == name), None)
-            if layer is not None:
-                shape = tuple(int(v) for v in saved.get("shape", (layer.out_features, layer.in_features)))
-                if shape != (layer.out_features, layer.in_features):
+            layer = next((l for l in self.network.modules() if l.name == name), None)
+            if layer is not None and hasattr(layer, "weight_shape"):
+                shape = tuple(int(v) for v in saved.get("shape", layer.weight_shape))
+                if shape != tuple(layer.weight_shape):
                     raise ValueError(f"best model: layer {name} has shape {shape}, the network "
-                                     f"{(layer.out_features, layer.in_features)}")
+                                     f"{tuple(layer.weight_shape)}")
                 if "indptr" in saved:
                     check_csr(np.asarray(saved["indptr"]), np.asarray(saved["indices"]), shape)
                     if len(saved["data"]) != len(saved["indices"]):
@@ -476,9 +506,9 @@ class Trainer:
         if self.best_state is not None:
             self.load_network_state(self.best_state)
         test_acc, test_loss = self.evaluate(self.x_test, self.y_test)
-        layers = [{"name": l.name, "shape": [l.out_features, l.in_features], "nnz": int(l.nnz),
-                   "density": l.nnz / (l.in_features * l.out_features)}
-                  for l in self.network.layers if hasattr(l, "nnz")]
+        layers = [{"name": l.name, "shape": list(l.weight_shape), "nnz": int(l.nnz),
+                   "density": l.nnz / math.prod(l.weight_shape)}
+                  for l in self.network.modules() if hasattr(l, "nnz")]
         self.load_network_state(current)
         n_samples = self.epoch * len(self.x_train)
         return {
@@ -581,7 +611,7 @@ def restore_trainer(path, dataset=None, **overrides):
 
 
 def _restore(path, ck, dataset, overrides):
-    arch = ("hidden", "sparse", "output", "steps")
+    arch = ("model", "hidden", "channels", "width", "input_shape", "sparse", "output", "steps")
     for k in overrides:
         if k in arch and overrides[k] != ck["config"].get(k):
             raise ValueError(f"{k}: cannot change the architecture of a checkpoint ({ck['config'].get(k)!r} "
@@ -592,7 +622,7 @@ def _restore(path, ck, dataset, overrides):
     # 'epochs' re-plans both over the longer run (documented in docs/howto.md)
     trainer = Trainer(config, dataset=dataset)
     shapes = [tuple(int(v) for v in s["shape"]) for s in ck["network"].values()]
-    if trainer.x_train.shape[1] != shapes[0][1]:
+    if config.model == "mlp" and trainer.x_train.shape[1] != shapes[0][1]:  # conv models: the state check below
         raise ValueError(f"data: the checkpoint's network takes {shapes[0][1]} input features, the data "
                          f"({trainer.dataset_name}) has {trainer.x_train.shape[1]}")
     if trainer.n_classes != shapes[-1][0]:

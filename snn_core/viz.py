@@ -1171,3 +1171,28 @@ def structure_animation(snapshots, shape, path, fps=4, max_size=120, dpi=80, lay
     path.parent.mkdir(parents=True, exist_ok=True)
     anim.save(str(path), writer=PillowWriter(fps=fps), dpi=dpi)
     return str(path)
+
+
+def kernel_grid(indptr, indices, kernel_shape, data=None):
+    """Re-lay a conv kernel matrix (c_out, c_in*kh*kw) as a grid of kernels, for the structure plots.
+
+    Connection ``(co, (ci*kh + ky)*kw + kx)`` goes to pixel ``(co*kh + ky, ci*kw + kx)``:
+    every ``kh x kw`` tile is one kernel (row of tiles = output channel,
+    column = input channel), so the connectivity figures and the rewiring GIF
+    show kernels. Returns ``(indptr, indices, shape)`` (+ ``data`` reordered
+    when given) of a canonical CSR of shape ``(c_out*kh, c_in*kw)``.
+    """
+    c_out, c_in, kh, kw = (int(v) for v in kernel_shape)
+    indptr, indices = np.asarray(indptr), np.asarray(indices)
+    rows = np.repeat(np.arange(c_out), np.diff(indptr))
+    ci, r = np.divmod(indices, kh * kw)
+    ky, kx = np.divmod(r, kw)
+    new_r, new_c = rows * kh + ky, ci * kw + kx
+    order = np.lexsort((new_c, new_r))
+    shape = (c_out * kh, c_in * kw)
+    new_ptr = np.zeros(shape[0] + 1, np.int64)
+    np.cumsum(np.bincount(new_r, minlength=shape[0]), out=new_ptr[1:])
+    out = (new_ptr.astype(np.int32), new_c[order].astype(np.int32), shape)
+    if data is not None:
+        return out + (np.asarray(data)[order],)
+    return out

@@ -28,6 +28,7 @@ EXPECTED_FIGURES = {
                         "07_fc1_structure_diff.png", "07_fc1_fan_out.png"],
     "08_energy.py": ["08_energy.png"],
     "09_nir_export.py": ["09_nir_export.png"],
+    "10_spiking_convolution.py": ["10_conv2_kernels.png"],
 }
 
 #: lines a tutorial must print (its self-checks)
@@ -43,6 +44,8 @@ EXPECTED_OUTPUT = {
     "06_rewiring_up_close.py": ["OK pruned = the 6 smallest |w|", "OK Adam state was remapped"],
     "08_energy.py": ["OK; energy ="],
     "09_nir_export.py": ["OK the network read back from the NIR file gives bit-identical outputs"],
+    "10_spiking_convolution.py": ["OK currents == hand convolution", "OK spikes == hand LIF steps",
+                                  "OK gradients == hand computation"],
 }
 
 #: per-script wall-clock limit in FAST mode (generous: a cold Numba cache compiles kernels first)

@@ -29,6 +29,8 @@ import sys
 
 import numpy as np
 
+from ..kernels import reference as R
+
 
 class BufferPool:
     """Output buffers that are reused once nobody references them any more.
@@ -233,6 +235,87 @@ class Backend:
     def sgd_update(self, w, g, buf, lr, momentum, nesterov, wd):
         """One SGD step in place on 1-D w (momentum buffer buf, ignored when momentum == 0)."""
         raise NotImplementedError
+
+    # -- convolution, pooling, batch norm (geometry g: snn_core.geometry.ConvGeometry) -------
+    # X (c_in*h*w, N), Y/G (c_out*oh*ow, N) feature-major; the kernel matrix is
+    # (c_out, c_in*kh*kw). Host backends share the NumPy versions below (the
+    # twins themselves: im2col + BLAS for dense convolutions, vectorised
+    # reshapes for pooling and batch norm); the sparse convolution is
+    # per backend (event-driven on cpu).
+    def conv_forward(self, g, indptr, indices, t_indptr, t_indices, t_perm, data, bias, X, Y, scratch):
+        """Y = sparse conv(X) + bias[c_out] for the CSR kernel matrix; ``scratch``: the layer's dict."""
+        raise NotImplementedError
+
+    def conv_grad(self, g, indptr, indices, t_indptr, t_indices, t_perm, G, X, out, accumulate, gb, scratch):
+        """dL/dW at the connections into ``out`` (nnz,), per-channel bias gradient into ``gb`` (overwritten)."""
+        raise NotImplementedError
+
+    def conv_backward_input(self, g, indptr, indices, t_indptr, t_indices, t_perm, data, G, GX):
+        """GX (c_in*h*w, N) = dL/dX of the sparse convolution."""
+        raise NotImplementedError
+
+    def dense_conv_forward(self, g, W, bias, X, Y):
+        """Y = conv(X) with the dense kernel matrix W (c_out, c_in*kh*kw) (+ bias[c_out] unless None)."""
+        Y[...] = R.dense_conv_forward(W, bias, X, g)
+
+    def dense_conv_grad(self, g, G, X, out, accumulate):
+        """out (c_out, c_in*kh*kw) (+)= dL/dW."""
+        d = R.dense_conv_grad(G, X, g)
+        if accumulate:
+            out += d
+        else:
+            out[...] = d
+
+    def dense_conv_backward_input(self, g, W, G, GX):
+        """GX (c_in*h*w, N) = dL/dX of the dense convolution."""
+        GX[...] = R.dense_conv_backward_input(W, G, g)
+
+    def channel_sum(self, g, G, out, accumulate):
+        """out (c_out,) (+)= G summed over positions and columns (a per-channel bias gradient)."""
+        d = R.channel_sum(G, g)
+        if accumulate:
+            out += d
+        else:
+            out[...] = d
+
+    def avgpool_forward(self, g, X, Y):
+        """Y (c*oh*ow, N) = mean over every non-overlapping k x k window of X."""
+        Y[...] = R.avgpool_forward(X, g)
+
+    def avgpool_backward(self, g, G, GX):
+        """GX (c*h*w, N): each window's gradient spread over its k*k inputs."""
+        GX[...] = R.avgpool_backward(G, g)
+
+    def maxpool_forward(self, g, X, Y, arg):
+        """Y = max over every window; ``arg`` (uint8, Y's shape) = position of the max in its window."""
+        Y[...], arg[...] = R.maxpool_forward(X, g)
+
+    def maxpool_backward(self, g, G, arg, GX):
+        """GX: each window's gradient to the input that was its max."""
+        GX[...] = R.maxpool_backward(G, arg, g)
+
+    def bn_stats(self, X, mean, var):
+        """Per-row mean and biased variance of X (C, M) into ``mean``, ``var`` (C,)."""
+        m, v = R.bn_stats(X)
+        mean[...], var[...] = m, v
+
+    def bn_apply(self, X, scale, shift, Y):
+        """Y (C, M) = scale[c] X + shift[c]."""
+        Y[...] = R.bn_apply(X, scale, shift)
+
+    def bn_backward(self, G, X, mean, invstd, gamma, GX, ggamma, gbeta, accumulate):
+        """Batch-statistics BN backward: GX (C, M) and the gamma/beta gradients ((+)= by ``accumulate``)."""
+        gx, gg, gb = R.bn_backward(G, X, mean, invstd, gamma)
+        GX[...] = gx
+        if accumulate:
+            ggamma += gg
+            gbeta += gb
+        else:
+            ggamma[...], gbeta[...] = gg, gb
+
+    def add(self, A, B, out):
+        """out = A + B (same shapes; the residual shortcut)."""
+        np.add(A, B, out=out)
 
     def nonfinite_count(self, a):
         """Number of NaN/Inf entries of ``a``."""

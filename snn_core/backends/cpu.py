@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kernels import conv_cpu as KC
 from ..kernels import cpu as K
 from .base import KernelModuleBackend
 
@@ -84,6 +85,35 @@ class CpuBackend(KernelModuleBackend):
             K.csr_backward_input(t_indptr, t_indices, t_perm, data, G, GX)
         else:
             K.csr_backward_input_nz(t_indptr, t_indices, t_perm, data, G, rownz, GX)
+
+    # -- sparse convolution: event-driven (kernels/conv_cpu.py); dense conv: im2col + BLAS (base) ----
+    def conv_forward(self, g, indptr, indices, t_indptr, t_indices, t_perm, data, bias, X, Y, scratch):
+        scratch["XT"] = KC.conv_forward(indptr, indices, data, t_indptr, t_indices, t_perm, bias, X, Y, g)
+
+    def conv_grad(self, g, indptr, indices, t_indptr, t_indices, t_perm, G, X, out, accumulate, gb, scratch):
+        XT = scratch.pop("XT", None)  # the event path's sample-major input (None: the row path ran)
+        if XT is not None and XT.shape != (X.shape[1], X.shape[0]):
+            XT = None
+        KC.conv_grad_at(indptr, indices, t_indptr, t_indices, t_perm, G, X, XT, out, accumulate, g)
+        self.channel_sum(g, G, gb, False)
+
+    def conv_backward_input(self, g, indptr, indices, t_indptr, t_indices, t_perm, data, G, GX):
+        KC.conv_backward_input(indptr, indices, data, t_indptr, t_indices, t_perm, G, GX, g)
+
+    def bn_stats(self, X, mean, var):
+        KC.bn_stats(X, mean, var)
+
+    def bn_apply(self, X, scale, shift, Y):
+        KC.bn_apply(X, scale, shift, Y)
+
+    def bn_backward(self, G, X, mean, invstd, gamma, GX, ggamma, gbeta, accumulate):
+        if accumulate:
+            gg, gb = np.empty_like(ggamma), np.empty_like(gbeta)
+            KC.bn_backward(G, X, mean, invstd, gamma, GX, gg, gb)
+            ggamma += gg
+            gbeta += gb
+        else:
+            KC.bn_backward(G, X, mean, invstd, gamma, GX, ggamma, gbeta)
 
     def nonfinite_count(self, a):
         if isinstance(a, np.ndarray) and a.dtype in self.dtypes:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
+from ..kernels import conv_cuda as KC
 from ..kernels import cuda as K
 from .base import KernelModuleBackend, host_feature_major
 
@@ -147,3 +148,68 @@ class CudaBackend(KernelModuleBackend):
     def row_dot(self, G, X, out, accumulate):
         K.row_dot(G, X, out, accumulate)
 
+    # -- convolution, pooling, batch norm, residual add (kernels/conv_cuda.py) ----------
+    def conv_forward(self, g, indptr, indices, t_indptr, t_indices, t_perm, data, bias, X, Y, scratch):
+        KC.conv_forward(g, indptr, indices, data, bias, X, Y)
+
+    def conv_grad(self, g, indptr, indices, t_indptr, t_indices, t_perm, G, X, out, accumulate, gb, scratch):
+        KC.conv_grad_at(g, indptr, indices, G, X, out, accumulate)
+        KC.channel_sum(g, G, gb, False)
+
+    def conv_backward_input(self, g, indptr, indices, t_indptr, t_indices, t_perm, data, G, GX):
+        KC.conv_backward_input(g, t_indptr, t_indices, t_perm, data, G, GX)
+
+    def _full_structure(self, g):
+        """Device CSR and transposed structure of a dense kernel matrix (cached per shape)."""
+        cache = self.__dict__.setdefault("_full", {})
+        key = (g.c_out, g.kernel_cols)
+        if key not in cache:
+            n_out, n_in = key
+            indptr = np.arange(0, n_out * n_in + 1, n_in, dtype=np.int32)
+            indices = np.tile(np.arange(n_in, dtype=np.int32), n_out)
+            t_indptr = np.arange(0, n_out * n_in + 1, n_out, dtype=np.int32)
+            t_indices = np.tile(np.arange(n_out, dtype=np.int32), n_in)
+            t_perm = (np.arange(n_out, dtype=np.int32)[None, :] * n_in + np.arange(n_in, dtype=np.int32)[:, None]).ravel()
+            cache[key] = tuple(cuda.to_device(a) for a in (indptr, indices, t_indptr, t_indices, t_perm.astype(np.int32)))
+        return cache[key]
+
+    def dense_conv_forward(self, g, W, bias, X, Y):
+        indptr, indices, *_ = self._full_structure(g)
+        if bias is None:
+            bias = self.zeros(g.c_out, W.dtype)
+        KC.conv_forward(g, indptr, indices, W.reshape(W.size), bias, X, Y)
+
+    def dense_conv_grad(self, g, G, X, out, accumulate):
+        indptr, indices, *_ = self._full_structure(g)
+        KC.conv_grad_at(g, indptr, indices, G, X, out.reshape(out.size), accumulate)
+
+    def dense_conv_backward_input(self, g, W, G, GX):
+        _, _, t_indptr, t_indices, t_perm = self._full_structure(g)
+        KC.conv_backward_input(g, t_indptr, t_indices, t_perm, W.reshape(W.size), G, GX)
+
+    def channel_sum(self, g, G, out, accumulate):
+        KC.channel_sum(g, G, out, accumulate)
+
+    def avgpool_forward(self, g, X, Y):
+        KC.avgpool_forward(g, X, Y)
+
+    def avgpool_backward(self, g, G, GX):
+        KC.avgpool_backward(g, G, GX)
+
+    def maxpool_forward(self, g, X, Y, arg):
+        KC.maxpool_forward(g, X, Y, arg)
+
+    def maxpool_backward(self, g, G, arg, GX):
+        KC.maxpool_backward(g, G, arg, GX)
+
+    def bn_stats(self, X, mean, var):
+        KC.bn_stats(X, mean, var)
+
+    def bn_apply(self, X, scale, shift, Y):
+        KC.bn_apply(X, scale, shift, Y)
+
+    def bn_backward(self, G, X, mean, invstd, gamma, GX, ggamma, gbeta, accumulate):
+        KC.bn_backward(G, X, mean, invstd, gamma, GX, ggamma, gbeta, accumulate)
+
+    def add(self, A, B, out):
+        KC.add(A, B, out)

@@ -58,6 +58,21 @@ class ReferenceBackend(Backend):
     def csr_backward_input(self, t_indptr, t_indices, t_perm, data, G, GX, rownz=None):
         GX[...] = R.csr_backward_input_t(t_indptr, t_indices, t_perm, data, G)
 
+    # -- sparse convolution (dense conv, pooling, batch norm: the base class's twins) ----
+    def conv_forward(self, g, indptr, indices, t_indptr, t_indices, t_perm, data, bias, X, Y, scratch):
+        Y[...] = R.conv_forward(indptr, indices, data, bias, X, g)
+
+    def conv_grad(self, g, indptr, indices, t_indptr, t_indices, t_perm, G, X, out, accumulate, gb, scratch):
+        d = R.conv_grad_at(indptr, indices, G, X, g).astype(out.dtype)
+        if accumulate:
+            out += d
+        else:
+            out[...] = d
+        gb[...] = R.channel_sum(G, g)
+
+    def conv_backward_input(self, g, indptr, indices, t_indptr, t_indices, t_perm, data, G, GX):
+        GX[...] = R.conv_backward_input(indptr, indices, data, G, g)
+
     # -- optimizers --------------------------------------------------------------------
     def adam_update(self, w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
         w[...], m[...], v[...] = R.adam_update(w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd)

@@ -202,3 +202,156 @@ def spike_bits(X8):
     padded = np.zeros((n_in, nw * 16), np.uint8)
     padded[:, :N] = X8 != 0
     return np.packbits(padded, axis=1, bitorder="little").view(np.uint16).reshape(n_in, nw)
+
+
+# --------------------------------------------------------------------------
+# Convolution (geometry g: snn_core.geometry.ConvGeometry). X is (c_in*h*w, N)
+# feature-major; the kernel matrix is (c_out, c_in*kh*kw), column
+# j = (ci*kh + ky)*kw + kx. Forward next to its two backward products.
+# --------------------------------------------------------------------------
+def im2col(X, g):
+    """The input patch under every kernel position: (c_in*kh*kw, oh*ow*N).
+
+    ``cols[j, (oy*ow + ox)*N + n] = X[ci, oy*stride - pad + ky, ox*stride - pad + kx, n]``
+    (0 outside the image): a convolution is then one matrix product.
+    """
+    N = X.shape[1]
+    Xp = np.zeros((g.c_in, g.h + 2 * g.pad, g.w + 2 * g.pad, N), X.dtype)
+    Xp[:, g.pad:g.pad + g.h, g.pad:g.pad + g.w] = X.reshape(g.c_in, g.h, g.w, N)
+    cols = np.empty((g.c_in, g.kh, g.kw, g.oh, g.ow, N), X.dtype)
+    for ky in range(g.kh):
+        for kx in range(g.kw):
+            cols[:, ky, kx] = Xp[:, ky:ky + g.stride * g.oh:g.stride, kx:kx + g.stride * g.ow:g.stride]
+    return cols.reshape(g.kernel_cols, g.oh * g.ow * N)
+
+
+def col2im(cols, g):
+    """Adjoint of :func:`im2col`: add every patch value back to its pixel; returns (c_in*h*w, N)."""
+    N = cols.shape[1] // (g.oh * g.ow)
+    c = cols.reshape(g.c_in, g.kh, g.kw, g.oh, g.ow, N)
+    Xp = np.zeros((g.c_in, g.h + 2 * g.pad, g.w + 2 * g.pad, N), cols.dtype)
+    for ky in range(g.kh):
+        for kx in range(g.kw):
+            Xp[:, ky:ky + g.stride * g.oh:g.stride, kx:kx + g.stride * g.ow:g.stride] += c[:, ky, kx]
+    return Xp[:, g.pad:g.pad + g.h, g.pad:g.pad + g.w].reshape(g.in_features, N)
+
+
+def csr_to_dense(indptr, indices, data, n_cols):
+    """The dense (n_rows, n_cols) matrix of a CSR (for reading, never on a hot path)."""
+    Wd = np.zeros((len(indptr) - 1, n_cols), data.dtype)
+    rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+    Wd[rows, indices] = data
+    return Wd
+
+
+def dense_conv_forward(W, bias, X, g):
+    """Y (c_out*oh*ow, N) = conv(X) with the dense kernel matrix W (c_out, c_in*kh*kw) (+ bias per channel)."""
+    N = X.shape[1]
+    Y = (W @ im2col(X, g)).reshape(g.c_out, g.oh * g.ow * N)
+    if bias is not None:
+        Y = Y + bias[:, None]
+    return Y.reshape(g.out_features, N).astype(X.dtype, copy=False)
+
+
+def dense_conv_grad(G, X, g):
+    """dL/dW (c_out, c_in*kh*kw) = G im2col(X)^T, G the output gradient (c_out*oh*ow, N)."""
+    return G.reshape(g.c_out, -1) @ im2col(X, g).T
+
+
+def dense_conv_backward_input(W, G, g):
+    """dL/dX (c_in*h*w, N) = col2im(W^T G)."""
+    return col2im(W.T @ G.reshape(g.c_out, -1), g)
+
+
+def conv_forward(indptr, indices, data, bias, X, g):
+    """Sparse convolution: the CSR kernel matrix (c_out, c_in*kh*kw) applied at every position."""
+    return dense_conv_forward(csr_to_dense(indptr, indices, data, g.kernel_cols), bias, X, g)
+
+
+def conv_grad_at(indptr, indices, G, X, g):
+    """dL/dW at the stored connections only, aligned with ``data`` (nnz,)."""
+    rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+    return dense_conv_grad(G, X, g)[rows, indices]
+
+
+def conv_backward_input(indptr, indices, data, G, g):
+    """dL/dX through the sparse kernel matrix (c_in*h*w, N)."""
+    return dense_conv_backward_input(csr_to_dense(indptr, indices, data, g.kernel_cols), G, g)
+
+
+def channel_sum(G, g):
+    """Per output channel sum of G (c_out*oh*ow, N) over positions and columns (the bias gradient)."""
+    return G.reshape(g.c_out, -1).sum(axis=1)
+
+
+# --------------------------------------------------------------------------
+# Pooling (non-overlapping k x k windows, geometry from pool_geometry)
+# --------------------------------------------------------------------------
+def _window_views(A, g):
+    """The k*k strided views of A (c*h*w, N) as (c, oh, ow, N): offset (ky, kx) of every window."""
+    a = A.reshape(g.c_in, g.oh, g.kh, g.ow, g.kw, A.shape[1])
+    return [a[:, :, ky, :, kx] for ky in range(g.kh) for kx in range(g.kw)]
+
+
+def avgpool_forward(X, g):
+    """Mean of every k x k window: (c*oh*ow, N)."""
+    return (sum(_window_views(X, g)) / (g.kh * g.kw)).reshape(g.out_features, X.shape[1]).astype(X.dtype, copy=False)
+
+
+def avgpool_backward(G, g):
+    """Each window's gradient spread evenly over its k*k inputs: (c*h*w, N)."""
+    GX = np.empty((g.in_features, G.shape[1]), G.dtype)
+    share = G.reshape(g.c_in, g.oh, g.ow, G.shape[1]) / (g.kh * g.kw)
+    for view in _window_views(GX, g):
+        view[...] = share
+    return GX
+
+
+def maxpool_forward(X, g):
+    """Max of every window and the position of the (first) max inside it (uint8, row-major in the window)."""
+    views = _window_views(X, g)
+    y, arg = views[0].copy(), np.zeros(views[0].shape, np.uint8)
+    for i, v in enumerate(views[1:], 1):
+        bigger = v > y                      # strictly: ties keep the first max
+        y[bigger], arg[bigger] = v[bigger], i
+    return y.reshape(g.out_features, X.shape[1]), arg.reshape(g.out_features, X.shape[1])
+
+
+def maxpool_backward(G, arg, g):
+    """The whole window gradient goes to the input that was the max."""
+    GX = np.empty((g.in_features, G.shape[1]), G.dtype)
+    G4, a4 = G.reshape(g.c_in, g.oh, g.ow, G.shape[1]), arg.reshape(g.c_in, g.oh, g.ow, G.shape[1])
+    for i, view in enumerate(_window_views(GX, g)):
+        view[...] = np.where(a4 == i, G4, 0)
+    return GX
+
+
+# --------------------------------------------------------------------------
+# Batch norm through time: per channel over (positions, T, batch); X is (C, M)
+# --------------------------------------------------------------------------
+def bn_stats(X):
+    """Per-row mean and biased variance of X (C, M), accumulated in float64."""
+    x = X.astype(np.float64)
+    mean = x.mean(axis=1)
+    return mean, ((x - mean[:, None]) ** 2).mean(axis=1)
+
+
+def bn_apply(X, scale, shift):
+    """Y = scale[c] * X + shift[c] per row (normalisation and affine folded together)."""
+    return (X * scale[:, None] + shift[:, None]).astype(X.dtype, copy=False)
+
+
+def bn_backward(G, X, mean, invstd, gamma):
+    """Batch-statistics BN backward: (dL/dX, dL/dgamma, dL/dbeta).
+
+    With ``xhat = (X - mean) * invstd`` and ``y = gamma xhat + beta``:
+    ``dbeta = sum G``, ``dgamma = sum G xhat``,
+    ``dX = gamma invstd (G - dbeta / M - xhat dgamma / M)`` (the mean and
+    variance depend on every element of the row).
+    """
+    M = X.shape[1]
+    xhat = (X - mean[:, None]) * invstd[:, None]
+    gbeta = G.sum(axis=1)
+    ggamma = (G * xhat).sum(axis=1)
+    GX = (gamma * invstd)[:, None] * (G - gbeta[:, None] / M - xhat * ggamma[:, None] / M)
+    return GX.astype(G.dtype, copy=False), ggamma, gbeta

@@ -345,8 +345,34 @@ def random_structure(n_out, n_in, nnz, rng, min_per_row=0):
 # --------------------------------------------------------------------------
 # Whole network
 # --------------------------------------------------------------------------
-def sparse_init(network, density, method="erdos_renyi", seed=0, gain=1.0, min_per_row=0):
-    """(Re)initialise every SparseLinear of ``network`` in place at global ``density``.
+def layer_shapes(layers, method):
+    """Shapes for the density rule: ``kernel_shape`` (n_out, n_in, kh, kw) of conv layers under ``erk``,
+    else the 2-D weight matrix shape (a conv's (c_out, c_in*kh*kw): Erdős–Rényi on it)."""
+    return [tuple(getattr(l, "kernel_shape", l.weight_shape)) if method == "erk" else tuple(l.weight_shape)
+            for l in layers]
+
+
+def dense_first_counts(shapes, density, method="erdos_renyi", min_per_row=0):
+    """Connection counts with the first layer dense and the others sharing the rest by ``method``.
+
+    The total stays exactly ``round(density * total possible)`` (the other
+    layers get density ``(D * total - size_0) / (total - size_0)`` among
+    themselves). ValueError when the first layer alone exceeds the budget.
+    """
+    density = check_density(density)
+    sizes = [math.prod(s) for s in shapes]
+    budget = int(round(density * sum(sizes)))
+    if len(shapes) == 1 or budget <= sizes[0]:
+        raise ValueError(f"density: {density!r} leaves nothing after the dense first layer "
+                         f"({sizes[0]} of {budget} connections); raise density or drop dense_first")
+    rest = (budget - sizes[0]) / (sum(sizes) - sizes[0])
+    counts = connection_counts(shapes[1:], min(rest, 1.0), method, min_per_row)
+    counts[-1] += budget - sizes[0] - sum(counts)  # rounding of the rescaled density: exact total
+    return [sizes[0]] + counts
+
+
+def sparse_init(network, density, method="erdos_renyi", seed=0, gain=1.0, min_per_row=0, dense_first=False):
+    """(Re)initialise every sparse layer (SparseLinear, SparseConv2d) of ``network`` in place at global ``density``.
 
     Each layer gets exactly the count of :func:`connection_counts`, placed
     uniformly at random, with weights U(-a, a), ``a = gain * sqrt(3 / fan_in)``
@@ -362,6 +388,9 @@ def sparse_init(network, density, method="erdos_renyi", seed=0, gain=1.0, min_pe
     seed : int or numpy.random.Generator; the same seed gives the same network
     gain : float
     min_per_row : int >= 0, see :func:`connection_counts`
+    dense_first : bool
+        Keep the first sparse layer dense (:func:`dense_first_counts`); the
+        global total stays exact.
 
     Returns
     -------
@@ -374,12 +403,17 @@ def sparse_init(network, density, method="erdos_renyi", seed=0, gain=1.0, min_pe
     layers = network.sparse_layers()
     if not layers:
         raise ValueError("network: has no SparseLinear layers to initialise")
-    shapes = [(l.out_features, l.in_features) for l in layers]
-    counts = connection_counts(shapes, density, method, min_per_row)
-    p = _DENSITY_FNS[method](shapes, density)
+    shapes = layer_shapes(layers, method)
+    if dense_first:
+        counts = dense_first_counts(shapes, density, method, min_per_row)
+        p = [c / math.prod(s) for c, s in zip(counts, shapes)]
+    else:
+        counts = connection_counts(shapes, density, method, min_per_row)
+        p = _DENSITY_FNS[method](shapes, density)
     rngs = np.random.default_rng(seed).spawn(len(layers))
     report = []
-    for layer, (n_out, n_in), nnz, rng, pk in zip(layers, shapes, counts, rngs, p):
+    for layer, nnz, rng, pk in zip(layers, counts, rngs, p):
+        n_out, n_in = layer.weight_shape
         indptr, indices = random_structure(n_out, n_in, nnz, rng, min_per_row)
         data = fan_in_uniform(indptr, rng, gain, layer.dtype)
         layer.set_connections(indptr, indices, data)

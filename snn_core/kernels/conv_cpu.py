@@ -1,0 +1,458 @@
+"""Numba kernels of the ``cpu`` backend for sparse convolutions (event-driven).
+
+Readable twins: :func:`snn_core.kernels.reference.conv_forward`,
+:func:`~snn_core.kernels.reference.conv_grad_at` and
+:func:`~snn_core.kernels.reference.conv_backward_input` (im2col and one
+matrix product each). Here nothing is dense: the cost follows
+**connections x nonzero inputs**.
+
+- forward: every nonzero input value ``x[ci, iy, ix]`` of a sample is
+  scattered through the kernel entries that read it: for each kernel offset
+  ``(ky, kx)`` that lands on an output position, the connections of column
+  ``j = (ci kh + ky) kw + kx`` (the transposed structure) add ``w x`` to their
+  output channel. Silent inputs (no spike) cost nothing.
+- weight gradient: the same walk over the nonzero inputs, adding
+  ``x * G[co, oy, ox]`` to connection ``k``.
+- input gradient: the walk goes the other way, over the nonzero entries of the
+  output gradient ``G`` (zero wherever the surrogate is zero), through the
+  connections of their output channel's row.
+
+Layout: the wrappers take the engine's feature-major ``(F, N)`` arrays,
+``N = T * batch``, and work on sample-major copies ``(N, F)`` (one transpose
+each way, O(F N), small next to the products) so that one sample's pixels are
+contiguous; ``prange`` runs over the N columns (disjoint outputs; the weight
+gradient sums per-thread buffers afterwards: no races).
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+
+from .cpu import pick_version
+
+_jit = dict(cache=True, nogil=True, error_model="numpy", fastmath=True)
+
+#: serial cost of one scattered/gathered update (ns), for the serial/parallel choice
+_NS_EVENT = 0.8
+
+
+@numba.njit(**_jit)
+def _fwd_sample(n, XT, t_indptr, t_indices, tdata, bias, g, YT):
+    c_in, h, w, c_out, oh, ow, kh, kw, s, p = g
+    hw, ohw = h * w, oh * ow
+    y = YT[n]
+    x = XT[n]
+    for co in range(c_out):
+        b = bias[co]
+        for q in range(co * ohw, (co + 1) * ohw):
+            y[q] = b
+    for f in range(c_in * hw):
+        v = x[f]
+        if v == 0:
+            continue
+        ci = f // hw
+        r = f - ci * hw
+        iy = r // w
+        ix = r - iy * w
+        for ky in range(kh):
+            ty = iy + p - ky
+            if ty < 0:
+                break
+            if ty % s != 0 or ty // s >= oh:
+                continue
+            for kx in range(kw):
+                tx = ix + p - kx
+                if tx < 0:
+                    break
+                if tx % s != 0 or tx // s >= ow:
+                    continue
+                q = (ty // s) * ow + tx // s
+                j = (ci * kh + ky) * kw + kx
+                for t in range(t_indptr[j], t_indptr[j + 1]):
+                    y[t_indices[t] * ohw + q] += v * tdata[t]
+
+
+@numba.njit(parallel=True, **_jit)
+def _fwd_par(XT, t_indptr, t_indices, tdata, bias, g, YT):
+    for n in prange(XT.shape[0]):
+        _fwd_sample(n, XT, t_indptr, t_indices, tdata, bias, g, YT)
+
+
+@numba.njit(**_jit)
+def _fwd_ser(XT, t_indptr, t_indices, tdata, bias, g, YT):
+    for n in range(XT.shape[0]):
+        _fwd_sample(n, XT, t_indptr, t_indices, tdata, bias, g, YT)
+
+
+@numba.njit(**_jit)
+def _grad_sample(n, XT, GT, t_indptr, t_indices, t_perm, g, acc):
+    c_in, h, w, c_out, oh, ow, kh, kw, s, p = g
+    hw, ohw = h * w, oh * ow
+    x = XT[n]
+    gr = GT[n]
+    for f in range(c_in * hw):
+        v = x[f]
+        if v == 0:
+            continue
+        ci = f // hw
+        r = f - ci * hw
+        iy = r // w
+        ix = r - iy * w
+        for ky in range(kh):
+            ty = iy + p - ky
+            if ty < 0:
+                break
+            if ty % s != 0 or ty // s >= oh:
+                continue
+            for kx in range(kw):
+                tx = ix + p - kx
+                if tx < 0:
+                    break
+                if tx % s != 0 or tx // s >= ow:
+                    continue
+                q = (ty // s) * ow + tx // s
+                j = (ci * kh + ky) * kw + kx
+                for t in range(t_indptr[j], t_indptr[j + 1]):
+                    acc[t_perm[t]] += v * gr[t_indices[t] * ohw + q]
+
+
+@numba.njit(parallel=True, **_jit)
+def _grad_par(XT, GT, t_indptr, t_indices, t_perm, g, accs):
+    nth = accs.shape[0]
+    N = XT.shape[0]
+    for c in prange(nth):
+        accs[c, :] = 0
+        for n in range(c * N // nth, (c + 1) * N // nth):
+            _grad_sample(n, XT, GT, t_indptr, t_indices, t_perm, g, accs[c])
+
+
+@numba.njit(**_jit)
+def _grad_ser(XT, GT, t_indptr, t_indices, t_perm, g, accs):
+    accs[0, :] = 0
+    for n in range(XT.shape[0]):
+        _grad_sample(n, XT, GT, t_indptr, t_indices, t_perm, g, accs[0])
+
+
+@numba.njit(**_jit)
+def _bwd_sample(n, GT, indptr, off, kys, kxs, data, g, GXT):
+    c_in, h, w, c_out, oh, ow, kh, kw, s, p = g
+    ohw = oh * ow
+    gx = GXT[n]
+    gx[:] = 0
+    gr = GT[n]
+    for co in range(c_out):
+        for q in range(ohw):
+            gv = gr[co * ohw + q]
+            if gv == 0:
+                continue
+            oy = q // ow
+            y0 = oy * s - p
+            x0 = (q - oy * ow) * s - p
+            base = y0 * w + x0
+            for k in range(indptr[co], indptr[co + 1]):
+                iy = y0 + kys[k]
+                ix = x0 + kxs[k]
+                if iy < 0 or iy >= h or ix < 0 or ix >= w:
+                    continue
+                gx[base + off[k]] += data[k] * gv
+
+
+@numba.njit(parallel=True, **_jit)
+def _bwd_par(GT, indptr, off, kys, kxs, data, g, GXT):
+    for n in prange(GT.shape[0]):
+        _bwd_sample(n, GT, indptr, off, kys, kxs, data, g, GXT)
+
+
+@numba.njit(**_jit)
+def _bwd_ser(GT, indptr, off, kys, kxs, data, g, GXT):
+    for n in range(GT.shape[0]):
+        _bwd_sample(n, GT, indptr, off, kys, kxs, data, g, GXT)
+
+
+# --------------------------------------------------------------------------
+# Row path: one connection at a time over whole rows of T*batch columns.
+# For connection (co, ci, ky, kx) the output row of position (oy, ox) adds
+# w * the input row of pixel (oy*s - p + ky, ox*s - p + kx): an axpy over N
+# contiguous values (a run of ow*N with stride 1). Cost ~ connections x
+# positions x N at SIMD speed, independent of the spike count: the cheaper
+# path once inputs are dense enough (RATE_EVENT_MAX).
+# --------------------------------------------------------------------------
+@numba.njit(**_jit)
+def _ox_range(kx, s, p, w, ow):
+    lo = 0
+    if p - kx > 0:
+        lo = (p - kx + s - 1) // s
+    hi = (w - 1 + p - kx) // s
+    if hi > ow - 1:
+        hi = ow - 1
+    return lo, hi
+
+
+@numba.njit(**_jit)
+def _rows_fwd_channel(co, X, indptr, indices, data, bias, g, Y):
+    c_in, h, w, c_out, oh, ow, kh, kw, s, p = g
+    N = X.shape[1]
+    hw, ohw, kk = h * w, oh * ow, kh * kw
+    for q in range(co * ohw, (co + 1) * ohw):
+        Y[q, :] = bias[co]
+    for k in range(indptr[co], indptr[co + 1]):
+        j = indices[k]
+        wt = data[k]
+        ci = j // kk
+        ky = (j - ci * kk) // kw
+        kx = j - ci * kk - ky * kw
+        lo, hi = _ox_range(kx, s, p, w, ow)
+        if hi < lo:
+            continue
+        for oy in range(oh):
+            iy = oy * s - p + ky
+            if iy < 0 or iy >= h:
+                continue
+            for ox in range(lo, hi + 1):
+                yr = Y[co * ohw + oy * ow + ox]
+                xr = X[ci * hw + iy * w + ox * s - p + kx]
+                for n in range(N):
+                    yr[n] += wt * xr[n]
+
+
+@numba.njit(parallel=True, **_jit)
+def _rows_fwd_par(X, indptr, indices, data, bias, g, Y):
+    for co in prange(len(indptr) - 1):
+        _rows_fwd_channel(co, X, indptr, indices, data, bias, g, Y)
+
+
+@numba.njit(**_jit)
+def _rows_fwd_ser(X, indptr, indices, data, bias, g, Y):
+    for co in range(len(indptr) - 1):
+        _rows_fwd_channel(co, X, indptr, indices, data, bias, g, Y)
+
+
+@numba.njit(**_jit)
+def _rows_grad_channel(co, G, X, indptr, indices, g, out):
+    c_in, h, w, c_out, oh, ow, kh, kw, s, p = g
+    N = X.shape[1]
+    hw, ohw, kk = h * w, oh * ow, kh * kw
+    for k in range(indptr[co], indptr[co + 1]):
+        j = indices[k]
+        ci = j // kk
+        ky = (j - ci * kk) // kw
+        kx = j - ci * kk - ky * kw
+        lo, hi = _ox_range(kx, s, p, w, ow)
+        acc = 0.0
+        for oy in range(oh):
+            iy = oy * s - p + ky
+            if iy < 0 or iy >= h or hi < lo:
+                continue
+            for ox in range(lo, hi + 1):
+                gr = G[co * ohw + oy * ow + ox]
+                xr = X[ci * hw + iy * w + ox * s - p + kx]
+                for n in range(N):
+                    acc += gr[n] * xr[n]
+        out[k] = acc
+
+
+@numba.njit(parallel=True, **_jit)
+def _rows_grad_par(G, X, indptr, indices, g, out):
+    for co in prange(len(indptr) - 1):
+        _rows_grad_channel(co, G, X, indptr, indices, g, out)
+
+
+@numba.njit(**_jit)
+def _rows_grad_ser(G, X, indptr, indices, g, out):
+    for co in range(len(indptr) - 1):
+        _rows_grad_channel(co, G, X, indptr, indices, g, out)
+
+
+@numba.njit(**_jit)
+def _rows_bwd_channel(ci, G, t_indptr, t_indices, t_perm, data, g, GX):
+    c_in, h, w, c_out, oh, ow, kh, kw, s, p = g
+    N = G.shape[1]
+    hw, ohw, kk = h * w, oh * ow, kh * kw
+    for f in range(ci * hw, (ci + 1) * hw):
+        GX[f, :] = 0
+    for j in range(ci * kk, (ci + 1) * kk):
+        ky = (j - ci * kk) // kw
+        kx = j - ci * kk - ky * kw
+        lo, hi = _ox_range(kx, s, p, w, ow)
+        if hi < lo:
+            continue
+        for t in range(t_indptr[j], t_indptr[j + 1]):
+            co = t_indices[t]
+            wt = data[t_perm[t]]
+            for oy in range(oh):
+                iy = oy * s - p + ky
+                if iy < 0 or iy >= h:
+                    continue
+                for ox in range(lo, hi + 1):
+                    gr = G[co * ohw + oy * ow + ox]
+                    xr = GX[ci * hw + iy * w + ox * s - p + kx]
+                    for n in range(N):
+                        xr[n] += wt * gr[n]
+
+
+@numba.njit(parallel=True, **_jit)
+def _rows_bwd_par(G, t_indptr, t_indices, t_perm, data, g, GX):
+    for ci in prange(g[0]):
+        _rows_bwd_channel(ci, G, t_indptr, t_indices, t_perm, data, g, GX)
+
+
+@numba.njit(**_jit)
+def _rows_bwd_ser(G, t_indptr, t_indices, t_perm, data, g, GX):
+    for ci in range(g[0]):
+        _rows_bwd_channel(ci, G, t_indptr, t_indices, t_perm, data, g, GX)
+
+
+#: inputs with more than this fraction of nonzero values take the row path
+#: (SIMD over the T*batch columns beats one scattered update per event);
+#: sparser inputs (spikes at low rates) take the event-driven path
+RATE_EVENT_MAX = 0.1
+_NS_ROW = 0.08  # one multiply-add of the row path (vectorised)
+
+
+def rows_ns(g, nnz, N):
+    """Estimated serial ns of one row-path product (a cost model: no twin)."""
+    return nnz * g.oh * g.ow * N * _NS_ROW
+
+
+def _ints(g):
+    return tuple(int(v) for v in g)
+
+
+def _events(A, fanout):
+    """Estimated serial ns: nonzeros of A times connections per nonzero."""
+    return float(np.count_nonzero(A)) * fanout * _NS_EVENT
+
+
+def conv_forward(indptr, indices, data, t_indptr, t_indices, t_perm, bias, X, Y, g):
+    """Y (c_out*oh*ow, N) = sparse conv of X (c_in*h*w, N) + bias per channel, event-driven.
+
+    Readable twin: :func:`snn_core.kernels.reference.conv_forward`.
+    """
+    nz = np.count_nonzero(X)
+    if nz > RATE_EVENT_MAX * X.size:
+        pick_version(_rows_fwd_ser, _rows_fwd_par, rows_ns(g, len(indices), X.shape[1]))(
+            X, indptr, indices, data, bias, _ints(g), Y)
+        return None
+    XT = np.ascontiguousarray(X.T)
+    YT = np.empty((X.shape[1], Y.shape[0]), Y.dtype)
+    tdata = np.ascontiguousarray(data[t_perm])
+    fan = len(indices) * g.kh * g.kw / max(g.kernel_cols, 1) / g.stride ** 2
+    pick_version(_fwd_ser, _fwd_par, _events(XT, fan))(XT, t_indptr, t_indices, tdata, bias, _ints(g), YT)
+    Y[...] = YT.T
+    return XT
+
+
+def conv_grad_at(indptr, indices, t_indptr, t_indices, t_perm, G, X, XT, out, accumulate, g):
+    """dL/dW at the connections (nnz,): event-driven over the nonzeros of XT = X^T (N, c_in*h*w)
+    when the forward made XT, else the row path over X (c_in*h*w, N).
+
+    Readable twin: :func:`snn_core.kernels.reference.conv_grad_at`.
+    """
+    if XT is None:
+        d = np.empty(len(indices), out.dtype)
+        pick_version(_rows_grad_ser, _rows_grad_par, rows_ns(g, len(indices), X.shape[1]))(
+            G, X, indptr, indices, _ints(g), d)
+        if accumulate:
+            out += d
+        else:
+            out[...] = d
+        return
+    GT = np.ascontiguousarray(G.T)
+    nnz = len(t_indices)
+    fan = nnz * g.kh * g.kw / max(g.kernel_cols, 1) / g.stride ** 2
+    ns = _events(XT, fan)
+    fn = pick_version(_grad_ser, _grad_par, ns)
+    nth = numba.get_num_threads() if fn is not _grad_ser else 1
+    accs = np.empty((nth, nnz), np.float64 if out.dtype == np.float64 else np.float32)
+    fn(XT, GT, t_indptr, t_indices, t_perm, _ints(g), accs)
+    total = accs.sum(axis=0, dtype=out.dtype)
+    if accumulate:
+        out += total
+    else:
+        out[...] = total
+
+
+def conv_backward_input(indptr, indices, data, t_indptr, t_indices, t_perm, G, GX, g):
+    """GX (c_in*h*w, N) = W^T G of the convolution: over the nonzeros of G when they are few, else the row path.
+
+    Readable twin: :func:`snn_core.kernels.reference.conv_backward_input`.
+    """
+    if np.count_nonzero(G) > RATE_EVENT_MAX * G.size:
+        pick_version(_rows_bwd_ser, _rows_bwd_par, rows_ns(g, len(indices), G.shape[1]))(
+            G, t_indptr, t_indices, t_perm, data, _ints(g), GX)
+        return
+    GT = np.ascontiguousarray(G.T)
+    GXT = np.empty((G.shape[1], GX.shape[0]), GX.dtype)
+    fan = len(indices) / max(g.c_out, 1)
+    # per connection: its kernel offset (ky, kx) and its input offset relative to the window corner
+    ci, rr = np.divmod(indices, g.kh * g.kw)
+    kys, kxs = np.divmod(rr, g.kw)
+    off = (ci * (g.h * g.w) + kys * g.w + kxs).astype(np.int64)
+    pick_version(_bwd_ser, _bwd_par, _events(GT, fan))(GT, indptr, off, kys.astype(np.int64), kxs.astype(np.int64),
+                                                       data, _ints(g), GXT)
+    GX[...] = GXT.T
+
+
+# --------------------------------------------------------------------------
+# Batch norm through time, one channel per row of X (C, M); twins:
+# snn_core.kernels.reference.bn_stats / bn_apply / bn_backward
+# --------------------------------------------------------------------------
+@numba.njit(parallel=True, **_jit)
+def _bn_stats(X, mean, var):
+    C, M = X.shape
+    for c in prange(C):
+        x = X[c]
+        s = 0.0
+        for i in range(M):
+            s += x[i]
+        m = s / M
+        ss = 0.0
+        for i in range(M):
+            d = x[i] - m
+            ss += d * d
+        mean[c] = m
+        var[c] = ss / M
+
+
+def bn_stats(X, mean, var):
+    """Per-row mean and biased variance in float64 accumulation. Readable twin: :func:`snn_core.kernels.reference.bn_stats`."""
+    _bn_stats(X, mean, var)
+
+
+@numba.njit(parallel=True, **_jit)
+def _bn_apply(X, scale, shift, Y):
+    C, M = X.shape
+    for c in prange(C):
+        a, b = scale[c], shift[c]
+        for i in range(M):
+            Y[c, i] = X[c, i] * a + b
+
+
+def bn_apply(X, scale, shift, Y):
+    """Y = scale[c] X + shift[c]. Readable twin: :func:`snn_core.kernels.reference.bn_apply`."""
+    _bn_apply(X, scale, shift, Y)
+
+
+@numba.njit(parallel=True, **_jit)
+def _bn_backward(G, X, mean, invstd, gamma, GX, gg, gb):
+    C, M = X.shape
+    for c in prange(C):
+        m, r = mean[c], invstd[c]
+        sg = 0.0
+        sgx = 0.0
+        for i in range(M):
+            gi = G[c, i]
+            sg += gi
+            sgx += gi * (X[c, i] - m) * r
+        gb[c] = sg
+        gg[c] = sgx
+        k = gamma[c] * r
+        a, b = sg / M, sgx / M
+        for i in range(M):
+            GX[c, i] = k * (G[c, i] - a - (X[c, i] - m) * r * b)
+
+
+def bn_backward(G, X, mean, invstd, gamma, GX, gg, gb):
+    """Batch-statistics BN backward into GX, gg (dL/dgamma), gb (dL/dbeta). Readable twin: :func:`snn_core.kernels.reference.bn_backward`."""
+    _bn_backward(G, X, mean, invstd, gamma, GX, gg, gb)
