@@ -271,8 +271,14 @@ def _lif(n, **kw):
 
 
 @pytest.mark.parametrize("nodes,match", [
+    (lambda: [nir.Conv2d(input_shape=(6, 6), weight=np.ones((2, 1, 3, 3)), stride=1, padding=0, dilation=2,
+                         groups=1, bias=np.zeros(2))], r"dilation=\(2, 2\), groups=1; snn_core's convolutions have dilation 1"),
+    (lambda: [nir.Conv2d(input_shape=(6, 6), weight=np.ones((2, 1, 3, 3)), stride=(1, 2), padding=0, dilation=1,
+                         groups=1, bias=np.zeros(2))], r"stride=\(1, 2\); snn_core needs one integer for both axes"),
     (lambda: [nir.Conv2d(input_shape=(4, 4), weight=np.ones((2, 1, 3, 3)), stride=1, padding=0, dilation=1,
-                         groups=1, bias=np.zeros(2))], r"\(Conv2d\): cannot import: NIR import/export of snn_core.conv layers is not implemented"),
+                         groups=1, bias=np.zeros(2)),
+              nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0]))],
+     r"\(SumPool2d\): cannot import: snn_core has no sum-pooling layer"),
     (lambda: [nir.Affine(weight=np.ones((3, 4)), bias=np.zeros(3)),
               nir.CubaLIF(tau_syn=np.ones(3), tau_mem=np.ones(3), r=np.ones(3), v_leak=np.zeros(3),
                           v_threshold=np.ones(3))], r"\(CubaLIF\): cannot import: .*synaptic-current"),
