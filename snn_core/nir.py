@@ -631,7 +631,7 @@ def _import_flatten(name, node, ctx):
     out = node.output_type.get("output") if node.output_type else None
     if out is not None and np.atleast_1d(out).size != 1:
         raise ValueError(f"node {name!r}: Flatten(start_dim={node.start_dim}, end_dim={node.end_dim}) of "
-                         f"{shape} gives shape {tuple(np.atleast_1d(out))}; only flattening everything (NIR shapes "
+                         f"{shape} gives shape {tuple(int(v) for v in np.atleast_1d(out))}; only flattening everything (NIR shapes "
                          "have no batch axis: start_dim 0) is supported")
     return [_build_flatten(n, ctx["dtype"], ctx["layer_name"])]
 

@@ -118,7 +118,9 @@ def adopt_network(network, base=None):
     every neuron layer with ``R = 1`` and ``v_rest = v_reset = 0``, and one
     ``tau_m / dt``, ``v_th``, reset mode and surrogate shared by all of them
     (the readout only needs the same ``tau_m / dt``). Anything else raises
-    ValueError naming the layer and the parameter.
+    ValueError naming the layer and the parameter; so do convolutional
+    layers (a config's conv models have batch norm, which NIR holds folded
+    into the convolutions: conv graphs are imported with the Python API).
 
     The network is adapted in place so that it *is* what the config builds:
     layers (and parameters) are renamed ``fc1, lif1, ..., readout``, missing
@@ -144,7 +146,14 @@ def adopt_network(network, base=None):
     from .layers import LIF, Linear, Readout, SparseLinear
     from .parameter import Parameter
 
+    from .conv import BatchNorm2d, Flatten, ResidualBlock
+
     layers = network.layers
+    conv = [l.name for l in layers if isinstance(l, (BatchNorm2d, Flatten, ResidualBlock)) or hasattr(l, "geometry")]
+    if conv:
+        raise ValueError(f"network: convolutional layers {conv}; a TrainConfig's conv models (convnet, vggsnn, "
+                         "resnet19) have batch norm, which a NIR graph holds folded into the convolutions, so "
+                         "convolutional graphs import through the Python API only (snn_core.nir.from_nir)")
     bad_dtype = [l.name for l in layers if l.dtype != np.float32]
     if bad_dtype:
         raise ValueError(f"network: layers {bad_dtype} are not float32; the Trainer trains float32 networks")

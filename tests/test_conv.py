@@ -529,3 +529,16 @@ def test_reduced_vggsnn_trains_a_few_epochs_with_tet_on_generated_cifar_like_ima
     possible = sum(math.prod(l.weight_shape) for l in tr.network.sparse_layers())
     assert sum(l.nnz for l in tr.network.sparse_layers()) == round(0.2 * possible)
     assert tr.metrics["train_loss"][-1] < tr.metrics["train_loss"][0]
+
+
+def test_set_connections_checks_kernel_columns_not_input_features():
+    """A deep layer of a small image has fewer input features (c_in*h*w) than kernel columns (c_in*kh*kw)."""
+    layer = SparseConv2d(8, 4, 3, 1, 1, density=0.5, input_size=(2, 2), seed=0)
+    assert layer.in_features == 32 < layer.geometry.kernel_cols == 72
+    indptr = np.array([0, 1, 1, 1, 2])
+    layer.set_connections(indptr, np.array([71, 40]), np.array([0.5, -0.5], np.float32))
+    assert layer.weight.toarray()[0, 71] == 0.5 and layer.nnz == 2
+    with pytest.raises(ValueError, match=r"index 72 out of range \[0, 71\]"):
+        layer.set_connections(indptr, np.array([72, 40]), np.array([0.5, -0.5], np.float32))
+    net = resnet19((3, 8, 8), 3, width=1 / 16, density=0.4)  # layer3 at 2x2: failed before
+    assert all(l.nnz > 0 for l in net.sparse_layers())

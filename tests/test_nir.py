@@ -438,3 +438,341 @@ def test_cli_refusals_are_one_line(tmp_path):
     assert r.returncode == 1 and "no such file" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("import", tmp_path / "small.nir", "--out-dir", tmp_path / "o")
     assert r.returncode == 2 and "--dt" in r.stderr  # required: there is no universal time unit
+
+
+# --------------------------------------------------------------------------
+# convolutional layers: Conv2d, AvgPool2d, Flatten, folded BatchNorm2d, residual blocks
+# --------------------------------------------------------------------------
+from snn_core.conv import (AvgPool2d, BatchNorm2d, Conv2d, Flatten, MaxPool2d, ResidualBlock,  # noqa: E402
+                           SparseConv2d, fold_batchnorm)
+
+
+def _conv_structure(layer):
+    if isinstance(layer, SparseConv2d):
+        return _structure(layer), layer.geometry
+    if isinstance(layer, Conv2d):
+        return type(layer), layer.weight_param.value.tobytes(), layer.geometry
+    if isinstance(layer, AvgPool2d):
+        return type(layer), layer.geometry
+    if isinstance(layer, Flatten):
+        return type(layer), layer.in_features
+    return _structure(layer)
+
+
+def _assert_same_modules(a, b, x):
+    """Same layer types, names, geometry, connections, biases; bit-identical outputs and recordings."""
+    ma, mb = a.modules(), b.modules()
+    assert [l.name for l in ma] == [l.name for l in mb]
+    assert [type(l) for l in a.layers] == [type(l) for l in b.layers]
+    for la, lb in zip(ma, mb):
+        assert _conv_structure(la) == _conv_structure(lb), la.name
+        if getattr(la, "bias", None) is not None or getattr(lb, "bias", None) is not None:
+            assert la.bias.value.tobytes() == lb.bias.value.tobytes(), la.name
+    _assert_same_forward(a, b, x)
+
+
+def _assert_same_forward(a, b, x):
+    ya = a.forward(x, record=True).copy()
+    rec_a = {k: {kk: vv.copy() for kk, vv in v.items()} for k, v in a.recorded.items()}
+    yb = b.forward(x, record=True)
+    assert ya.tobytes() == yb.tobytes()  # bit-identical
+    for name, rec in rec_a.items():
+        for key, arr in rec.items():
+            assert arr.tobytes() == b.recorded[name][key].tobytes(), (name, key)
+
+
+def _hidden(reset="hard"):
+    return LIFParams(tau_m=3.0, dt=1.0, v_th=0.5, v_reset=-0.1 if reset == "hard" else 0.0, v_rest=0.02, R=1.2,
+                     reset=reset)
+
+
+def _conv_net(kind, reset="hard", bias=True, dtype=np.float32, stride=1, padding=1, seed=0):
+    """1x8x8 -> conv 3x3 (4 channels) -> LIF -> AvgPool2 -> Flatten -> fc -> Readout."""
+    p = _hidden(reset)
+    rng = np.random.default_rng(seed)
+    kw = dict(input_size=(8, 8), bias=bias, seed=rng, gain=2.5, dtype=dtype, name="conv1")
+    conv = SparseConv2d(1, 4, 3, stride, padding, density=0.5, **kw) if kind == "sparse" \
+        else Conv2d(1, 4, 3, stride, padding, **kw)
+    if kind == "sparse":
+        conv.weight.data[:3] = 0.0  # explicit zero-weight connections
+    else:
+        conv.weight_param.value[0, :2] = 0.0
+    if bias:
+        conv.bias.value[...] = rng.normal(0, 0.2, 4)
+    g = conv.geometry
+    pool = AvgPool2d(4, (g.oh, g.ow), 2, dtype=dtype, name="pool1")
+    n = pool.out_features
+    return Network([conv, LIF(conv.out_features, p, dtype=dtype, name="lif1"), pool, Flatten(n, dtype=dtype),
+                    SparseLinear(n, 3, density=0.6, seed=rng, gain=2.0, dtype=dtype, name="fc"),
+                    Readout(3, p, dtype=dtype, name="readout")])
+
+
+def _images(n=64, T=6, batch=3, seed=2, dtype=np.float32):
+    return (np.random.default_rng(seed).random((T, batch, n)) < 0.4).astype(dtype)
+
+
+CONV_CASES = [pytest.param(kind, reset, bias, dtype, stride, padding,
+                           id=f"{kind}-{reset}-{'bias' if bias else 'nobias'}-{np.dtype(dtype).name}-s{stride}p{padding}")
+              for kind, reset, bias, dtype, stride, padding in (
+                  ("sparse", "hard", True, np.float32, 1, 1), ("sparse", "none", False, np.float64, 1, 0),
+                  ("dense", "hard", False, np.float32, 1, 1), ("dense", "none", True, np.float64, 1, 1),
+                  ("sparse", "soft", True, np.float32, 2, 1), ("dense", "soft", False, np.float32, 2, 1))]
+
+
+@pytest.mark.parametrize("kind,reset,bias,dtype,stride,padding", CONV_CASES)
+def test_conv_round_trip_is_bit_identical(kind, reset, bias, dtype, stride, padding, tmp_path):
+    net = _conv_net(kind, reset, bias, dtype, stride, padding)
+    graph = to_nir(net, 1e-3, allow_soft_reset=True)
+    conv = graph.nodes["conv1"]
+    assert isinstance(conv, nir.Conv2d) and conv.weight.shape == (4, 1, 3, 3) and conv.weight.dtype == dtype
+    assert tuple(conv.stride) == (stride, stride) and tuple(conv.padding) == (padding, padding)
+    assert tuple(conv.input_shape) == (8, 8) and tuple(graph.nodes["input"].input_type["input"]) == (1, 8, 8)
+    assert np.array_equal(conv.weight.reshape(4, -1), np.asarray(net.layers[0].weight.todense()
+                                                                   if kind == "sparse" else net.layers[0].weight))
+    assert graph.nodes["lif1"].tau.shape == tuple(graph.nodes["conv1"].output_type["output"])  # (C, H, W) neurons
+    assert isinstance(graph.nodes["pool1"], nir.AvgPool2d) and list(graph.nodes["pool1"].kernel_size) == [2, 2]
+    assert isinstance(graph.nodes["flatten"], nir.Flatten) and graph.nodes["flatten"].start_dim == 0
+    x = _images(dtype=dtype)
+    _assert_same_modules(net, from_nir(graph, 1e-3), x)
+    write_nir(net, tmp_path / "conv.nir", 1e-3, allow_soft_reset=True)
+    back = from_nir(tmp_path / "conv.nir", 1e-3)
+    _assert_same_modules(net, back, x)
+    if kind == "sparse":  # connectivity: nnz and positions (explicit zeros included)
+        assert back.layers[0].nnz == net.layers[0].nnz
+        assert back.layers[0].weight.indices.tobytes() == net.layers[0].weight.indices.tobytes()
+
+
+def test_conv_zeros_become_absent_connections_unless_keep_zeros():
+    net = _conv_net("sparse")
+    graph = to_nir(net, 1e-3)
+    for node in graph.nodes.values():
+        node.metadata = {}  # a foreign graph: no snn_core metadata
+    conv = from_nir(graph, 1e-3).layers[0]
+    assert type(conv) is SparseConv2d and conv.nnz == net.layers[0].nnz - 3 == np.count_nonzero(graph.nodes["conv1"].weight)
+    assert conv.bias is not None
+    dense = from_nir(graph, 1e-3, keep_zeros=True).layers[0]
+    assert type(dense) is Conv2d and dense.nnz == 4 * 9
+    sparse = from_nir(to_nir(_conv_net("dense"), 1e-3), 1e-3, keep_zeros=False).layers[0]
+    assert type(sparse) is SparseConv2d and sparse.nnz == 4 * 9 - 2
+    nobias = _conv_net("sparse", bias=False)
+    g2 = to_nir(nobias, 1e-3)
+    assert not g2.nodes["conv1"].bias.any()  # NIR's Conv2d always has a bias: zeros
+    for node in g2.nodes.values():
+        node.metadata = {}
+    assert from_nir(g2, 1e-3).layers[0].bias is None  # an all-zero bias is no bias
+
+
+def _conv_ref(x, W, b, stride, pad):
+    """Textbook cross-correlation of (N, C, H, W) images with (c_out, c_in, kh, kw) kernels (PyTorch's Conv2d)."""
+    N, C, H, Wd = x.shape
+    co, _, kh, kw = W.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    oh, ow = (H + 2 * pad - kh) // stride + 1, (Wd + 2 * pad - kw) // stride + 1
+    out = np.zeros((N, co, oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            patch = xp[:, :, i * stride:i * stride + kh, j * stride:j * stride + kw]
+            out[:, :, i, j] = np.einsum("ncyx,ocyx->no", patch, W)
+    return out + b[None, :, None, None]
+
+
+def test_foreign_conv_graph_matches_an_independent_simulation():
+    """A conv graph written with the nir package's own API (torch layout: (C, H, W), no batch axis,
+    cross-correlation, C-order flatten) against a NumPy simulation of the NIR equations."""
+    rng = np.random.default_rng(5)
+    dt, tau, thr = 1e-3, 4e-3, 0.6
+    W1 = rng.normal(0, 0.6, (3, 2, 3, 3)) * (rng.random((3, 2, 3, 3)) < 0.6)
+    b1 = rng.normal(0, 0.1, 3)
+    W2 = rng.normal(0, 0.5, (4, 3 * 3 * 3))
+    shape = (3, 6, 6)
+    nodes = {"input": nir.Input(input_type={"input": np.array([2, 6, 6])}),
+             "c": nir.Conv2d(input_shape=(6, 6), weight=W1, stride=1, padding=1, dilation=1, groups=1, bias=b1),
+             "n": nir.LIF(tau=np.full(shape, tau), r=np.ones(shape), v_leak=np.zeros(shape),
+                          v_threshold=np.full(shape, thr), v_reset=np.zeros(shape)),
+             "p": nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])),
+             "f": nir.Flatten(input_type={"input": np.array([3, 3, 3])}, start_dim=0, end_dim=-1),
+             "a": nir.Affine(weight=W2, bias=np.zeros(4)),
+             "o": nir.LI(tau=np.full(4, tau), r=np.ones(4), v_leak=np.zeros(4)),
+             "output": nir.Output(output_type={"output": np.array([4])})}
+    names = list(nodes)
+    graph = nir.NIRGraph(nodes=nodes, edges=list(zip(names[:-1], names[1:])))
+    net = from_nir(graph, dt, dtype=np.float64)
+    assert [type(l).__name__ for l in net.layers] == ["SparseConv2d", "LIF", "AvgPool2d", "Flatten", "SparseLinear",
+                                                      "Readout"]
+    T, B = 8, 3
+    x = (rng.random((T, B, 2 * 36)) < 0.5).astype(np.float64)
+    ours = net.forward(x)
+    v, u_out = np.zeros((B,) + shape), np.zeros((B, 4))
+    k = dt / tau
+    for t in range(T):
+        img = x[t].reshape(B, 2, 6, 6)  # channel-major features = NIR's (C, H, W)
+        u = v + k * (-v + _conv_ref(img, W1, b1, 1, 1))
+        s = (u >= thr).astype(np.float64)
+        v = np.where(s > 0, 0.0, u)
+        pooled = s.reshape(B, 3, 3, 2, 3, 2).mean(axis=(3, 5))
+        u_out = u_out + k * (-u_out + pooled.reshape(B, -1) @ W2.T)
+        np.testing.assert_allclose(ours[t], u_out, rtol=1e-10, atol=1e-12)
+
+
+def _bn(c, size, rng, dtype=np.float32, name="bn1"):
+    bn = BatchNorm2d(c, size, dtype=dtype, name=name)
+    bn.gamma.value[...] = rng.uniform(0.5, 1.5, c)
+    bn.beta.value[...] = rng.normal(0, 0.2, c)
+    bn.running_mean, bn.running_var = rng.normal(0, 0.3, c), rng.uniform(0.5, 2.0, c)
+    return bn
+
+
+def test_batchnorm_is_folded_with_its_running_statistics():
+    rng = np.random.default_rng(3)
+    p = _hidden()
+    conv = SparseConv2d(1, 4, 3, 1, 1, density=0.5, input_size=(8, 8), seed=0, gain=2.5, name="conv1")
+    bn = _bn(4, (8, 8), rng)
+    tail = lambda: [LIF(256, p, name="lif1"), AvgPool2d(4, (8, 8), 2, name="pool1"), Flatten(64),  # noqa: E731
+                    Linear(64, 3, seed=1, gain=2.0, name="fc"), Readout(3, p, name="readout")]
+    net = Network([conv, bn] + tail())  # a fresh Network is in training mode: export still uses running stats
+    graph = to_nir(net, 1e-3)
+    assert "bn1" not in graph.nodes and graph.nodes["conv1"].metadata["snn_core_folded_batchnorm"] == "bn1"
+    back = from_nir(graph, 1e-3)
+    assert [type(l) for l in back.layers][:2] == [SparseConv2d, LIF]
+    folded = Network([fold_batchnorm(conv, bn)] + tail())
+    x = _images()
+    _assert_same_modules(folded, back, x)  # exactly conv.fold_batchnorm's convolution, connections unchanged
+    assert back.layers[0].weight.indices.tobytes() == conv.weight.indices.tobytes()
+    net.eval()
+    np.testing.assert_allclose(back.forward(x)[:, :, :], net.forward(x), rtol=1e-4, atol=1e-5)
+
+
+def _block_net(identity, reset="hard", dtype=np.float64):
+    """conv -> LIF -> block(conv-LIF-conv [+ 1x1 stride-2 conv shortcut]) -> LIF -> pool -> flatten -> fc -> LI."""
+    p = _hidden(reset)
+    rng = np.random.default_rng(4)
+    c = lambda ci, co, k, s, pad, size, name: SparseConv2d(ci, co, k, s, pad, density=0.6, input_size=size,  # noqa
+                                                            bias=True, seed=rng, gain=2.0, dtype=dtype, name=name)
+    stem = c(1, 3, 3, 1, 1, (8, 8), "conv0")
+    st = 1 if identity else 2
+    side = 8 // st
+    main = [c(3, 3 if identity else 4, 3, st, 1, (8, 8), "conv1"), LIF(side * side * (3 if identity else 4), p,
+                                                                     dtype=dtype, name="lif1"),
+            c(3 if identity else 4, 3 if identity else 4, 3, 1, 1, (side, side), "conv2")]
+    shortcut = None if identity else [Conv2d(3, 4, 1, 2, 0, input_size=(8, 8), bias=False, seed=rng, dtype=dtype,
+                                             name="down")]
+    ch = 3 if identity else 4
+    n = ch * side * side
+    block = ResidualBlock(main, shortcut, name="layer1.0")
+    pool = AvgPool2d(ch, (side, side), side, dtype=dtype, name="avgpool")
+    return Network([stem, LIF(3 * 64, p, dtype=dtype, name="lif0"), block, LIF(n, p, dtype=dtype, name="lif"), pool,
+                    Flatten(ch, dtype=dtype), Linear(ch, 3, seed=rng, gain=2.0, dtype=dtype, name="fc"),
+                    Readout(3, p, dtype=dtype, name="readout")])
+
+
+@pytest.mark.parametrize("identity", [True, False], ids=["identity", "downsample"])
+@pytest.mark.parametrize("reset", ["hard", "none"])
+def test_residual_block_is_exported_as_branches_summed_by_fan_in(identity, reset, tmp_path):
+    net = _block_net(identity, reset)
+    graph = write_nir(net, tmp_path / "res.nir", 1e-3)
+    lif0 = "lif0" if reset == "hard" else "lif0_threshold"  # a no-reset LIF is LI -> Threshold
+    into = sorted(a for a, b in graph.edges if b == "lif")
+    assert into == (["layer1_0_conv2", lif0] if identity else ["layer1_0_conv2", "layer1_0_down"])
+    out_of_lif0 = sorted(b for a, b in graph.edges if a == lif0)
+    assert out_of_lif0 == (["layer1_0_conv1", "lif"] if identity else ["layer1_0_conv1", "layer1_0_down"])
+    assert all("." not in name for name in graph.nodes)  # torch-based readers forbid dots in module names
+    x = _images(dtype=np.float64)
+    for back in (from_nir(graph, 1e-3), from_nir(tmp_path / "res.nir", 1e-3)):
+        assert isinstance(back.layers[2], ResidualBlock) and (back.layers[2].shortcut is None) == identity
+        _assert_same_modules(net, back, x)
+    graph = to_nir(net, 1.0)  # dt = the layers' own step: tau_m is exact without the metadata
+    for node in graph.nodes.values():  # without metadata: the longer branch is the main one
+        node.metadata = {}
+    bare = from_nir(graph, 1.0)
+    assert isinstance(bare.layers[2], ResidualBlock) and len(bare.layers[2].main) == 3
+    assert (bare.layers[2].shortcut is None) == identity and bare.layers[2].name == "block1"
+    # fc imports as SparseLinear without the metadata (zeros = no connection): another summation order
+    np.testing.assert_allclose(bare.forward(x), net.forward(x), rtol=1e-12, atol=1e-12)
+
+
+def test_conv_export_refusals_name_the_layer():
+    rng = np.random.default_rng(0)
+    p = _hidden()
+    mp = Network([SparseConv2d(1, 2, 3, 1, 1, input_size=(4, 4), seed=0, name="conv1"), LIF(32, p),
+                  MaxPool2d(2, (4, 4), 2, name="pool1")])
+    with pytest.raises(ValueError, match=r"layer 'pool1' \(MaxPool2d\): NIR 1.0 has no max-pooling node"):
+        to_nir(mp, 1e-3)
+    lone = Network([AvgPool2d(1, (4, 4), 2, name="pool"), _bn(1, (2, 2), rng, name="bn"), LIF(4, p)])
+    with pytest.raises(ValueError, match=r"layer 'bn' \(BatchNorm2d\): batch norm is exported folded into the conv"):
+        to_nir(lone, 1e-3)
+    rect = Network([SparseConv2d(1, 2, (3, 1), input_size=(4, 4), seed=0, name="rect")])
+    with pytest.raises(ValueError, match=r"layer 'rect': kernel 3x1 is not square"):
+        to_nir(rect, 1e-3)
+    mk = lambda name: ResidualBlock([SparseConv2d(1, 1, 3, 1, 1, input_size=(4, 4), seed=0, name="c")], name=name)  # noqa
+    with pytest.raises(ValueError, match=r"layer 'b2' \(ResidualBlock\): follows another residual block directly"):
+        to_nir(Network([mk("b1"), mk("b2")]), 1e-3)
+    nested = ResidualBlock([mk("inner")], name="outer")
+    with pytest.raises(ValueError, match=r"a residual block inside another block's branch"):
+        to_nir(Network([nested]), 1e-3)
+
+
+def test_conv_import_refusals_name_the_node():
+    def graph(*nodes, shape=(1, 4, 4)):
+        d = {"input": nir.Input(input_type={"input": np.array(shape)})}
+        d.update({f"n{i}": n for i, n in enumerate(nodes)})
+        d["output"] = nir.Output(output_type={"output": np.array([1])})
+        names = list(d)
+        return nir.NIRGraph(nodes=d, edges=list(zip(names[:-1], names[1:])), type_check=False)
+
+    pool = nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=np.array([1, 1]), padding=np.array([0, 0]))
+    with pytest.raises(ValueError, match=r"node 'n0': .*non-overlapping windows"):
+        from_nir(graph(pool), 1e-3)
+    flat = nir.Flatten(input_type={"input": np.array([1, 4, 4])}, start_dim=1, end_dim=-1)
+    with pytest.raises(ValueError, match=r"node 'n0': Flatten\(start_dim=1, end_dim=-1\) of \(1, 4, 4\) gives shape "
+                                         r"\(1, 16\); only flattening everything"):
+        from_nir(graph(flat), 1e-3)
+    conv = nir.Conv2d(input_shape=(4, 4), weight=np.ones((2, 3, 3, 3)), stride=1, padding=1, dilation=1, groups=1,
+                      bias=np.zeros(2))
+    with pytest.raises(ValueError, match=r"node 'n0': expects 3 input channels, gets a \(1, 4, 4\) input"):
+        from_nir(graph(conv), 1e-3)
+
+
+def test_cli_exports_a_convnet_checkpoint_and_explains_that_conv_import_is_api_only(tmp_path):
+    from snn_core.checkpoint import save_checkpoint
+    from snn_core.config import TrainConfig
+    from snn_core.training import Trainer
+    from test_cli import run_cli
+
+    cfg = TrainConfig(model="convnet", channels=[2, 3], encoder="direct", steps=2, density=0.3, init="uniform",
+                      quiet=True, max_train=40, out_dir=str(tmp_path / "run"))
+    trainer = Trainer(cfg)
+    (tmp_path / "run").mkdir()
+    save_checkpoint(tmp_path / "run" / "last.h5", trainer)
+    r = run_cli("export", tmp_path / "run" / "last.h5", "--last", "--nir", tmp_path / "conv.nir", "--dt", "1e-3")
+    assert r.returncode == 0, r.stderr
+    assert "conv1            Conv2d" in r.stdout and "pool2            AvgPool2d" in r.stdout
+    net = trainer.network.eval()
+    back = from_nir(tmp_path / "conv.nir", 1e-3)
+    assert [l.name for l in back.layers] == [l.name for l in net.layers if not isinstance(l, BatchNorm2d)]
+    x = trainer._encode(trainer.x_test[:4], (3, 0))
+    np.testing.assert_allclose(back.forward(x), net.forward(x), rtol=1e-4, atol=1e-5)
+    r = run_cli("import", tmp_path / "conv.nir", "--dt", "1e-3", "--out-dir", tmp_path / "imp")
+    assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "convolutional graphs import through the Python API only" in r.stderr
+    assert not (tmp_path / "imp").exists()
+
+
+@pytest.mark.parametrize("model", ["convnet", "vggsnn", "resnet19"])
+def test_model_builders_export_and_read_back(model, tmp_path):
+    """The conv models (BN folded): connections survive, outputs match evaluation mode, a second round trip is exact."""
+    from snn_core.models import convnet, resnet19, vggsnn
+
+    shape = {"convnet": (1, 8, 8), "vggsnn": (2, 16, 16), "resnet19": (3, 8, 8)}[model]
+    build = {"convnet": lambda: convnet(shape, 3, channels=(2, 3), density=0.4),
+             "vggsnn": lambda: vggsnn(shape, 3, width=1 / 16, density=0.4),
+             "resnet19": lambda: resnet19(shape, 3, width=1 / 16, density=0.4)}[model]
+    net = build().eval()
+    write_nir(net, tmp_path / "m.nir", 1e-3)
+    back = from_nir(tmp_path / "m.nir", 1e-3)
+    synaptic = lambda n: [(l.name, l.nnz, l.weight.indices.tobytes() if hasattr(l.weight, "indices") else None)  # noqa
+                          for l in n.modules() if hasattr(l, "weight_param")]
+    assert synaptic(back) == synaptic(net)
+    assert not any(isinstance(l, BatchNorm2d) for l in back.modules())
+    x = _images(int(np.prod(shape)), T=4, batch=2)
+    np.testing.assert_allclose(back.forward(x), net.forward(x), rtol=1e-4, atol=1e-4)
+    _assert_same_modules(back, from_nir(to_nir(back, 1e-3), 1e-3), x)
