@@ -792,11 +792,15 @@ def from_nir(graph, dt, keep_zeros=None, dtype=None, fold_r=False):
     Parameters
     ----------
     graph : nir.NIRGraph or str or Path
-        A feed-forward chain ``Input -> ... -> Output`` of ``Affine`` /
-        ``Linear``, ``LIF``, ``LI`` (-> ``Threshold``) and ``Identity`` nodes,
-        or the path of a ``.nir`` file. Other node types, branches, cycles,
-        and per-neuron parameters that differ within a layer raise
-        ValueError naming the node.
+        A feed-forward graph ``Input -> ... -> Output`` of ``Affine`` /
+        ``Linear``, ``Conv2d``, ``AvgPool2d``, ``Flatten``, ``LIF``, ``LI``
+        (-> ``Threshold``) and ``Identity`` nodes, or the path of a ``.nir``
+        file: a chain, except residual blocks (two branches, or one and an
+        edge around it, meeting at one node, which sums them) that become
+        :class:`~snn_core.conv.ResidualBlock` layers. Other node types,
+        other branches, cycles, convolutions with dilation/groups, and
+        per-neuron parameters that differ within a layer raise ValueError
+        naming the node.
     dt : float
         Duration of one time step in the graph's time unit; ``LIFParams``
         get ``tau_m = tau`` and this ``dt`` (or the exported layer's exact
@@ -806,7 +810,8 @@ def from_nir(graph, dt, keep_zeros=None, dtype=None, fold_r=False):
         absent connections (a ``SparseLinear`` of the nonzero entries).
         True: every entry is a connection (a dense ``Linear``). None
         (default): what the snn_core metadata says (layer kind and explicit
-        zero-weight connections), else as False.
+        zero-weight connections), else as False. Convolutions alike
+        (``SparseConv2d`` / ``Conv2d``).
     dtype : float32, float64 or None
         Dtype of the layers; None: the first weight's (float32 unless it is
         float64).
@@ -819,7 +824,9 @@ def from_nir(graph, dt, keep_zeros=None, dtype=None, fold_r=False):
     Returns
     -------
     Network
-        Layers named after the nodes (a no-reset LIF after its LI node).
+        Layers named after the nodes (a no-reset LIF after its LI node), or
+        the exported layers' names from the snn_core metadata (a block's
+        ``layer1.0.conv1`` for node ``layer1_0_conv1``).
     """
     nir = _nir()
     dt = _check_dt(dt)

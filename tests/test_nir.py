@@ -53,6 +53,11 @@ def _assert_same(a, b, x):
         assert _structure(la) == _structure(lb), la.name
         if getattr(la, "bias", None) is not None or getattr(lb, "bias", None) is not None:
             assert la.bias.value.tobytes() == lb.bias.value.tobytes()
+    _assert_same_forward(a, b, x)
+
+
+def _assert_same_forward(a, b, x):
+    """Bit-identical outputs and recordings of every layer."""
     ya = a.forward(x, record=True).copy()
     rec_a = {k: {kk: vv.copy() for kk, vv in v.items()} for k, v in a.recorded.items()}
     yb = b.forward(x, record=True)
@@ -469,16 +474,6 @@ def _assert_same_modules(a, b, x):
         if getattr(la, "bias", None) is not None or getattr(lb, "bias", None) is not None:
             assert la.bias.value.tobytes() == lb.bias.value.tobytes(), la.name
     _assert_same_forward(a, b, x)
-
-
-def _assert_same_forward(a, b, x):
-    ya = a.forward(x, record=True).copy()
-    rec_a = {k: {kk: vv.copy() for kk, vv in v.items()} for k, v in a.recorded.items()}
-    yb = b.forward(x, record=True)
-    assert ya.tobytes() == yb.tobytes()  # bit-identical
-    for name, rec in rec_a.items():
-        for key, arr in rec.items():
-            assert arr.tobytes() == b.recorded[name][key].tobytes(), (name, key)
 
 
 def _hidden(reset="hard"):
