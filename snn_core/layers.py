@@ -305,7 +305,7 @@ class Linear(Layer):
 
     def backward(self, grad_y):
         X = self._needs_cache()
-        check_grad_columns(grad_y, X.shape[-1], f"{self.name} grad")  # before any gradient is touched
+        check_grad_columns(grad_y, X.shape[1], f"{self.name} grad")  # before any gradient is touched
         bk = self.backend
         G3 = bk.feature_major(grad_y, self.out_features, self.dtype, f"{self.name} grad")
         _, T, B = G3.shape
@@ -517,7 +517,7 @@ class SparseLinear(Layer):
 
     def backward(self, grad_y):
         X, pack = self._needs_cache()
-        check_grad_columns(grad_y, X.shape[-1], f"{self.name} grad")  # before any gradient is touched
+        check_grad_columns(grad_y, X.shape[1], f"{self.name} grad")  # before any gradient is touched
         bk = self.backend
         G3 = bk.feature_major(grad_y, self.out_features, self.dtype, f"{self.name} grad")
         _, T, B = G3.shape
