@@ -423,7 +423,7 @@ class SparseLinear(Layer):
         The arrays must already be canonical (validated here). Gradients are
         reset; the caller remaps optimizer state.
         """
-        indices = check_index_array(indices, f"{self.name}.set_connections indices", self.in_features - 1)
+        indices = check_index_array(indices, f"{self.name}.set_connections indices", self._csr.shape[1] - 1)
         indptr = check_index_array(indptr, f"{self.name}.set_connections indptr", len(indices))
         data = np.ascontiguousarray(data, self.dtype)
         if len(data) != len(indices):
