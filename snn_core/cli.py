@@ -370,17 +370,17 @@ def build_parser():
     s.add_argument("--modes", choices=("esl", "static"), nargs="+",
                    help="train with rewiring (esl), without (static) or both (default both)")
     s.add_argument("--prune-rules", choices=("magnitude", "set", "gradient"), nargs="+",
-                   help="prune rules to compare (default: the config's prune)")
+                   help="prune rules to compare (unset: the config's prune)")
     s.add_argument("--grow-rules", choices=("random", "gradient", "momentum"), nargs="+",
-                   help="grow rules to compare (default: the config's grow)")
+                   help="grow rules to compare (unset: the config's grow)")
     s.add_argument("--data-dirs", nargs="+", metavar="DIR", help="IDX dataset directories to compare")
     s.add_argument("--models", nargs="+", metavar="H", help="hidden layer sizes to compare, e.g. 800 400,400")
     s.add_argument("--dense", action=argparse.BooleanOptionalAction, default=None,
                    help="also train a dense baseline per seed (default yes)")
     s.add_argument("--scheduler", metavar="ADDR",
-                   help="address of a running Dask scheduler (tcp://HOST:PORT); default: a local cluster")
+                   help="address of a running Dask scheduler (tcp://HOST:PORT); unset: a local cluster")
     s.add_argument("--workers", type=int, metavar="N",
-                   help="worker processes of the local cluster (default: one per core)")
+                   help="worker processes of the local cluster (unset: one per core)")
     s.add_argument("--retries", type=int, default=2, help="extra attempts for a run that raised an error")
     s.add_argument("--dry-run", action="store_true", help="list the runs and their folders, train nothing")
     s.add_argument("--collect", action="store_true",
@@ -398,10 +398,10 @@ def build_parser():
     from .data.datasets import DATASETS
     from .data.download import ARCHIVES
 
-    d = sub.add_parser("data", formatter_class=fmt, parents=[debug], help="download a public data set: MNIST-style IDX, CIFAR or DVS-CIFAR10 (opt-in; needs "
+    d = sub.add_parser("data", formatter_class=fmt, help="download a public data set: MNIST-style IDX, CIFAR or DVS-CIFAR10 (opt-in; needs "
                                                          "internet) for use with --data-dir")
     dsub = d.add_subparsers(dest="data_command", required=True)
-    dl = dsub.add_parser("download", formatter_class=fmt,
+    dl = dsub.add_parser("download", formatter_class=fmt, parents=[debug],
                          help="fetch a data set's files, verify their checksums and print the directory")
     dl.add_argument("name", choices=list(DATASETS) + list(ARCHIVES), help="which data set to download")
     dl.add_argument("--dir", metavar="DIR",
@@ -424,7 +424,7 @@ def build_parser():
     m.add_argument("nir_file", metavar="IN.nir", help="the NIR file to read")
     m.add_argument("--dt", type=float, required=True, help="duration of one time step in the graph's time unit (each step is one Euler step of this size)")
     m.add_argument("--out-dir", required=True, help="directory for the checkpoint (DIR/last.h5)")
-    m.add_argument("--data-dir", help="IDX directory the network is evaluated and fine-tuned on (default: the embedded MNIST sample)")
+    m.add_argument("--data-dir", help="IDX directory the network is evaluated and fine-tuned on (unset: the embedded MNIST sample)")
     m.add_argument("--keep-zeros", action="store_true", help="make every weight-matrix entry a connection (dense layers) instead of zeros = absent connections")
     m.add_argument("--force", action="store_true", help="replace an existing DIR/last.h5")
     m.set_defaults(func=cmd_import)
