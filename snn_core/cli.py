@@ -56,6 +56,7 @@ def _config_from_args(args, base=None):
 # --------------------------------------------------------------------------
 def cmd_train(args):
     """``snn-esl train``: train (or resume) and write the run directory."""
+    from .profiling import format_profile
     from .training import Trainer, restore_trainer
 
     if args.resume:
@@ -66,7 +67,7 @@ def cmd_train(args):
         print(f"resumed {args.resume} at epoch {trainer.epoch}, iteration {trainer.iteration}")
     else:
         trainer = Trainer(_config_from_args(args))
-    cfg = trainer.config
+    cfg, start_epoch = trainer.config, trainer.epoch
     print(f"data: {trainer.dataset_name} ({len(trainer.x_train)} train / {len(trainer.x_val)} val / "
           f"{len(trainer.x_test)} test), T={cfg.steps}, encoder={cfg.encoder}")
     for layer in trainer.network.modules():
@@ -78,12 +79,17 @@ def cmd_train(args):
               f"(zeta0={cfg.zeta0:.2f}, {cfg.prune}/{cfg.grow})")
     else:
         print(f"rewiring: off ({'static sparse' if cfg.sparse else 'dense layers'})")
+    trainer.profiler.enabled = args.profile
     summary = trainer.fit(overwrite=args.overwrite)
     out = Path(cfg.out_dir)
     print(f"test accuracy {summary['test_accuracy']:.4f} (best val {summary['best_val_accuracy']:.4f} at epoch "
           f"{summary['best_epoch']}), density {summary['density']:.4f}, {summary['rewiring_events']} rewiring "
           f"events, {summary['train_seconds']:.1f}s training ({summary['train_samples_per_s']:.0f} samples/s)")
     print(f"wrote {out / 'summary.json'}, {out / 'best.h5'}, {out / 'last.h5'}")
+    if args.profile:
+        samples = len(trainer.x_train) * (trainer.epoch - start_epoch)
+        print(f"where the time went ({trainer.epoch - start_epoch} epochs, device {cfg.device}):")
+        print(format_profile(trainer.profiler.as_dict(samples)))
     return 0
 
 
@@ -343,6 +349,9 @@ def build_parser():
                                                     "writes beside it unless --out-dir is given")
     t.add_argument("--overwrite", action="store_true",
                    help="replace the run files (best.h5, last.h5, summary.json) of another run in --out-dir")
+    t.add_argument("--profile", action="store_true",
+                   help="time every phase of training (encoding, forward, backward, optimizer, rewiring, "
+                        "validation, checkpoints, ...) and print where the time went")
     _add_config_flags(t)
     t.set_defaults(func=cmd_train)
 

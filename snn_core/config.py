@@ -116,6 +116,10 @@ class TrainConfig:
     seed: int = option(0, "one seed for the validation split, shuffling, spike encoding, initialisation and "
                           "rewiring")
     out_dir: str = option("runs/esl", "run directory to write summary.json, best.h5 and last.h5 into")
+    checkpoint_seconds: float = option(30.0, "write last.h5 (and best.h5, if the best model changed) at the end of "
+                                             "an epoch only when this many seconds passed since the last write, "
+                                             "and after the last epoch; 0: after every epoch. A crash loses at "
+                                             "most this much training plus one epoch")
     device: str = option("cpu", "where training runs: reference (plain NumPy, slow) | cpu (Numba) | cuda (needs "
                                 "numba-cuda and an NVIDIA GPU)")
     quiet: bool = option(False, "no progress bars; print one plain line per epoch instead")
@@ -188,6 +192,8 @@ class TrainConfig:
         need(self.snapshot_every is None or (isinstance(self.snapshot_every, int) and self.snapshot_every >= 1),
              "snapshot_every", "None or an integer >= 1")
         need(0 <= self.seed < 2**32, "seed", "an integer in [0, 2**32)")
+        need(math.isfinite(self.checkpoint_seconds) and self.checkpoint_seconds >= 0, "checkpoint_seconds",
+             "a finite number of seconds >= 0")
         need(self.out_dir.strip() != "", "out_dir", "a folder name (an empty path would write into the current folder)")
         need(self.data_dir is None or self.data_dir.strip() != "", "data_dir", "None or a folder name")
         choice("device", ("reference", "cpu", "cuda"))

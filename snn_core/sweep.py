@@ -36,7 +36,7 @@ from .config import TrainConfig
 SPARSE_ONLY_KEYS = ("density", "rewiring", "init", "min_per_row", "t_iter", "zeta0", "zeta_decay", "t_end_fraction",
                     "prune", "grow", "new_weight", "new_weight_scale", "sparse")
 # config fields that say how a run executes, not what it computes
-EXECUTION_KEYS = ("out_dir", "quiet", "threads", "device", "snapshot_every")
+EXECUTION_KEYS = ("out_dir", "quiet", "threads", "device", "snapshot_every", "checkpoint_seconds")
 # the metrics one run contributes to the tables
 METRICS = ("test_accuracy", "best_val_accuracy", "density", "train_seconds", "initial_kept", "explored")
 DEFAULT_GRID = {"density": [0.01, 0.05, 0.1, 0.2], "rewiring": [True, False], "seed": [0]}

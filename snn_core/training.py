@@ -33,6 +33,7 @@ from .models import convnet, resnet19, vggsnn
 from .network import mlp
 from .neurons import LIFParams
 from .optim import SGD, Adam, make_schedule
+from .profiling import PhaseTimer
 from .runs import RunDir, atomic_write_text
 from .sparse import check_csr
 from .structure import Rewirer, mlp_densities, sparse_init
@@ -223,6 +224,9 @@ class Trainer:
         ``build_network(config, ...)`` builds up to the weights (layer types,
         names, sizes, neuron parameters), so that checkpoints restore it;
         ValueError otherwise.
+    profile : bool
+        Time every phase of the loop into ``self.profiler``
+        (:class:`~snn_core.profiling.PhaseTimer`; ``snn-esl train --profile``).
 
     Attributes
     ----------
@@ -232,7 +236,7 @@ class Trainer:
     metrics : dict of lists, one entry per completed epoch
     """
 
-    def __init__(self, config: TrainConfig, dataset=None, network=None):
+    def __init__(self, config: TrainConfig, dataset=None, network=None, profile=False):
         self.config = config
         backend = get_backend(config.device)  # fails early, in one line, when the device is unusable
         data = dataset if dataset is not None else load_dataset(config.data_dir)
@@ -286,6 +290,10 @@ class Trainer:
         self.train_seconds = 0.0
         #: the folder whose run files are this trainer's own (set by fit and by restore_trainer)
         self.run_dir = None
+        #: the epoch of the newest checkpoint this trainer wrote or was restored from (None: none)
+        self.saved_epoch = None
+        #: seconds per phase of the training loop; enabled by ``profile=True`` or ``snn-esl train --profile``
+        self.profiler = PhaseTimer(enabled=profile, synchronize=backend.synchronize)
 
     # -- one pass --------------------------------------------------------------
     def _encode(self, x, key):
@@ -311,28 +319,39 @@ class Trainer:
         to_host = net.backend.to_host
         order = np.random.default_rng(_seed(cfg.seed, 1, self.epoch)).permutation(len(self.x_train))
         total_loss, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
+        timed = self.profiler  # a no-op unless profiling (snn-esl train --profile)
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
-            x = self._encode(self.x_train[idx], (2, self.iteration))
-            y = self.y_train[idx]
-            self.rewirer.prepare(self.iteration + 1, net)
-            out = to_host(net.forward(x))
-            value, grad = self.loss_fn(out, y)
-            self._check_diverged(value, "loss")
-            net.zero_grad()
-            net.backward(grad)
-            opt.step()
+            with timed("encode"):
+                x = self._encode(self.x_train[idx], (2, self.iteration))
+                y = self.y_train[idx]
+            with timed("rewiring"):
+                self.rewirer.prepare(self.iteration + 1, net)
+            with timed("forward"):
+                out = to_host(net.forward(x))
+            with timed("loss"):
+                value, grad = self.loss_fn(out, y)
+                self._check_diverged(value, "loss")
+            with timed("backward"):
+                net.zero_grad()
+                net.backward(grad)
+            with timed("optimizer"):
+                opt.step()
             self.iteration += 1
-            self._check_diverged(value, "parameters")
-            self.rewirer.maybe_rewire(self.iteration, net, opt)
-            total_loss += value * len(idx)
-            correct += int((losses.predict(out) == y).sum())
-            seen += len(idx)
+            with timed("finite check"):
+                self._check_diverged(value, "parameters")
+            with timed("rewiring"):
+                self.rewirer.maybe_rewire(self.iteration, net, opt)
+            with timed("bookkeeping"):
+                total_loss += value * len(idx)
+                correct += int((losses.predict(out) == y).sum())
+                seen += len(idx)
             if progress is not None:
-                progress.update(1)
-                progress.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}",
-                                     density=f"{self.global_density():.3f}",
-                                     sps=f"{seen / (time.perf_counter() - t0):.0f}", refresh=False)
+                with timed("progress bar"):
+                    progress.update(1)
+                    progress.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}",
+                                         density=f"{self.global_density():.3f}",
+                                         sps=f"{seen / (time.perf_counter() - t0):.0f}", refresh=False)
         return total_loss / seen, correct / seen
 
     def _check_diverged(self, loss, what):
@@ -349,7 +368,8 @@ class Trainer:
                 why = f"the update left {e}"
         raise TrainingDiverged(
             f"training diverged at epoch {self.epoch + 1}, iteration {self.iteration}: {why}; stopped (lower "
-            f"--lr?); the checkpoints of epoch {self.epoch} are kept as they were")
+            f"--lr?); " + ("no checkpoint was written" if self.saved_epoch is None else
+                             f"the checkpoints of epoch {self.saved_epoch} are kept as they were"))
 
     def evaluate(self, x, y, batch_size=None):
         """Top-1 accuracy and mean loss on float images x (N, features), labels y."""
@@ -401,34 +421,42 @@ class Trainer:
             return self._fit(epochs, out)
 
     def _fit(self, epochs, out):
-        from .checkpoint import save_checkpoint
-
         cfg = self.config
         self.network.check_finite()  # damaged weights are an error, not a "diverged" run
+        last_save, best_unsaved = time.perf_counter(), False
         ebar = tqdm(total=epochs, initial=self.epoch, desc="epochs", unit="ep", disable=cfg.quiet, position=0)
         while self.epoch < epochs:
             bbar = tqdm(total=self.iters_per_epoch, desc=f"epoch {self.epoch + 1}", unit="batch",
                         disable=cfg.quiet, leave=False, position=1)
-            t0 = time.perf_counter()
+            t0, profiled = time.perf_counter(), self.profiler.total()
             lr = self.optimizer.lr
             train_loss, train_acc = self.train_epoch(bbar)
             seconds = time.perf_counter() - t0
             bbar.close()
-            self.network.check_finite()
-            val_acc, _ = self.evaluate(self.x_val, self.y_val)
+            with self.profiler("validation"):
+                self.network.check_finite()
+                val_acc, _ = self.evaluate(self.x_val, self.y_val)
             self.train_seconds += seconds
             self.epoch += 1
             for k, v in (("epoch", self.epoch), ("train_loss", train_loss), ("train_accuracy", train_acc),
                          ("val_accuracy", val_acc), ("lr", lr), ("density", self.global_density()),
                          ("epoch_seconds", seconds), ("samples_per_s", len(self.x_train) / seconds)):
                 self.metrics[k].append(v)
-            if val_acc > self.best_val_accuracy:
-                self.best_val_accuracy, self.best_epoch = val_acc, self.epoch
-                self.best_state = self.network_state()
-                if out is not None:
-                    save_checkpoint(out / "best.h5", self)
-            if out is not None:
-                save_checkpoint(out / "last.h5", self)
+            with self.profiler("checkpoints"):
+                if val_acc > self.best_val_accuracy:
+                    self.best_val_accuracy, self.best_epoch = val_acc, self.epoch
+                    self.best_state = self.network_state()
+                    best_unsaved = True
+                # writing both files costs ~0.1 s: after every epoch of a short run that is 10-20% of
+                # its time, so short epochs are checkpointed every checkpoint_seconds (and at the end)
+                due = (self.epoch == epochs or cfg.checkpoint_seconds == 0
+                       or time.perf_counter() - last_save >= cfg.checkpoint_seconds)
+                if out is not None and due:
+                    if best_unsaved:  # best.h5 first: a crash between the two leaves last.h5 the older
+                        save_checkpoint(out / "best.h5", self)
+                        best_unsaved = False
+                    save_checkpoint(out / "last.h5", self)
+                    last_save, self.saved_epoch = time.perf_counter(), self.epoch
             ebar.update(1)
             ebar.set_postfix(loss=f"{train_loss:.3f}", train=f"{train_acc:.3f}", val=f"{val_acc:.3f}",
                              best=f"{self.best_val_accuracy:.3f}", refresh=False)
@@ -436,6 +464,8 @@ class Trainer:
                 print(f"epoch {self.epoch}/{epochs} loss {train_loss:.4f} train {train_acc:.4f} "
                       f"val {val_acc:.4f} density {self.global_density():.4f} "
                       f"rewiring events {self.rewirer.n_events} {seconds:.1f}s", flush=True)
+            if self.profiler.enabled:  # what no phase covers: epoch bar, metrics, printing
+                self.profiler.add("other", time.perf_counter() - t0 - (self.profiler.total() - profiled))
         ebar.close()
         summary = self.summary()
         if out is not None:
@@ -614,6 +644,7 @@ def restore_trainer(path, dataset=None, **overrides):
     try:
         trainer = _restore(path, ck, dataset, overrides)
         trainer.run_dir = Path(path).parent  # its files are this run's own: continuing there is no overwrite
+        trainer.saved_epoch = trainer.epoch
         return trainer
     except (KeyError, IndexError, TypeError) as e:
         raise CheckpointError(f"checkpoint {path}: incomplete or damaged ({type(e).__name__}: {e})") from None

@@ -437,3 +437,58 @@ def test_disk_full_message_is_one_line(run_copy, monkeypatch):
     with pytest.raises(OSError) as info:
         save_checkpoint(run_copy / "last.h5", tr)
     assert "\n" not in str(info.value) and "No space left on device" in str(info.value)
+
+
+# ---------------------------------------------------------------------------
+# 7. checkpoint interval: short epochs are saved every checkpoint_seconds and at the end
+# ---------------------------------------------------------------------------
+def _record_saves(monkeypatch):
+    import snn_core.training as training
+
+    saves, real = [], training.save_checkpoint
+
+    def recording(path, trainer):
+        saves.append((Path(path).name, trainer.epoch))
+        real(path, trainer)
+    monkeypatch.setattr(training, "save_checkpoint", recording)
+    return saves
+
+
+def test_checkpoints_every_epoch_with_checkpoint_seconds_zero(tmp_path, monkeypatch):
+    saves = _record_saves(monkeypatch)
+    tr = Trainer(_config(tmp_path, epochs=3, checkpoint_seconds=0))
+    tr.fit()
+    assert [e for name, e in saves if name == "last.h5"] == [1, 2, 3]
+    assert tr.saved_epoch == 3
+
+
+def test_long_interval_writes_once_at_the_end_with_the_best_model(tmp_path, monkeypatch):
+    saves = _record_saves(monkeypatch)
+    tr = Trainer(_config(tmp_path, epochs=3, checkpoint_seconds=1e6))
+    tr.fit()
+    assert saves == [("best.h5", 3), ("last.h5", 3)]  # best first, then last
+    best = load_checkpoint(tmp_path / "best.h5")
+    assert best["trainer"]["best_epoch"] == tr.best_epoch
+    for name, state in tr.best_state.items():  # the best-validation weights, not the last epoch's
+        for key, arr in state.items():
+            np.testing.assert_array_equal(best["best"][name][key], arr)
+
+
+def test_resume_after_an_interval_checkpoint_matches_an_uninterrupted_run(tmp_path):
+    whole = Trainer(_config(tmp_path / "whole", epochs=2, checkpoint_seconds=1e6))
+    whole.fit()
+    part = Trainer(_config(tmp_path / "part", epochs=2, checkpoint_seconds=1e6))
+    part.fit(epochs=1)  # the last epoch of a fit always writes
+    resumed = restore_trainer(tmp_path / "part" / "last.h5")
+    assert resumed.saved_epoch == 1
+    resumed.fit()
+    for p, q in zip(whole.network.parameters(), resumed.network.parameters()):
+        np.testing.assert_array_equal(p.value, q.value)
+
+
+def test_divergence_before_any_checkpoint_says_so(tmp_path):
+    tr = Trainer(_config(tmp_path, epochs=3, checkpoint_seconds=1e6))
+    tr.network.layers[-2].weight.data *= 1e25
+    with pytest.raises(TrainingDiverged, match="no checkpoint was written"):
+        tr.fit()
+    assert not (tmp_path / "last.h5").exists()

@@ -1,0 +1,113 @@
+"""Where a training run's time goes: wall-clock seconds per named phase.
+
+``snn-esl train --profile`` and ``Trainer(..., profile=True)`` time every
+phase of the real training loop (encoding, forward, loss, backward,
+optimizer step, rewiring, the per-step finite check, bookkeeping and the
+progress bar, validation, checkpoints) and report them next to the part that
+the throughput benchmark measures (encode + forward + loss + backward +
+optimizer, ``benchmarks/bench_train.py``), so the trainer's overhead over
+the benchmark loop is one number.
+
+A disabled :class:`PhaseTimer` (the default) costs one method call and a
+shared no-op context manager per phase; an enabled one calls the backend's
+``synchronize`` at the end of every phase, because a GPU kernel launch
+returns before the kernel has run and its time would otherwise be charged
+to whichever phase next waits for the device.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+
+__all__ = ["PhaseTimer", "KERNEL_LOOP_PHASES", "format_profile"]
+
+#: the phases that ``benchmarks/bench_train.py`` times as its training loop
+KERNEL_LOOP_PHASES = ("encode", "forward", "loss", "backward", "optimizer")
+
+_NO_OP = contextlib.nullcontext()
+
+
+class PhaseTimer:
+    """Accumulates wall-clock seconds and call counts per phase name.
+
+    Parameters
+    ----------
+    enabled : bool
+        False: ``timer(name)`` is a no-op (nothing is measured).
+    synchronize : callable or None
+        Called before a phase's clock is read at its end (a device
+        backend's ``synchronize``), so asynchronous work is charged to
+        the phase that launched it.
+
+    Examples
+    --------
+    >>> timer = PhaseTimer()
+    >>> with timer("forward"):
+    ...     pass
+    >>> timer.calls["forward"]
+    1
+    """
+
+    def __init__(self, enabled=True, synchronize=None):
+        self.enabled = bool(enabled)
+        self.synchronize = synchronize
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+
+    def __call__(self, name):
+        if not self.enabled:
+            return _NO_OP
+        return self._timed(name)
+
+    @contextlib.contextmanager
+    def _timed(self, name):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.synchronize is not None:
+                self.synchronize()
+            self.add(name, time.perf_counter() - t0)
+
+    def add(self, name, seconds, calls=1):
+        """Charge ``seconds`` (and ``calls`` calls) to phase ``name``."""
+        self.seconds[name] = self.seconds.get(name, 0.0) + float(seconds)
+        self.calls[name] = self.calls.get(name, 0) + int(calls)
+
+    def total(self, names=None):
+        """Seconds summed over ``names`` (default: every phase)."""
+        names = self.seconds if names is None else names
+        return sum(self.seconds.get(n, 0.0) for n in names)
+
+    def as_dict(self, samples=None):
+        """JSON-ready report: per phase seconds, calls and share of the total;
+        with ``samples`` (training samples processed), the samples/s of the
+        benchmark's kernel loop and of the whole run, and the overhead."""
+        whole = self.total()
+        out = {"phases": {n: {"seconds": s, "calls": self.calls[n], "share": s / whole if whole else 0.0}
+                          for n, s in sorted(self.seconds.items(), key=lambda kv: -kv[1])},
+               "total_seconds": whole}
+        kernel = self.total(KERNEL_LOOP_PHASES)
+        out["kernel_loop_seconds"] = kernel
+        if samples and kernel > 0 and whole > 0:
+            out["kernel_loop_samples_per_s"] = samples / kernel
+            out["whole_run_samples_per_s"] = samples / whole
+            # how much slower the run is than the benchmark's loop on the same batches
+            out["overhead"] = whole / kernel - 1.0
+        return out
+
+
+def format_profile(report):
+    """The table ``snn-esl train --profile`` prints, from :meth:`PhaseTimer.as_dict`."""
+    lines = [f"{'phase':<22s} {'seconds':>9s} {'share':>7s} {'calls':>8s} {'ms/call':>9s}"]
+    for name, p in report["phases"].items():
+        marker = "*" if name in KERNEL_LOOP_PHASES else " "
+        lines.append(f"{marker}{name:<21s} {p['seconds']:9.2f} {100 * p['share']:6.1f}% {p['calls']:8d} "
+                     f"{1000 * p['seconds'] / max(p['calls'], 1):9.3f}")
+    lines.append(f"{'total':<22s} {report['total_seconds']:9.2f}")
+    if "overhead" in report:
+        lines.append(f"* = the benchmark's training loop (encode, forward, loss, backward, optimizer): "
+                     f"{report['kernel_loop_samples_per_s']:.0f} samples/s; whole run incl. validation and "
+                     f"checkpoints: {report['whole_run_samples_per_s']:.0f} samples/s "
+                     f"(overhead {100 * report['overhead']:.1f}%)")
+    return "\n".join(lines)

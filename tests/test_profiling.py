@@ -1,0 +1,96 @@
+"""The phase profiler of the training loop (``snn-esl train --profile``).
+
+No timing assertions: the tests check what is counted and how the report's
+numbers follow from the recorded seconds, and that profiling changes no
+result.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import snn_core
+from snn_core.config import TrainConfig
+from snn_core.profiling import KERNEL_LOOP_PHASES, PhaseTimer, format_profile
+from snn_core.training import Trainer
+
+REPO = Path(snn_core.__file__).resolve().parent.parent
+
+
+def _config(**kw):
+    base = dict(max_train=240, hidden=[32], epochs=2, batch_size=60, t_iter=2, quiet=True, seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_disabled_timer_measures_nothing():
+    timer = PhaseTimer(enabled=False)
+    with timer("forward"):
+        pass
+    assert timer.seconds == {} and timer.calls == {}
+
+
+def test_report_arithmetic_from_known_seconds():
+    timer = PhaseTimer()
+    timer.add("forward", 2.0, calls=10)
+    timer.add("backward", 4.0, calls=10)
+    timer.add("encode", 1.0, calls=10)
+    timer.add("loss", 0.5, calls=10)
+    timer.add("optimizer", 0.5, calls=10)
+    timer.add("validation", 1.0, calls=2)
+    timer.add("checkpoints", 1.0, calls=2)
+    r = timer.as_dict(samples=800)
+    assert r["kernel_loop_seconds"] == pytest.approx(8.0)
+    assert r["total_seconds"] == pytest.approx(10.0)
+    assert r["kernel_loop_samples_per_s"] == pytest.approx(100.0)
+    assert r["whole_run_samples_per_s"] == pytest.approx(80.0)
+    assert r["overhead"] == pytest.approx(0.25)
+    assert list(r["phases"])[0] == "backward"  # largest first
+    assert r["phases"]["validation"]["share"] == pytest.approx(0.1)
+    text = format_profile(r)
+    assert "overhead 25.0%" in text and "*backward" in text and " validation" in text
+
+
+def test_synchronize_is_called_at_the_end_of_every_phase():
+    calls = []
+    timer = PhaseTimer(synchronize=lambda: calls.append(1))
+    for name in ("a", "b", "a"):
+        with timer(name):
+            pass
+    assert len(calls) == 3 and timer.calls == {"a": 2, "b": 1}
+
+
+def test_profiled_fit_counts_every_phase_and_changes_no_result():
+    plain = Trainer(_config())
+    plain.fit(checkpoint_dir=False)
+    profiled = Trainer(_config(), profile=True)
+    profiled.fit(checkpoint_dir=False)
+    for p, q in zip(plain.network.parameters(), profiled.network.parameters()):
+        np.testing.assert_array_equal(p.value, q.value)
+    calls = profiled.profiler.calls
+    iterations = profiled.iteration
+    for phase in (*KERNEL_LOOP_PHASES, "finite check", "bookkeeping"):
+        assert calls[phase] == iterations, phase
+    assert calls["rewiring"] == 2 * iterations  # prepare before, maybe_rewire after every step
+    assert calls["validation"] == calls["checkpoints"] == calls["other"] == 2  # once per epoch
+    assert plain.profiler.calls == {}  # off by default
+    r = profiled.profiler.as_dict(samples=len(profiled.x_train) * 2)
+    assert r["total_seconds"] >= r["kernel_loop_seconds"] > 0
+
+
+def test_cli_train_profile_prints_where_the_time_went(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO), MPLBACKEND="Agg")
+    env.pop("SNN_CORE_DATA", None)
+    proc = subprocess.run([sys.executable, "-m", "snn_core", "train", "--profile", "--max-train", "200",
+                           "--hidden", "32", "--epochs", "1", "--quiet", "--out-dir", str(tmp_path / "run")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "where the time went (1 epochs, device cpu)" in proc.stdout
+    for phase in ("*forward", "*backward", " validation", " checkpoints"):
+        assert phase in proc.stdout, phase
+    assert "overhead" in proc.stdout
