@@ -383,7 +383,11 @@ def test_snntorch_loads_our_graph_with_the_same_spike_counts():
     net = mlp([10, 8, 4], density=0.6, hidden=p, readout=p, output="lif", seed=2, gain=3.0)
     x = _input(n=10, T=20, batch=2)
     ours = net.forward(x).sum(axis=0)
-    model = import_from_nir(to_nir(net, 1e-4), dt=1e-4)
+    import inspect
+
+    # snnTorch 1.0 takes no dt and fixes it at 1e-4 inside (hence dt = 1e-4 here); older releases took dt=
+    kwargs = {"dt": 1e-4} if "dt" in inspect.signature(import_from_nir).parameters else {}
+    model = import_from_nir(to_nir(net, 1e-4), **kwargs)
     counts, state = 0, None
     with torch.no_grad():
         for t in range(x.shape[0]):
