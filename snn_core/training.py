@@ -430,7 +430,7 @@ class Trainer:
                         disable=cfg.quiet, leave=False, position=1)
             t0, profiled = time.perf_counter(), self.profiler.total()
             lr = self.optimizer.lr
-            train_loss, train_acc = self.train_epoch(bbar)
+            train_loss, train_acc = self.train_epoch(None if cfg.quiet else bbar)  # a disabled bar still formats
             seconds = time.perf_counter() - t0
             bbar.close()
             with self.profiler("validation"):
