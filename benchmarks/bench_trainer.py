@@ -5,7 +5,8 @@ sample), then, in one process and alternately for ``--repeats`` rounds:
 
 - **benchmark loop**: ``bench_train.py``'s training step (encode, forward,
   loss, zero_grad, backward, optimizer step) over the trainer's own training
-  batches, on a copy of its network and optimizer: nothing else;
+  data in shuffled batches, on a copy of its untrained network with a fresh
+  Adam at the configuration's learning rate: nothing else;
 - **trainer**: ``Trainer.fit`` for ``--epochs`` epochs with everything the
   command does (shuffling, rewiring, the per-step NaN check, validation
   every epoch, checkpoints into a temporary folder, accuracy bookkeeping),
