@@ -37,7 +37,7 @@ def _add_config_flags(p):
         kw = dict(dest=f.name, default=argparse.SUPPRESS, help=text)
         if f.type == "bool":
             g.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kw)
-        elif f.name in ("hidden", "channels", "input_shape"):
+        elif f.name in ("hidden", "channels", "fc_hidden", "input_shape"):
             g.add_argument(_flag(f.name), type=int, nargs="+", metavar="N", **kw)
         else:
             base = f.type.split("|")[0].strip()

@@ -60,6 +60,9 @@ class TrainConfig:
                           factory=lambda: [800])
     channels: list = option(None, "convnet only: output channels of each conv block, e.g. `--channels 32 64`",
                             factory=lambda: [32, 64])
+    fc_hidden: list = option(None, "convnet only: sizes of hidden fully-connected LIF layers between the last conv "
+                                   "block and the output, e.g. `--fc-hidden 256`; none: a linear classifier",
+                             factory=list)
     width: float = option(1.0, "vggsnn/resnet19 only: channel multiplier (e.g. 0.25 for a laptop-sized version)")
     input_shape: list | None = option(None, "conv models only: input image shape C H W; unset: inferred for square "
                                             "1-, 2- or 3-channel images")
@@ -159,6 +162,10 @@ class TrainConfig:
         need(isinstance(self.channels, (list, tuple)) and len(self.channels) >= 1
              and all(isinstance(c, int) and c > 0 for c in self.channels), "channels", "a list of positive channel counts")
         self.channels = list(self.channels)
+        need(isinstance(self.fc_hidden, (list, tuple))
+             and all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in self.fc_hidden), "fc_hidden",
+             "a list of positive layer sizes (may be empty)")
+        self.fc_hidden = list(self.fc_hidden)
         need(isinstance(self.width, (int, float)) and math.isfinite(self.width) and self.width > 0, "width", "a value > 0")
         need(self.input_shape is None or (isinstance(self.input_shape, (list, tuple)) and len(self.input_shape) == 3
              and all(isinstance(c, int) and c > 0 for c in self.input_shape)), "input_shape",

@@ -143,33 +143,35 @@ class SparseConv2d(SparseLinear):
 
     def forward(self, x, record=False):
         bk, g = self.backend, self.geometry
+        x, reps = self.split_repeated_frame(x)
         X, T, B = _fm(self, x, self.in_features, "input")
         Y = self.buffer((self.out_features, T, B))
         indptr, indices = self._struct
         bk.conv_forward(g, indptr, indices, *self._backend_transpose(), self.weight_param.value,
                         self._bias_or_zeros(), X, Y.reshape(self.out_features, T * B), self._scratch)
-        self._cache = (X, None)
-        out = bk.time_major(Y)
+        self._cache = (X, None, reps)
+        out = self.repeat_frame(Y, reps)
         self.recorded = {"current": out} if record else {}
         return out
 
     def backward(self, grad_y):
-        X, _ = self._needs_cache()
+        X, _, reps = self._needs_cache()
         bk, g = self.backend, self.geometry
         G, T, B = _fm(self, grad_y, self.out_features, "grad")
+        Gw = self.frame_gradient(G.reshape(self.out_features, T, B), reps)
         indptr, indices = self._struct
         tr = self._backend_transpose()
         p = self.weight_param
         gb = self._scratch.get("gb")
         if gb is None:
             gb = self._scratch["gb"] = bk.empty(g.c_out, self.dtype)
-        bk.conv_grad(g, indptr, indices, *tr, G, X, p.grad, not p.grad_is_zero, gb, self._scratch)
+        bk.conv_grad(g, indptr, indices, *tr, Gw, X, p.grad, not p.grad_is_zero, gb, self._scratch)
         p.grad_is_zero = False
         if self.bias is not None:
-            bk.channel_sum(g, G, self.bias.grad, not self.bias.grad_is_zero)
+            bk.channel_sum(g, Gw, self.bias.grad, not self.bias.grad_is_zero)
             self.bias.grad_is_zero = False
         if self.retain_output_grad:
-            self._last_output_grad = G
+            self._last_output_grad = Gw
         if not self.need_input_grad:
             return None
         GX = self.buffer((self.in_features, T, B))
@@ -257,24 +259,26 @@ class Conv2d(Layer):
 
     def forward(self, x, record=False):
         bk, g = self.backend, self.geometry
+        x, reps = self.split_repeated_frame(x)
         X, T, B = _fm(self, x, self.in_features, "input")
         Y = self.buffer((self.out_features, T, B))
         bk.dense_conv_forward(g, self.weight_param.value, None if self.bias is None else self.bias.value, X,
                               Y.reshape(self.out_features, T * B))
-        self._cache = X
-        out = bk.time_major(Y)
+        self._cache = (X, reps)
+        out = self.repeat_frame(Y, reps)
         self.recorded = {"current": out} if record else {}
         return out
 
     def backward(self, grad_y):
-        X = self._needs_cache()
+        X, reps = self._needs_cache()
         bk, g = self.backend, self.geometry
         G, T, B = _fm(self, grad_y, self.out_features, "grad")
+        Gw = self.frame_gradient(G.reshape(self.out_features, T, B), reps)
         w = self.weight_param
-        bk.dense_conv_grad(g, G, X, w.grad, not w.grad_is_zero)
+        bk.dense_conv_grad(g, Gw, X, w.grad, not w.grad_is_zero)
         w.grad_is_zero = False
         if self.bias is not None:
-            bk.channel_sum(g, G, self.bias.grad, not self.bias.grad_is_zero)
+            bk.channel_sum(g, Gw, self.bias.grad, not self.bias.grad_is_zero)
             self.bias.grad_is_zero = False
         if not self.need_input_grad:
             return None

@@ -14,6 +14,14 @@ copied once into feature-major order); feeding a layer's output to the next
 layer costs no copy. Encoders in :mod:`snn_core.data.encoders` produce
 feature-major arrays directly.
 
+Repeated frames. An input whose time axis has stride 0 (one frame shown at
+every step, as :func:`~snn_core.data.encoders.direct_encode` returns it) is
+computed once by the layers that are linear and memoryless per step
+(``Linear``, ``SparseLinear`` and the convolutions): their output is that
+one result copied to every step, and their weight gradient
+``sum_t G[t] x^T`` is ``(sum_t G[t]) x^T``. The first layer of a direct-coded network thus costs
+one step instead of T; the results are the same up to float summation order.
+
 The layer contract (what the network, optimizers and rewiring rely on):
 
 - ``forward(x, record=False) -> y`` caches what ``backward`` needs on the
@@ -143,6 +151,8 @@ class Layer:
     output_key = None
     #: training mode (batch statistics in batch norm); ``Network.train()`` / ``eval()`` set it
     training: bool = True
+    #: synaptic layers: T when the last forward computed one repeated input frame once, else 1
+    frame_repeats: int = 1
 
     def __init__(self):
         self.recorded = {}
@@ -160,6 +170,39 @@ class Layer:
     def backward(self, grad_y):
         """Accumulate parameter gradients from dL/dy; return dL/dx (or None)."""
         raise NotImplementedError
+
+    def split_repeated_frame(self, x):
+        """``(x[:1], T)`` when ``x`` (T, batch, F) shows one frame at every step (time stride 0), else ``(x, 1)``.
+
+        Only host backends take the shortcut (a device copy is materialised
+        anyway). Sets :attr:`frame_repeats`.
+        """
+        reps = 1
+        if (self.backend.is_host and isinstance(x, np.ndarray) and x.ndim == 3 and x.shape[0] > 1
+                and x.strides[0] == 0):
+            x, reps = x[:1], x.shape[0]
+        self.frame_repeats = reps
+        return x, reps
+
+    def repeat_frame(self, Y, repeats):
+        """Time-major output from the feature-major result ``Y`` (F, 1, B) of a frame computed once.
+
+        The frame is copied to every step of a pooled (F, T, B) buffer, so the
+        next layer gets an ordinary output (a copy costs far less than a step).
+        """
+        if repeats == 1:
+            return self.backend.time_major(Y)
+        full = self.buffer((Y.shape[0], repeats, Y.shape[2]))
+        full[...] = Y
+        return self.backend.time_major(full)
+
+    @staticmethod
+    def frame_gradient(G3, repeats):
+        """dL/d(one repeated frame's output): ``G3`` (F, T, B) summed over time as (F, B); (F, T*B) if not repeated."""
+        F, T, B = G3.shape
+        if repeats == 1:
+            return G3.reshape(F, T * B)
+        return np.ascontiguousarray(G3.sum(axis=1, dtype=G3.dtype))
 
     def buffer(self, shape):
         """An output buffer of the layer's backend and dtype from its pool (reused once unreferenced)."""
@@ -292,29 +335,31 @@ class Linear(Layer):
 
     def forward(self, x, record=False):
         bk = self.backend
+        x, reps = self.split_repeated_frame(x)
         X3 = bk.feature_major(x, self.in_features, self.dtype, f"{self.name} input")
         F, T, B = X3.shape
         X = X3.reshape(F, T * B)
         Y = self.buffer((self.out_features, T, B))
         bk.dense_forward(self.weight_param.value, None if self.bias is None else self.bias.value, X,
                          Y.reshape(self.out_features, T * B))
-        self._cache = X
-        out = bk.time_major(Y)
+        self._cache = (X, reps)
+        out = self.repeat_frame(Y, reps)
         self.recorded = {"current": out} if record else {}
         return out
 
     def backward(self, grad_y):
-        X = self._needs_cache()
-        check_grad_columns(grad_y, X.shape[1], f"{self.name} grad")  # before any gradient is touched
+        X, reps = self._needs_cache()
+        check_grad_columns(grad_y, X.shape[1] * reps, f"{self.name} grad")  # before any gradient is touched
         bk = self.backend
         G3 = bk.feature_major(grad_y, self.out_features, self.dtype, f"{self.name} grad")
         _, T, B = G3.shape
         G = G3.reshape(self.out_features, T * B)
+        Gw = self.frame_gradient(G3, reps)
         w = self.weight_param
-        bk.dense_grad(G, X, w.grad, not w.grad_is_zero)
+        bk.dense_grad(Gw, X, w.grad, not w.grad_is_zero)
         w.grad_is_zero = False
         if self.bias is not None:
-            bk.row_sum(G, self.bias.grad, not self.bias.grad_is_zero)
+            bk.row_sum(Gw, self.bias.grad, not self.bias.grad_is_zero)
             self.bias.grad_is_zero = False
         if not self.need_input_grad:
             return None
@@ -502,6 +547,7 @@ class SparseLinear(Layer):
 
     def forward(self, x, record=False):
         bk = self.backend
+        x, reps = self.split_repeated_frame(x)
         X3 = bk.feature_major(x, self.in_features, self.dtype, f"{self.name} input")
         F, T, B = X3.shape
         X = X3.reshape(F, T * B)
@@ -510,33 +556,36 @@ class SparseLinear(Layer):
         pack = bk.pack_spikes(X, self.out_features, self.nnz, self._scratch, self.spike_input)
         bk.csr_forward(indptr, indices, self.weight_param.value, self._bias_or_zeros(), X,
                        Y.reshape(self.out_features, T * B), pack, self._scratch)
-        self._cache = (X, pack)
-        out = bk.time_major(Y)
+        self._cache = (X, pack, reps)
+        out = self.repeat_frame(Y, reps)
         self.recorded = {"current": out} if record else {}  # the input current I[t] of the next layer
         return out
 
     def backward(self, grad_y):
-        X, pack = self._needs_cache()
-        check_grad_columns(grad_y, X.shape[1], f"{self.name} grad")  # before any gradient is touched
+        X, pack, reps = self._needs_cache()
+        check_grad_columns(grad_y, X.shape[1] * reps, f"{self.name} grad")  # before any gradient is touched
         bk = self.backend
         G3 = bk.feature_major(grad_y, self.out_features, self.dtype, f"{self.name} grad")
         _, T, B = G3.shape
         G = G3.reshape(self.out_features, T * B)
+        Gw = self.frame_gradient(G3, reps)
         indptr, indices = self._struct
         p = self.weight_param
         gb = self._scratch.get("gb")
         if gb is None or gb.shape[0] != self.out_features:
             gb = self._scratch["gb"] = bk.empty(self.out_features, self.dtype)
-        rownz = bk.csr_grad(indptr, indices, G, X, p.grad, not p.grad_is_zero, gb, pack, self._scratch)
+        rownz = bk.csr_grad(indptr, indices, Gw, X, p.grad, not p.grad_is_zero, gb, pack, self._scratch)
+        if reps > 1:  # a row of G summed over time may cancel to zero: the input gradient reads all rows
+            rownz = None
         p.grad_is_zero = False
         if self.bias is not None:
             if self.bias.grad_is_zero:  # swap buffers instead of copying: gb becomes the gradient
                 self.bias.grad, self._scratch["gb"] = gb, self.bias.grad
                 self.bias.grad_is_zero = False
             else:  # accumulating over several backwards (rare): add the row sums again
-                bk.row_sum(G, self.bias.grad, True)
+                bk.row_sum(Gw, self.bias.grad, True)
         if self.retain_output_grad:
-            self._last_output_grad = G
+            self._last_output_grad = Gw
         if not self.need_input_grad:
             return None
         t_indptr, t_indices, perm = self._backend_transpose()

@@ -114,14 +114,16 @@ def _finish(layers, b, init, density, dense_first, seed, gain):
 
 def convnet(input_shape=(1, 28, 28), n_classes=10, channels=(32, 64), density=0.1, sparse=True, init="uniform",
             dense_first=True, pool="avg", output="readout", hidden=None, readout=None, seed=0, gain=1.0,
-            dtype=np.float32):
+            dtype=np.float32, fc_hidden=()):
     """The laptop conv ESL-SNN: ``len(channels)`` blocks (conv3x3-BN-LIF-pool2), then a sparse classifier.
 
     Defaults (MNIST): 1x28x28 -> 32C3-BN-LIF-AP2 -> 64C3-BN-LIF-AP2 ->
-    Linear(64*7*7 -> 10) -> Readout. ``dense_first`` keeps the first conv
-    dense (288 weights: with 1 input channel a 10% 3x3 kernel would have
-    fewer than one weight per output channel); the global density stays
-    exactly ``density``.
+    Linear(64*7*7 -> 10) -> Readout. ``fc_hidden`` inserts fully-connected
+    LIF layers before the output (``(256,)``: Linear(3136 -> 256) "fc1" ->
+    LIF "lif_fc1" -> Linear(256 -> 10) "fc"). ``dense_first`` keeps the
+    first conv dense (288 weights: with 1 input channel a 10% 3x3 kernel
+    would have fewer than one weight per output channel); the global density
+    stays exactly ``density``.
     """
     hidden = LIFParams() if hidden is None else hidden
     b = _Builder(input_shape, sparse, density, hidden, seed, gain, dtype)
@@ -130,7 +132,12 @@ def convnet(input_shape=(1, 28, 28), n_classes=10, channels=(32, 64), density=0.
         layers += b.block(int(c), i)
         layers += b.pool(i, pool)
     n = int(np.prod(b.shape))
-    layers += [Flatten(n, dtype=dtype), b.linear(n, n_classes, "fc")]
+    layers += [Flatten(n, dtype=dtype)]
+    for i, size in enumerate(fc_hidden, 1):
+        size = int(size)
+        layers += [b.linear(n, size, f"fc{i}"), LIF(size, hidden, dtype=dtype, name=f"lif_fc{i}")]
+        n = size
+    layers += [b.linear(n, n_classes, "fc")]
     layers += b.head(n_classes, output, readout)
     return _finish(layers, b, init, density, dense_first, seed, gain)
 

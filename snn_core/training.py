@@ -80,7 +80,7 @@ def build_network(config: TrainConfig, n_in: int, n_classes: int):
                   seed=config.seed, gain=config.gain)
         shape = input_shape(config, n_in)
         if config.model == "convnet":
-            return convnet(shape, channels=config.channels, **kw)
+            return convnet(shape, channels=config.channels, fc_hidden=config.fc_hidden, **kw)
         return {"vggsnn": vggsnn, "resnet19": resnet19}[config.model](shape, width=config.width, **kw)
     sizes = [n_in, *config.hidden, n_classes]
     # per-layer densities with exact connection counts summing to D x total
@@ -651,7 +651,7 @@ def restore_trainer(path, dataset=None, **overrides):
 
 
 def _restore(path, ck, dataset, overrides):
-    arch = ("model", "hidden", "channels", "width", "input_shape", "sparse", "output", "steps")
+    arch = ("model", "hidden", "channels", "fc_hidden", "width", "input_shape", "sparse", "output", "steps")
     for k in overrides:
         if k in arch and overrides[k] != ck["config"].get(k):
             raise ValueError(f"{k}: cannot change the architecture of a checkpoint ({ck['config'].get(k)!r} "

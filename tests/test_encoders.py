@@ -33,6 +33,10 @@ def test_shape_dtype_layout(name, x):
     s = _encode(name, x, 7)
     B, F = x.shape
     assert s.shape == (7, B, F) and s.dtype == np.float32
+    if name == "direct":  # one (F, 1, B) frame at every step: time stride 0 (see test_repeated_frame.py)
+        assert s.strides == (0, 4, B * 4) and s.base is not None
+        np.testing.assert_array_equal(s, np.broadcast_to(x, s.shape))
+        return
     # indexes (T, B, F) but is a view of a C-contiguous (F, T, B) buffer
     base = s.base
     assert base is not None and base.shape == (F, 7, B) and base.flags.c_contiguous

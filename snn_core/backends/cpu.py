@@ -115,6 +115,12 @@ class CpuBackend(KernelModuleBackend):
         else:
             KC.bn_backward(G, X, mean, invstd, gamma, GX, ggamma, gbeta)
 
+    def avgpool_forward(self, g, X, Y):
+        KC.avgpool_forward(g, X, Y)
+
+    def avgpool_backward(self, g, G, GX):
+        KC.avgpool_backward(g, G, GX)
+
     def nonfinite_count(self, a):
         if isinstance(a, np.ndarray) and a.dtype in self.dtypes:
             return K.nonfinite_count(a)  # one vectorised pass over the raw bits

@@ -323,16 +323,24 @@ def direct_encode(x, T: int, out=None) -> np.ndarray:
     T : int
         Number of time steps, >= 1.
     out : np.ndarray, optional
-        Reused C-contiguous float32 (features, T, batch) buffer.
+        Reused C-contiguous float32 (features, T, batch) buffer, filled with
+        the T copies.
 
     Returns
     -------
     np.ndarray
-        float32 (T, batch, features), ``result[t] == x`` for every t; a view
-        of a feature-major (features, T, batch) buffer.
+        float32 (T, batch, features), ``result[t] == x`` for every t. With
+        ``out``: a view of ``out``. Without: a read-only view that shows one
+        (features, 1, batch) frame at every step (time stride 0), which the
+        synaptic layers (``Linear``, ``SparseLinear``, the convolutions)
+        compute once instead of T times; copy it to write into it.
     """
     xt = _as_batch(x, unit_range=False)
     T = _check_T(T)
+    if out is None:
+        frame = _view(_out_buffer(None, xt.shape[0], 1, xt.shape[1]))
+        frame[0] = xt.T
+        return np.broadcast_to(frame, (T,) + frame.shape[1:])
     buf = _out_buffer(out, xt.shape[0], T, xt.shape[1])
     buf[...] = xt[:, None, :]
     return _view(buf)

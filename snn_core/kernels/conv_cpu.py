@@ -456,3 +456,52 @@ def _bn_backward(G, X, mean, invstd, gamma, GX, gg, gb):
 def bn_backward(G, X, mean, invstd, gamma, GX, gg, gb):
     """Batch-statistics BN backward into GX, gg (dL/dgamma), gb (dL/dbeta). Readable twin: :func:`snn_core.kernels.reference.bn_backward`."""
     _bn_backward(G, X, mean, invstd, gamma, GX, gg, gb)
+
+
+# --------------------------------------------------------------------------
+# Non-overlapping pooling on (c*h*w, N) rows; twins:
+# snn_core.kernels.reference.avgpool_forward / avgpool_backward
+# --------------------------------------------------------------------------
+@numba.njit(parallel=True, **_jit)
+def _avgpool_forward(X, Y, c_in, h, w, k):
+    oh, ow, N = h // k, w // k, X.shape[1]
+    scale = Y.dtype.type(1.0 / (k * k))
+    for r in prange(c_in * oh):
+        c, oy = r // oh, r % oh
+        for ox in range(ow):
+            y = Y[r * ow + ox]
+            y[:] = 0
+            for ky in range(k):
+                base = (c * h + oy * k + ky) * w + ox * k
+                for kx in range(k):
+                    x = X[base + kx]
+                    for n in range(N):
+                        y[n] += x[n]
+            for n in range(N):
+                y[n] *= scale
+
+
+def avgpool_forward(g, X, Y):
+    """Mean of every k x k window of X (c*h*w, N) into Y (c*oh*ow, N). Readable twin: :func:`snn_core.kernels.reference.avgpool_forward`."""
+    _avgpool_forward(X, Y, g.c_in, g.h, g.w, g.kh)
+
+
+@numba.njit(parallel=True, **_jit)
+def _avgpool_backward(G, GX, c_in, h, w, k):
+    oh, ow, N = h // k, w // k, G.shape[1]
+    scale = G.dtype.type(1.0 / (k * k))
+    for r in prange(c_in * oh):
+        c, oy = r // oh, r % oh
+        for ox in range(ow):
+            gy = G[r * ow + ox]
+            for ky in range(k):
+                base = (c * h + oy * k + ky) * w + ox * k
+                for kx in range(k):
+                    gx = GX[base + kx]
+                    for n in range(N):
+                        gx[n] = gy[n] * scale
+
+
+def avgpool_backward(g, G, GX):
+    """Each window's gradient G (c*oh*ow, N) spread evenly over its inputs in GX (c*h*w, N). Readable twin: :func:`snn_core.kernels.reference.avgpool_backward`."""
+    _avgpool_backward(G, GX, g.c_in, g.h, g.w, g.kh)
