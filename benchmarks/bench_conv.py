@@ -7,7 +7,8 @@ pixel spikes in 10% of the columns). For each density the sparse layer
 spikes) and the dense layer (``Conv2d``: im2col + one BLAS GEMM, one BLAS
 thread) run forward, weight gradient and input gradient on the same input and
 output gradient (nonzero in ``--grad-rate`` of its entries, as a surrogate
-gradient is); medians of ``--reps`` alternating rounds, Numba threads as set
+gradient is), both passed as the feature-major views layers hand each
+other inside a network; medians of ``--reps`` alternating rounds, Numba threads as set
 by NUMBA_NUM_THREADS (the table in docs/benchmarks.md uses 1).
 
 Usage::
@@ -60,9 +61,11 @@ def main(argv=None):
         layers[f"sparse {d:g}"] = SparseConv2d(c, c, 3, density=d, **kw)
     for layer in layers.values():
         layer.need_input_grad = True
-    x = (rng.random((T, B, dense.in_features)) < args.rate).astype(np.float32)
-    g = (rng.standard_normal((T, B, dense.out_features)) * (rng.random((T, B, dense.out_features)) < args.grad_rate)
-         ).astype(np.float32)
+    # as inside a network: the (T, B, F) views of feature-major (F, T, B) buffers that the layers
+    # pass each other (a time-major array would add one transpose copy per call to both layers)
+    x = (rng.random((dense.in_features, T, B)) < args.rate).astype(np.float32).transpose(1, 2, 0)
+    g = (rng.standard_normal((dense.out_features, T, B))
+         * (rng.random((dense.out_features, T, B)) < args.grad_rate)).astype(np.float32).transpose(1, 2, 0)
     times = {k: [] for k in layers}
     for layer in layers.values():  # compile / warm up
         step_time(layer, x, g)

@@ -398,6 +398,12 @@ def test_model_layer_lists():
             for s in (1, 2, 3)] == [b for _, b, _ in RESNET19_STAGES]
     assert main_convs[-1].geometry.c_out == 512 and main_convs[-1].geometry.oh == 8
     assert fcs[0].weight_shape == (256, 512) and fcs[1].weight_shape == (100, 256)
+    c = convnet((1, 28, 28), channels=(4, 8), fc_hidden=(32, 16), density=0.2, init="erk")
+    names = [l.name for l in c.layers[c.layers.index(next(l for l in c.layers if isinstance(l, Flatten))) + 1:]]
+    assert names == ["fc1", "lif_fc1", "fc2", "lif_fc2", "fc", "readout"]
+    assert [l.weight_shape for l in c.sparse_layers()][-3:] == [(32, 8 * 7 * 7), (16, 32), (10, 16)]
+    total = sum(l.weight_shape[0] * l.weight_shape[1] for l in c.sparse_layers())
+    assert sum(l.nnz for l in c.sparse_layers()) == round(0.2 * total)  # the global density stays exact
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -193,6 +193,7 @@ def _ox_range(kx, s, p, w, ow):
 def _rows_fwd_channel(co, X, indptr, indices, data, bias, g, Y):
     c_in, h, w, c_out, oh, ow, kh, kw, s, p = g
     N = X.shape[1]
+    Xf, Yf = X.reshape(X.size), Y.reshape(Y.size)
     hw, ohw, kk = h * w, oh * ow, kh * kw
     for q in range(co * ohw, (co + 1) * ohw):
         Y[q, :] = bias[co]
@@ -208,6 +209,14 @@ def _rows_fwd_channel(co, X, indptr, indices, data, bias, g, Y):
         for oy in range(oh):
             iy = oy * s - p + ky
             if iy < 0 or iy >= h:
+                continue
+            if s == 1:  # the rows of ox = lo..hi are adjacent in Y and in X: one axpy of (hi-lo+1)*N
+                L = (hi - lo + 1) * N
+                yb = (co * ohw + oy * ow + lo) * N
+                xb = (ci * hw + iy * w + lo - p + kx) * N
+                yv, xv = Yf[yb:yb + L], Xf[xb:xb + L]  # slices: flat offsets into one array do not vectorise
+                for i in range(L):
+                    yv[i] += wt * xv[i]
                 continue
             for ox in range(lo, hi + 1):
                 yr = Y[co * ohw + oy * ow + ox]
@@ -232,6 +241,8 @@ def _rows_fwd_ser(X, indptr, indices, data, bias, g, Y):
 def _rows_grad_channel(co, G, X, indptr, indices, g, out):
     c_in, h, w, c_out, oh, ow, kh, kw, s, p = g
     N = X.shape[1]
+    Gf, Xf = G.reshape(G.size), X.reshape(X.size)
+    zero = out.dtype.type(0.0)  # accumulate in the data dtype: the float32 sums vectorise
     hw, ohw, kk = h * w, oh * ow, kh * kw
     for k in range(indptr[co], indptr[co + 1]):
         j = indices[k]
@@ -239,10 +250,18 @@ def _rows_grad_channel(co, G, X, indptr, indices, g, out):
         ky = (j - ci * kk) // kw
         kx = j - ci * kk - ky * kw
         lo, hi = _ox_range(kx, s, p, w, ow)
-        acc = 0.0
+        acc = zero
         for oy in range(oh):
             iy = oy * s - p + ky
             if iy < 0 or iy >= h or hi < lo:
+                continue
+            if s == 1:  # adjacent rows: one dot product of (hi-lo+1)*N
+                L = (hi - lo + 1) * N
+                gb = (co * ohw + oy * ow + lo) * N
+                xb = (ci * hw + iy * w + lo - p + kx) * N
+                gv, xv = Gf[gb:gb + L], Xf[xb:xb + L]
+                for i in range(L):
+                    acc += gv[i] * xv[i]
                 continue
             for ox in range(lo, hi + 1):
                 gr = G[co * ohw + oy * ow + ox]
@@ -268,6 +287,7 @@ def _rows_grad_ser(G, X, indptr, indices, g, out):
 def _rows_bwd_channel(ci, G, t_indptr, t_indices, t_perm, data, g, GX):
     c_in, h, w, c_out, oh, ow, kh, kw, s, p = g
     N = G.shape[1]
+    Gf, GXf = G.reshape(G.size), GX.reshape(GX.size)
     hw, ohw, kk = h * w, oh * ow, kh * kw
     for f in range(ci * hw, (ci + 1) * hw):
         GX[f, :] = 0
@@ -283,6 +303,14 @@ def _rows_bwd_channel(ci, G, t_indptr, t_indices, t_perm, data, g, GX):
             for oy in range(oh):
                 iy = oy * s - p + ky
                 if iy < 0 or iy >= h:
+                    continue
+                if s == 1:  # adjacent rows: one axpy of (hi-lo+1)*N
+                    L = (hi - lo + 1) * N
+                    gb = (co * ohw + oy * ow + lo) * N
+                    xb = (ci * hw + iy * w + lo - p + kx) * N
+                    xv, gv = GXf[xb:xb + L], Gf[gb:gb + L]
+                    for i in range(L):
+                        xv[i] += wt * gv[i]
                     continue
                 for ox in range(lo, hi + 1):
                     gr = G[co * ohw + oy * ow + ox]
