@@ -54,6 +54,11 @@ class TrainConfig:
     val_fraction: float = option(0.1, "fraction of the training set held out at random for validation (paper: 10%)")
     max_train: int | None = option(None, "train on a random subset of this many training samples (quick runs); "
                                          "unset: all")
+    augment: str = option("none", "training-time augmentation of every batch (never of validation or test "
+                                  "images): none | shift (random translation by up to --shift-pixels in each "
+                                  "direction, zero fill) | cifar (random crop with 4-pixel padding, then horizontal "
+                                  "flip) | dvs (horizontal flip, then roll by up to 5 pixels)")
+    shift_pixels: int = option(2, "--augment shift: the largest translation in pixels")
     # network
     model: str = option("mlp", "network family: mlp | convnet | vggsnn | resnet19 (builders in snn_core.models)")
     hidden: list = option(None, "sizes of the hidden LIF layers, e.g. `--hidden 800` or `--hidden 500 300`",
@@ -150,6 +155,8 @@ class TrainConfig:
             need(getattr(self, name) in options, name, f"one of {list(options)}")
 
         choice("encoder", ("bernoulli", "poisson", "direct", "latency"))
+        choice("augment", ("none", "shift", "cifar", "dvs"))
+        need(self.shift_pixels >= 1, "shift_pixels", "an integer >= 1")
         need(isinstance(self.steps, int) and self.steps >= 1, "steps", "an integer >= 1")
         need(0 < self.val_fraction < 1, "val_fraction", "a fraction in (0, 1)")
         need(self.max_train is None or (isinstance(self.max_train, int) and self.max_train >= 10), "max_train", "None or an integer >= 10")

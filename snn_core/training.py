@@ -27,6 +27,7 @@ from . import losses
 from .backends import get_backend
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .data.augment import augment_cifar, augment_dvs, random_crop
 from .data.datasets import load_dataset, to_float, train_val_split
 from .data.encoders import get_encoder
 from .models import convnet, resnet19, vggsnn
@@ -254,6 +255,8 @@ class Trainer:
         self.x_val, self.y_val = to_float(x_train[va]), y_train[va].astype(np.int64)
         self.x_test, self.y_test = to_float(data.x_test), data.y_test.astype(np.int64)
         n_in = self.x_train.shape[1]
+        #: (C, H, W) of the images that --augment transforms (None: no augmentation)
+        self.image_shape = input_shape(config, n_in) if config.augment != "none" else None
         self.network = build_network(config, n_in, self.n_classes)
         if network is not None:
             self.network = _check_network(network, self.network, self.dataset_name)
@@ -308,6 +311,25 @@ class Trainer:
             buf = self._encode_buffers[shape] = np.empty(shape, np.float32)
         return self.encode(x, self.config.steps, seed=_seed(self.config.seed, *key), out=buf)
 
+    def augment(self, x):
+        """The training augmentation (``config.augment``) of the batch x (batch, features), else x itself.
+
+        Its random draws come from (seed, iteration) alone, so a resumed run
+        sees the same augmented batches as an uninterrupted one.
+        """
+        kind = self.config.augment
+        if kind == "none":
+            return x
+        rng = np.random.default_rng(_seed(self.config.seed, 3, self.iteration))
+        images = x.reshape((len(x),) + tuple(self.image_shape))
+        if kind == "shift":
+            out = random_crop(images, rng, padding=self.config.shift_pixels)
+        elif kind == "cifar":
+            out = augment_cifar(images, rng)
+        else:
+            out = augment_dvs(images, rng)
+        return out.reshape(len(x), -1)
+
     def train_epoch(self, progress=None):
         """One epoch over the shuffled training set; returns (loss, accuracy).
 
@@ -323,7 +345,7 @@ class Trainer:
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
             with timed("encode"):
-                x = self._encode(self.x_train[idx], (2, self.iteration))
+                x = self._encode(self.augment(self.x_train[idx]), (2, self.iteration))
                 y = self.y_train[idx]
             with timed("rewiring"):
                 self.rewirer.prepare(self.iteration + 1, net)

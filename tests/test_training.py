@@ -126,7 +126,8 @@ def test_different_seed_differs(tmp_path):
     dict(grow="momentum"),
     dict(grow="gradient", prune="gradient"),
     dict(prune="set", optimizer="sgd", schedule="cosine"),
-], ids=["random", "gradient", "momentum", "gradient-gradient", "set-sgd"])
+    dict(augment="shift"),
+], ids=["random", "gradient", "momentum", "gradient-gradient", "set-sgd", "augment-shift"])
 def test_resume_is_exact(tmp_path, variant):
     a = Trainer(small_config(tmp_path / "a", **variant))
     a.fit(checkpoint_dir=False)
@@ -153,6 +154,34 @@ def test_restore_without_training_reproduces_saved_state(tmp_path):
     back = restore_trainer(tmp_path / "last.h5")
     assert_trainers_identical(tr, back)
     assert back.config == tr.config
+
+
+def test_shift_augmentation_translates_training_batches_only(tmp_path):
+    from snn_core.data.augment import translate
+    tr = Trainer(small_config(tmp_path, augment="shift", shift_pixels=2))
+    x = tr.x_train[:16]
+    imgs = x.reshape(-1, 28, 28)
+    a = tr.augment(x)
+    assert a.shape == x.shape and a.dtype == x.dtype and not np.array_equal(a, x)
+    shifts = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]
+    for n in range(len(x)):  # every sample is its image moved by some (dy, dx) within +-2 pixels
+        assert any(np.array_equal(a[n].reshape(28, 28), translate(imgs[n:n + 1], [s])[0]) for s in shifts), n
+    np.testing.assert_array_equal(tr.augment(x), a)  # drawn from (seed, iteration): the same again
+    tr.iteration += 1
+    assert not np.array_equal(tr.augment(x), a)  # and new draws at the next iteration
+    plain = Trainer(small_config(tmp_path / "plain"))
+    np.testing.assert_array_equal(plain.augment(x), x)
+    np.testing.assert_array_equal(tr.x_val, plain.x_val)  # validation and test images are never augmented
+    tr.fit(checkpoint_dir=False)
+    plain.fit(checkpoint_dir=False)
+    assert not np.array_equal(tr.network_state()["fc1"]["data"], plain.network_state()["fc1"]["data"])
+
+
+def test_augment_needs_an_image_shape(tmp_path):
+    ds = Dataset(np.zeros((40, 10), np.uint8), np.arange(40) % 2, np.zeros((10, 10), np.uint8), np.arange(10) % 2,
+                 "ten-feature", "test")
+    with pytest.raises(ValueError, match="input_shape"):
+        Trainer(small_config(tmp_path, augment="shift", max_train=None), dataset=ds)
 
 
 # ---------------------------------------------------------------------------
