@@ -320,7 +320,7 @@ class Trainer:
         kind = self.config.augment
         if kind == "none":
             return x
-        rng = np.random.default_rng(_seed(self.config.seed, 5, self.iteration))
+        rng = np.random.default_rng(_seed(self.config.seed, 3, self.iteration))
         images = x.reshape((len(x),) + tuple(self.image_shape))
         if kind == "shift":
             out = random_crop(images, rng, padding=self.config.shift_pixels)
