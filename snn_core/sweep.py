@@ -449,15 +449,24 @@ def load_results(sweep_dir):
 def local_cluster(n_workers=None):
     """An in-process LocalCluster: one single-threaded worker process per core.
 
-    Workers get ``NUMBA_NUM_THREADS=1`` (and 1 OpenMP/BLAS thread) so that
+    Workers get 1 OpenMP/BLAS thread, and each run calls
+    ``numba.set_num_threads(config.threads)`` (1 in a sweep), so that
     ``n_workers`` runs share the cores instead of oversubscribing them.
+
+    Decision: the workers' ``NUMBA_NUM_THREADS`` is left alone. A spawned
+    worker re-imports the parent's main module (``snn_core.cli``, hence
+    Numba) *before* the cluster's environment is applied, so Numba would
+    read one thread count at import and another at its next compilation,
+    and refuse to compile ("Cannot set NUMBA_NUM_THREADS to a different
+    value once the threads have been launched"): every run failed on a
+    machine whose Numba cache was cold.
     """
     import logging
 
     from distributed import LocalCluster
 
     n = n_workers or os.cpu_count() or 1
-    one = {k: "1" for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    one = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
                         silence_logs=logging.ERROR, env=one)
 

@@ -338,3 +338,42 @@ def test_dask_scheduler_two_workers_survives_a_killed_worker(tmp_path):
     log = (victim_dir / "train.log").read_text()
     assert f"by pid {pid}" in log and "resumed at epoch" in log
     assert len(json.loads((victim_dir / "summary.json").read_text())["metrics"]["val_accuracy"]) == 4
+
+
+_COMPILE_IN_A_WORKER = '''
+import sys
+import numba  # imported by the main module, as snn_core.cli does: a spawned worker re-imports it first
+
+from distributed import Client
+
+from snn_core.sweep import local_cluster
+
+
+def compile_fresh():
+    numba.set_num_threads(1)           # what train_run does: the thread pool is now launched
+    return numba.njit(lambda v: v + 1)(41)   # a kernel compiled in the worker (a cold cache)
+
+
+if __name__ == "__main__":
+    with local_cluster(1) as cluster, Client(cluster) as client:
+        print("result", client.submit(compile_fresh).result())
+'''
+
+
+def test_local_cluster_workers_can_compile_kernels(tmp_path):
+    """A worker must be able to compile (first run on a machine, or after an upgrade).
+
+    Regression: the cluster used to set NUMBA_NUM_THREADS=1 in the workers'
+    environment after they had imported Numba with the default, so the first
+    compilation in a worker raised "Cannot set NUMBA_NUM_THREADS to a different
+    value" and every run of a cold-cache sweep failed.
+    """
+    script = tmp_path / "compile_in_worker.py"
+    script.write_text(_COMPILE_IN_A_WORKER)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    env.pop("NUMBA_NUM_THREADS", None)
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env,
+                       cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "result 42" in r.stdout
