@@ -626,7 +626,7 @@ def check_inputs(data, config, name):
 
 
 def as_inputs(x):
-    """Trainer inputs: uint8 images -> float32 [0, 1] (N, features) by ``to_float``; frames -> float32 (N, T, F) as they are."""
+    """Trainer inputs: uint8 images -> float32 [0, 1] (N, features) (``to_float``); frames -> float32 (N, T, F) unscaled."""
     if is_frames(x):
         return np.ascontiguousarray(x, dtype=np.float32)
     return to_float(x)

@@ -26,7 +26,16 @@ from .augment import (
     roll,
     translate,
 )
-from .cifar import ImageDataset, find_cifar, load_cifar, load_cifar10, load_cifar100, read_cifar_bin, read_cifar_pickle, write_cifar
+from .cifar import (
+    ImageDataset,
+    find_cifar,
+    load_cifar,
+    load_cifar10,
+    load_cifar100,
+    read_cifar_bin,
+    read_cifar_pickle,
+    write_cifar,
+)
 from .datasets import (
     ChecksumError,
     Dataset,
