@@ -253,7 +253,7 @@ def _model(text):
 
 
 def cmd_data(args):
-    """``snn-esl data download NAME``: fetch a data set's IDX files, checksummed."""
+    """``snn-esl data download NAME``: fetch a data set's IDX files or archives, checksummed."""
     from .data.datasets import DATASETS, download_dataset
     from .data.download import ARCHIVES, download_archives
 
@@ -267,6 +267,8 @@ def cmd_data(args):
         print(f"downloading {args.name} ...", flush=True)
         root = download_archives(args.name, args.dir, timeout=args.timeout)
         print(f"{args.name}: md5 verified and extracted in {root}")
+        frames = " --encoder frames --steps 10" if args.name == "cifar10-dvs" else ""
+        print(f"train on it with: snn-esl train --data-dir {root}{frames}")
         return 0
     print(f"downloading {args.name} ({DATASETS[args.name].description}) ...", flush=True)
     root = download_dataset(args.name, args.dir, timeout=args.timeout)
@@ -357,7 +359,8 @@ def build_parser():
 
     e = sub.add_parser("evaluate", formatter_class=fmt, parents=[debug], help="test accuracy, firing rates, SOPs and energy of a checkpoint")
     e.add_argument("checkpoint", help="checkpoint file written by training (RUN_DIR/best.h5 or RUN_DIR/last.h5)")
-    e.add_argument("--data-dir", help="evaluate on this IDX directory instead of the training data")
+    e.add_argument("--data-dir", help="evaluate on this data folder (IDX, CIFAR or DVS, as train's --data-dir) "
+                                      "instead of the training data")
     e.add_argument("--last", action="store_true", help="use the last weights instead of the best-validation ones")
     e.add_argument("--energy-samples", type=_positive_int, default=200,
                    help="number of test samples whose spikes are counted for the SOP and energy estimate")
@@ -382,7 +385,8 @@ def build_parser():
                    help="prune rules to compare (unset: the config's prune)")
     s.add_argument("--grow-rules", choices=("random", "gradient", "momentum"), nargs="+",
                    help="grow rules to compare (unset: the config's grow)")
-    s.add_argument("--data-dirs", nargs="+", metavar="DIR", help="IDX dataset directories to compare")
+    s.add_argument("--data-dirs", nargs="+", metavar="DIR", help="data folders to compare (IDX, CIFAR or DVS, as "
+                                                                  "train's --data-dir)")
     s.add_argument("--models", nargs="+", metavar="H", help="hidden layer sizes to compare, e.g. 800 400,400")
     s.add_argument("--dense", action=argparse.BooleanOptionalAction, default=None,
                    help="also train a dense baseline per seed (default yes)")
@@ -433,7 +437,8 @@ def build_parser():
     m.add_argument("nir_file", metavar="IN.nir", help="the NIR file to read")
     m.add_argument("--dt", type=float, required=True, help="duration of one time step in the graph's time unit (each step is one Euler step of this size)")
     m.add_argument("--out-dir", required=True, help="directory for the checkpoint (DIR/last.h5)")
-    m.add_argument("--data-dir", help="IDX directory the network is evaluated and fine-tuned on (unset: the embedded MNIST sample)")
+    m.add_argument("--data-dir", help="data folder the network is evaluated and fine-tuned on (IDX, CIFAR or DVS, "
+                                      "as train's --data-dir; unset: the embedded MNIST sample)")
     m.add_argument("--keep-zeros", action="store_true", help="make every weight-matrix entry a connection (dense layers) instead of zeros = absent connections")
     m.add_argument("--force", action="store_true", help="replace an existing DIR/last.h5")
     m.set_defaults(func=cmd_import)

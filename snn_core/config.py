@@ -45,12 +45,15 @@ class TrainConfig:
     """
 
     # data
-    data_dir: str | None = option(None, "IDX directory with the four MNIST-format files (see `snn-esl data "
-                                        "download`); unset: $SNN_CORE_DATA if set, else the embedded 5,000-digit "
-                                        "sample")
+    data_dir: str | None = option(None, "data folder: the four MNIST-format IDX files, CIFAR-10/100 batches (python "
+                                        "or binary) or DVS-CIFAR10 class folders of .aedat recordings (see `snn-esl "
+                                        "data download`); unset: $SNN_CORE_DATA if set, else the embedded "
+                                        "5,000-digit sample")
     encoder: str = option("bernoulli", "how pixel intensities become input spikes: bernoulli | poisson | direct | "
-                                       "latency")
-    steps: int = option(8, "number of time steps T each sample is presented for")
+                                       "latency | frames (DVS data: one integrated event frame per step, as "
+                                       "recorded)")
+    steps: int = option(8, "number of time steps T each sample is presented for (DVS data: the number of frames "
+                           "each recording is integrated into)")
     val_fraction: float = option(0.1, "fraction of the training set held out at random for validation (paper: 10%)")
     max_train: int | None = option(None, "train on a random subset of this many training samples (quick runs); "
                                          "unset: all")
@@ -154,7 +157,7 @@ class TrainConfig:
         def choice(name, options):
             need(getattr(self, name) in options, name, f"one of {list(options)}")
 
-        choice("encoder", ("bernoulli", "poisson", "direct", "latency"))
+        choice("encoder", ("bernoulli", "poisson", "direct", "latency", "frames"))
         choice("augment", ("none", "shift", "cifar", "dvs"))
         need(self.shift_pixels >= 1, "shift_pixels", "an integer >= 1")
         need(isinstance(self.steps, int) and self.steps >= 1, "steps", "an integer >= 1")

@@ -218,7 +218,11 @@ class Trainer:
     ----------
     config : TrainConfig
     dataset : snn_core.data.datasets.Dataset, optional
-        Defaults to ``load_dataset(config.data_dir)`` (embedded sample if None).
+        Defaults to ``load_dataset(config.data_dir, steps=config.steps)``
+        (embedded sample if None). Static images (uint8 (N, features)) need
+        an encoder other than ``"frames"``; frame sequences (float (N, T,
+        features), e.g. a DVS folder) need ``encoder="frames"`` and
+        ``steps == T`` (ValueError otherwise).
     network : Network, optional
         Train this network instead of a fresh one (e.g. one imported from
         NIR, made to fit a config by :func:`adopt_network`). It must be what
@@ -240,8 +244,9 @@ class Trainer:
     def __init__(self, config: TrainConfig, dataset=None, network=None, profile=False):
         self.config = config
         backend = get_backend(config.device)  # fails early, in one line, when the device is unusable
-        data = dataset if dataset is not None else load_dataset(config.data_dir)
+        data = dataset if dataset is not None else load_dataset(config.data_dir, steps=config.steps)
         self.dataset_name = getattr(data, "name", "custom")
+        check_inputs(data, config, self.dataset_name)
         x_train, y_train = data.x_train, data.y_train
         if config.max_train is not None and config.max_train < len(x_train):
             # a random subset: files may be ordered by class (the embedded sample is)
@@ -251,11 +256,11 @@ class Trainer:
         check_labels(data.y_test, "test labels")
         self.n_classes = int(max(y_train.max(), data.y_test.max())) + 1
         tr, va = train_val_split(len(x_train), config.val_fraction, seed=config.seed)
-        self.x_train, self.y_train = to_float(x_train[tr]), y_train[tr].astype(np.int64)
-        self.x_val, self.y_val = to_float(x_train[va]), y_train[va].astype(np.int64)
-        self.x_test, self.y_test = to_float(data.x_test), data.y_test.astype(np.int64)
-        n_in = self.x_train.shape[1]
-        #: (C, H, W) of the images that --augment transforms (None: no augmentation)
+        self.x_train, self.y_train = as_inputs(x_train[tr]), y_train[tr].astype(np.int64)
+        self.x_val, self.y_val = as_inputs(x_train[va]), y_train[va].astype(np.int64)
+        self.x_test, self.y_test = as_inputs(data.x_test), data.y_test.astype(np.int64)
+        n_in = self.x_train.shape[-1]  # features of one image, or of one frame of a sequence
+        #: (C, H, W) of the images (or frames) that --augment transforms (None: no augmentation)
         self.image_shape = input_shape(config, n_in) if config.augment != "none" else None
         self.network = build_network(config, n_in, self.n_classes)
         if network is not None:
@@ -300,35 +305,43 @@ class Trainer:
 
     # -- one pass --------------------------------------------------------------
     def _encode(self, x, key):
+        """Encode a batch: x (batch, features) images or (batch, T, features) frames -> (T, batch, features)."""
         if self.config.encoder in ("direct", "latency"):  # deterministic codes take no seed
             return self.encode(x, self.config.steps)
         # one reused (F, T, B) buffer per batch shape: a fresh 2.5 MB array per
         # batch costs page faults. Safe because a batch's spikes are dead once
         # its backward is done and the next batch is encoded.
-        shape = (x.shape[1], self.config.steps, x.shape[0])
+        shape = (x.shape[-1], self.config.steps, x.shape[0])
         buf = self._encode_buffers.get(shape)
         if buf is None:
             buf = self._encode_buffers[shape] = np.empty(shape, np.float32)
+        if self.config.encoder == "frames":  # the frames as they are: nothing drawn
+            return self.encode(x, self.config.steps, out=buf)
         return self.encode(x, self.config.steps, seed=_seed(self.config.seed, *key), out=buf)
 
     def augment(self, x):
-        """The training augmentation (``config.augment``) of the batch x (batch, features), else x itself.
+        """The training augmentation (``config.augment``) of a batch, else x itself.
 
-        Its random draws come from (seed, iteration) alone, so a resumed run
-        sees the same augmented batches as an uninterrupted one.
+        x is (batch, features) images or (batch, T, features) frame
+        sequences; every image is viewed as ``self.image_shape`` (C, H, W),
+        and all frames of one sample get the same flip and shift. Its random
+        draws come from (seed, iteration) alone, so a resumed run sees the
+        same augmented batches as an uninterrupted one.
         """
         kind = self.config.augment
         if kind == "none":
             return x
         rng = np.random.default_rng(_seed(self.config.seed, 3, self.iteration))
-        images = x.reshape((len(x),) + tuple(self.image_shape))
+        # (B, C, H, W) or (B, T, C, H, W): the transforms draw once per sample (axis 0)
+        # and move the last two axes, so a sample's frames move together
+        images = x.reshape(x.shape[:-1] + tuple(self.image_shape))
         if kind == "shift":
             out = random_crop(images, rng, padding=self.config.shift_pixels)
         elif kind == "cifar":
             out = augment_cifar(images, rng)
         else:
             out = augment_dvs(images, rng)
-        return out.reshape(len(x), -1)
+        return out.reshape(x.shape)
 
     def train_epoch(self, progress=None):
         """One epoch over the shuffled training set; returns (loss, accuracy).
@@ -394,7 +407,7 @@ class Trainer:
                              f"the checkpoints of epoch {self.saved_epoch} are kept as they were"))
 
     def evaluate(self, x, y, batch_size=None):
-        """Top-1 accuracy and mean loss on float images x (N, features), labels y."""
+        """Top-1 accuracy and mean loss on float images x (N, features) or frames (N, T, features), labels y."""
         to_host = self.network.backend.to_host
         bs = batch_size or max(self.config.batch_size, 200)
         correct, total_loss = 0, 0.0
@@ -584,6 +597,41 @@ class Trainer:
         }
 
 
+def is_frames(x) -> bool:
+    """Does x hold frame sequences (N, T, features), not static images (uint8 (N, features))?
+
+    Frames are 3-D and not uint8 (DVS event counts are float32); uint8
+    arrays are images, flattened by :func:`~snn_core.data.datasets.to_float`
+    whatever their number of axes, as before frame data existed.
+    """
+    x = np.asarray(x)
+    return x.ndim == 3 and x.dtype != np.uint8
+
+
+def check_inputs(data, config, name):
+    """Raise one-line ValueError unless the data's kind (images or frames) fits ``config.encoder`` and ``steps``."""
+    frames = is_frames(data.x_train)
+    if frames != is_frames(data.x_test):
+        raise ValueError(f"data ({name}): x_train is {data.x_train.shape} {data.x_train.dtype} but x_test is "
+                         f"{data.x_test.shape} {data.x_test.dtype}; both must be images or both frame sequences")
+    if frames and config.encoder != "frames":
+        raise ValueError(f"encoder: the data ({name}) are frame sequences (N, T, features) = {data.x_train.shape}; "
+                         f"train them with --encoder frames, not {config.encoder!r}")
+    if not frames and config.encoder == "frames":
+        raise ValueError(f"encoder: 'frames' needs frame sequences (N, T, features), e.g. a DVS folder; the data "
+                         f"({name}) are static images {data.x_train.shape}: use bernoulli, poisson, direct or latency")
+    if frames and data.x_train.shape[1] != config.steps:
+        raise ValueError(f"steps: {config.steps}, but the data ({name}) have {data.x_train.shape[1]} frames per "
+                         f"sample; set --steps {data.x_train.shape[1]}")
+
+
+def as_inputs(x):
+    """Trainer inputs: uint8 images -> float32 [0, 1] (N, features) (``to_float``); frames -> float32 (N, T, F) unscaled."""
+    if is_frames(x):
+        return np.ascontiguousarray(x, dtype=np.float32)
+    return to_float(x)
+
+
 def check_labels(y, what):
     """Class labels must be non-negative integers covering at least two classes."""
     y = np.asarray(y)
@@ -684,9 +732,9 @@ def _restore(path, ck, dataset, overrides):
     # 'epochs' re-plans both over the longer run (documented in docs/howto.md)
     trainer = Trainer(config, dataset=dataset)
     shapes = [tuple(int(v) for v in s["shape"]) for s in ck["network"].values()]
-    if config.model == "mlp" and trainer.x_train.shape[1] != shapes[0][1]:  # conv models: the state check below
+    if config.model == "mlp" and trainer.x_train.shape[-1] != shapes[0][1]:  # conv models: the state check below
         raise ValueError(f"data: the checkpoint's network takes {shapes[0][1]} input features, the data "
-                         f"({trainer.dataset_name}) has {trainer.x_train.shape[1]}")
+                         f"({trainer.dataset_name}) has {trainer.x_train.shape[-1]}")
     if trainer.n_classes != shapes[-1][0]:
         raise ValueError(f"data: the checkpoint classifies {shapes[-1][0]} classes, the data "
                          f"({trainer.dataset_name}) has {trainer.n_classes}")

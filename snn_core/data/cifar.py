@@ -42,6 +42,7 @@ from .errors import format_error
 __all__ = [
     "CIFAR_LAYOUTS",
     "ImageDataset",
+    "find_cifar",
     "load_cifar",
     "load_cifar10",
     "load_cifar100",
@@ -323,6 +324,41 @@ def _find_folder(root: Path, name: str, fmt: str) -> tuple[Path, str]:
     looked = ", ".join(str(root / CIFAR_LAYOUTS[(name, f)].folder) for f in fmts)
     raise FileNotFoundError(f"no {name} data under {root}: looked for {looked} (or the batch files directly in "
                             f"{root}); download with snn_core.data.download_archives({name!r})")
+
+
+def find_cifar(root: str | os.PathLike) -> tuple[str, str] | None:
+    """Which CIFAR set a folder holds, from file names alone (nothing is read).
+
+    A set is found the way :func:`load_cifar` looks for it: its first
+    training file (``data_batch_1``, ``data_batch_1.bin``, ``train`` or
+    ``train.bin``) in the data folder of a layout of :data:`CIFAR_LAYOUTS`
+    under ``root`` or directly in ``root``.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The folder an archive was extracted into, or the data folder itself.
+
+    Returns
+    -------
+    (name, fmt) or None
+        ``("cifar10" | "cifar100", "python" | "binary")``; python when both
+        formats are there (as ``fmt="auto"``); None when there is no CIFAR data.
+
+    Raises
+    ------
+    ValueError
+        ``root`` holds both CIFAR-10 and CIFAR-100 data (which one is meant?).
+    """
+    root = Path(root).expanduser()
+    found = {}
+    for (name, fmt), lay in CIFAR_LAYOUTS.items():
+        if name not in found and any((c / lay.train[0]).is_file() for c in (root / lay.folder, root)):
+            found[name] = fmt  # FORMATS order: python first
+    if len(found) > 1:
+        raise ValueError(f"{root}: holds both CIFAR-10 and CIFAR-100 data; pass the data folder of one of them "
+                         f"(e.g. {root / CIFAR_LAYOUTS[('cifar10', found['cifar10'])].folder})")
+    return next(iter(found.items()), None)
 
 
 def _need(path: Path) -> Path:

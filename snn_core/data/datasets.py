@@ -1,12 +1,16 @@
-"""MNIST loading: the embedded 5k sample, IDX directories, opt-in download.
+"""Training data: the embedded MNIST sample, IDX, CIFAR and DVS folders, opt-in MNIST download.
 
-All loaders return a :class:`Dataset` whose images are flattened uint8 rows
-(0..255); :func:`to_float` turns them into float32 intensities in [0, 1] for
-the spike encoders.
+All loaders return a :class:`Dataset`. Static images are flattened uint8
+rows (0..255); :func:`to_float` turns them into float32 intensities in
+[0, 1] for the spike encoders. A DVS folder gives float32 frame sequences
+(N, T, features) of event counts, which are used as they are (never divided
+by 255). :func:`load_dataset` (``snn-esl train --data-dir``) tells the folder
+kinds apart by their file names (:func:`detect_data_dir`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from importlib import resources
 from pathlib import Path
@@ -14,7 +18,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .cifar import find_cifar, load_cifar
 from .download import fetch_verified, file_digest, verify_digest
+from .dvs import CIFAR10_DVS_CLASSES, load_cifar10_dvs
 from .errors import ChecksumError
 from .idx import read_idx
 
@@ -25,6 +31,11 @@ __all__ = [
     "MNIST_SHA256",
     "MNIST_MIRRORS",
     "load_idx_dir",
+    "load_cifar_dir",
+    "load_dvs_dir",
+    "detect_data_dir",
+    "frame_cache_dir",
+    "load_data_dir",
     "load_embedded",
     "load_dataset",
     "download_mnist",
@@ -61,21 +72,23 @@ _EMBEDDED = ("snn_core.data.embedded", "mnist_5k.npz")
 
 
 class Dataset(NamedTuple):
-    """A train/test image classification set.
+    """A train/test image (or frame sequence) classification set.
 
     Attributes
     ----------
     x_train, x_test : np.ndarray
-        uint8 (N, H*W) grey levels 0..255, one flattened row-major image per
-        row (784 columns for MNIST).
+        Static images: uint8 (N, C*H*W) levels 0..255, one flattened image per
+        row, channel-major (784 columns for MNIST, 3*32*32 for CIFAR).
+        Frame sequences (DVS): float32 (N, T, C*H*W) event counts, one
+        flattened frame per step.
     y_train, y_test : np.ndarray
         uint8 (N,) class labels 0..n_classes-1.
     name : str
-        Short identifier, e.g. ``"mnist"`` or ``"mnist_5k"``.
+        Short identifier, e.g. ``"mnist"``, ``"mnist_5k"``, ``"cifar10"``, ``"cifar10-dvs"``.
     source : str
         Where the data came from (directory path or embedded resource).
     image_shape : tuple[int, int]
-        (H, W) of one image; (28, 28) for MNIST.
+        (H, W) of one image or frame; (28, 28) for MNIST.
     """
 
     x_train: np.ndarray
@@ -88,7 +101,8 @@ class Dataset(NamedTuple):
 
     @property
     def n_features(self) -> int:
-        return int(self.x_train.shape[1])
+        """Features of one image (or one frame of a sequence): the last axis of ``x_train``."""
+        return int(self.x_train.shape[-1])
 
 
 # --------------------------------------------------------------------------- IDX directory
@@ -207,25 +221,224 @@ def load_embedded() -> Dataset:
     return Dataset(**arrays, name="mnist_5k", source=f"embedded:{pkg}/{fname}")
 
 
-# --------------------------------------------------------------------------- dispatch
+# --------------------------------------------------------------------------- CIFAR and DVS folders
 
 
-def load_dataset(data_dir: str | os.PathLike | None = None, download: bool = False) -> Dataset:
-    """Pick a data source.
+def _labels_u8(y: np.ndarray) -> np.ndarray:
+    """Integer labels as uint8 (the :class:`Dataset` convention); more than 256 classes stay as they are."""
+    return y.astype(np.uint8) if y.size == 0 or int(y.max()) < 256 else y
 
-    Order: ``data_dir`` if given -> ``$SNN_CORE_DATA`` if set and non-empty ->
-    :func:`download_mnist` if ``download`` -> the embedded 5k sample.
+
+def load_cifar_dir(path: str | os.PathLike) -> Dataset:
+    """A CIFAR-10 or CIFAR-100 folder (python or binary batches) as a :class:`Dataset`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The folder an archive was extracted into (holding e.g.
+        ``cifar-10-batches-py``) or the data folder itself; see
+        :func:`~snn_core.data.cifar.find_cifar`.
 
     Returns
     -------
     Dataset
-        See :func:`load_idx_dir` and :func:`load_embedded`.
+        ``x_*`` uint8 (N, 3*32*32) channel-major (R plane, G plane, B plane),
+        ``y_*`` uint8 (N,) (CIFAR-100: the 100 fine labels), ``name``
+        ``"cifar10"`` or ``"cifar100"``, ``source`` the data folder,
+        ``image_shape`` (32, 32).
+
+    Raises
+    ------
+    FileNotFoundError
+        No CIFAR data in the folder, or a file of the set missing.
+    DataFormatError
+        A malformed file (the message names it).
+    """
+    root = Path(path).expanduser()
+    found = find_cifar(root)
+    if found is None:
+        raise FileNotFoundError(f"{root}: no CIFAR-10 or CIFAR-100 batches (cifar-10-batches-py/, "
+                                f"cifar-10-batches-bin/, cifar-100-python/, cifar-100-binary/ or their files)")
+    ds = load_cifar(found[0], root, found[1])
+    return Dataset(
+        x_train=ds.x_train.reshape(len(ds.x_train), -1), y_train=_labels_u8(ds.y_train),
+        x_test=ds.x_test.reshape(len(ds.x_test), -1), y_test=_labels_u8(ds.y_test),
+        name=ds.name, source=ds.source, image_shape=tuple(ds.x_train.shape[-2:]),
+    )
+
+
+def frame_cache_dir(path: str | os.PathLike) -> Path:
+    """Where :func:`load_dvs_dir` keeps the integrated frames of a DVS folder.
+
+    ``<folder>/.snn_cache`` when the folder is writable (a folder name
+    starting with ``.`` is never taken for a class); otherwise
+    ``default_cache_dir("dvs-frames") / <first 16 hex digits of the sha256 of
+    the folder's absolute path>``.
+    """
+    root = Path(path).expanduser()
+    if os.access(root, os.W_OK):
+        return root / ".snn_cache"
+    key = hashlib.sha256(str(root.resolve()).encode("utf-8")).hexdigest()[:16]
+    return default_cache_dir("dvs-frames") / key
+
+
+def load_dvs_dir(path: str | os.PathLike, steps: int, out_size=(48, 48), cache: bool = True) -> Dataset:
+    """A folder of DVS class folders (CIFAR10-DVS layout, ``<class>/*.aedat``) as frame sequences.
+
+    Classes: the ten published CIFAR10-DVS folders when all of them are there
+    (other folders are ignored), else every sub-folder whose name does not
+    start with ``.``, sorted (each must hold recordings). The split is the
+    TET one (:func:`~snn_core.data.dvs.load_cifar10_dvs`: 9:1 per class,
+    events split by number into ``steps`` frames).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The folder holding the class folders.
+    steps : int
+        T, the number of frames per recording (>= 1).
+    out_size : (int, int)
+        (H, W) of a frame (TET: 48x48).
+    cache : bool
+        Keep the frames in :func:`frame_cache_dir` (one ``.npz`` per T,
+        frame size and split, see :func:`~snn_core.data.dvs.frame_cache_name`),
+        and read them from there while the folder lists the same recordings.
+
+    Returns
+    -------
+    Dataset
+        ``x_*`` float32 (N, steps, 2*H*W) event counts (channel-major frames:
+        polarity, then y, then x), ``y_*`` uint8 (N,), ``name``
+        ``"cifar10-dvs"`` (the published class folders) or ``"dvs"``,
+        ``image_shape`` = ``out_size``.
+
+    Raises
+    ------
+    ValueError
+        ``steps`` not an integer >= 1.
+    FileNotFoundError, DataFormatError
+        See :func:`~snn_core.data.dvs.load_cifar10_dvs`.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps (frames per DVS recording) must be an integer >= 1, got {steps!r}")
+    root = Path(path).expanduser()
+    published = all((root / c).is_dir() for c in CIFAR10_DVS_CLASSES)
+    fd = load_cifar10_dvs(root, T=int(steps), out_size=out_size, classes=CIFAR10_DVS_CLASSES if published else None,
+                          cache_dir=frame_cache_dir(root) if cache else None)
+
+    def flat(a: np.ndarray) -> np.ndarray:
+        return a.reshape(a.shape[0], a.shape[1], int(np.prod(a.shape[2:])))  # explicit: N may be 0
+
+    return Dataset(
+        x_train=flat(fd.x_train), y_train=_labels_u8(fd.y_train), x_test=flat(fd.x_test), y_test=_labels_u8(fd.y_test),
+        name="cifar10-dvs" if published else "dvs", source=fd.source,
+        image_shape=tuple(int(s) for s in fd.x_train.shape[-2:]),
+    )
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+def _has_recordings(root: Path, suffix: str = ".aedat") -> bool:
+    """Does some sub-folder of ``root`` (not starting with ``.``) hold a ``*.aedat`` file? Stops at the first."""
+    for d in root.iterdir():
+        if d.is_dir() and not d.name.startswith(".") and next(d.glob(f"*{suffix}"), None) is not None:
+            return True
+    return False
+
+
+def detect_data_dir(path: str | os.PathLike) -> str:
+    """What kind of data a folder holds, from file names only (nothing is read).
+
+    Rules, in this order: ``"idx"`` if any of the four MNIST IDX files
+    (:data:`MNIST_FILES`, raw or ``.gz``) is in the folder; ``"cifar10"`` /
+    ``"cifar100"`` if :func:`~snn_core.data.cifar.find_cifar` finds CIFAR
+    batches (in a ``cifar-10-batches-py``-style sub-folder or directly in the
+    folder); ``"dvs"`` if a sub-folder holds ``*.aedat`` recordings.
+
+    Returns
+    -------
+    str
+        ``"idx"``, ``"cifar10"``, ``"cifar100"`` or ``"dvs"``.
+
+    Raises
+    ------
+    FileNotFoundError
+        The folder does not exist, or holds none of these (one line naming
+        the folder and what was expected).
+    ValueError
+        The folder holds both CIFAR-10 and CIFAR-100 data.
+    """
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder not found: {root}")
+    if any((root / stem).is_file() or (root / (stem + ".gz")).is_file() for stem in MNIST_FILES.values()):
+        return "idx"
+    found = find_cifar(root)
+    if found is not None:
+        return found[0]
+    if _has_recordings(root):
+        return "dvs"
+    raise FileNotFoundError(
+        f"{root}: no training data found; expected the MNIST-format IDX files ({MNIST_FILES['train_images']}[.gz] "
+        f"and the 3 others), CIFAR-10/100 batches (cifar-10-batches-py/, cifar-10-batches-bin/, cifar-100-python/, "
+        f"cifar-100-binary/ or their files), or DVS class folders (<class>/*.aedat)")
+
+
+def load_data_dir(path: str | os.PathLike, steps: int | None = None) -> Dataset:
+    """Load an IDX, CIFAR-10/100 or DVS folder, whichever :func:`detect_data_dir` finds.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The folder.
+    steps : int, optional
+        Frames per recording; needed for a DVS folder (the trainer passes
+        ``config.steps``), ignored otherwise.
+
+    Returns
+    -------
+    Dataset
+        See :func:`load_idx_dir`, :func:`load_cifar_dir`, :func:`load_dvs_dir`.
+    """
+    kind = detect_data_dir(path)
+    if kind == "idx":
+        return load_idx_dir(path)
+    if kind == "dvs":
+        if steps is None:
+            raise ValueError(f"{path}: a DVS folder is integrated into T frames per recording; pass steps=T")
+        return load_dvs_dir(path, steps)
+    return load_cifar_dir(path)
+
+
+def load_dataset(data_dir: str | os.PathLike | None = None, download: bool = False,
+                 steps: int | None = None) -> Dataset:
+    """Pick a data source.
+
+    Order: ``data_dir`` if given -> ``$SNN_CORE_DATA`` if set and non-empty ->
+    :func:`download_mnist` if ``download`` -> the embedded 5k sample. A
+    folder may hold MNIST-format IDX files, CIFAR-10/100 batches or DVS class
+    folders (:func:`detect_data_dir`).
+
+    Parameters
+    ----------
+    data_dir : str or os.PathLike, optional
+    download : bool
+    steps : int, optional
+        T, the number of frames a DVS recording is integrated into (needed
+        for a DVS folder; ``snn-esl train`` passes ``--steps``).
+
+    Returns
+    -------
+    Dataset
+        See :func:`load_idx_dir`, :func:`load_cifar_dir`, :func:`load_dvs_dir`
+        and :func:`load_embedded`.
     """
     if data_dir is not None:
-        return load_idx_dir(data_dir)
+        return load_data_dir(data_dir, steps)
     env = os.environ.get(ENV_VAR)
     if env:
-        return load_idx_dir(env)
+        return load_data_dir(env, steps)
     if download:
         return download_mnist()
     return load_embedded()

@@ -13,12 +13,21 @@ Downsampling 128x128 -> 48x48 maps every event to the output pixel
 the events of a 2- or 3-pixel-wide block and **every event is kept exactly
 once**. (TET resizes integrated frames with bilinear interpolation, which
 blurs and does not conserve counts; see docs/data.md.)
+
+Reading a 10,000-recording set takes minutes, so :func:`load_cifar10_dvs`
+can keep the integrated frames in an ``.npz`` cache (``cache_dir``): one file
+per (T, frame size, split_by, train fraction, dtype), written atomically and
+used again only while the folder lists the same recordings with the same
+sizes (:func:`frame_cache_name`).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import tempfile
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -27,8 +36,8 @@ import numpy as np
 from .aedat import SENSOR_SIZE, read_aedat
 from .errors import format_error
 
-__all__ = ["CIFAR10_DVS_CLASSES", "FrameDataset", "events_to_frames", "frames_to_sequence", "load_cifar10_dvs",
-           "split_per_class"]
+__all__ = ["CIFAR10_DVS_CLASSES", "FrameDataset", "events_to_frames", "frame_cache_name", "frames_to_sequence",
+           "list_recordings", "load_cifar10_dvs", "split_per_class"]
 
 #: Class folders of the published CIFAR10-DVS archive, in label order.
 CIFAR10_DVS_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -101,7 +110,7 @@ def events_to_frames(events: np.ndarray, T: int, sensor_size=SENSOR_SIZE, out_si
     return frames.astype(dtype)
 
 
-def frames_to_sequence(frames, dtype=np.float32) -> np.ndarray:
+def frames_to_sequence(frames, dtype=np.float32, out=None) -> np.ndarray:
     """A batch of frame stacks -> the engine's time-major network input.
 
     Parameters
@@ -110,20 +119,31 @@ def frames_to_sequence(frames, dtype=np.float32) -> np.ndarray:
         (B, T, C, H, W), e.g. a batch of ``FrameDataset.x_train``.
     dtype : numpy dtype
         Of the result (float32 for the engine's float32 layers).
+    out : np.ndarray, optional
+        Reused buffer: C-contiguous, writable, ``dtype``, shape (C*H*W, T, B).
 
     Returns
     -------
     np.ndarray
         (T, B, C*H*W) with ``out[t, b] == frames[b, t].ravel()`` (channel-major
         features: c, then y, then x), a view of a C-contiguous feature-major
-        (C*H*W, T, B) buffer, the layout the layers and encoders use, so the
-        first layer takes it without a copy.
+        (C*H*W, T, B) buffer (``out`` if given), the layout the layers and
+        encoders use, so the first layer takes it without a copy.
     """
     x = np.asarray(frames)
     if x.ndim != 5:
         raise ValueError(f"frames must be (B, T, C, H, W), got shape {x.shape}")
     B, T = x.shape[:2]
-    buf = np.empty((int(np.prod(x.shape[2:])), T, B), dtype=dtype)
+    shape = (int(np.prod(x.shape[2:])), T, B)
+    if out is None:
+        buf = np.empty(shape, dtype=dtype)
+    elif (isinstance(out, np.ndarray) and out.shape == shape and out.dtype == np.dtype(dtype)
+          and out.flags.c_contiguous and out.flags.writeable):
+        buf = out
+    else:
+        got = f"{out.shape} {out.dtype}" if isinstance(out, np.ndarray) else type(out).__name__
+        raise ValueError(f"out must be a writable C-contiguous {np.dtype(dtype)} array of shape (C*H*W, T, B) = "
+                         f"{shape}, got {got}")
     buf[...] = x.reshape(B, T, -1).transpose(2, 1, 0)
     return buf.transpose(1, 2, 0)
 
@@ -179,7 +199,34 @@ class FrameDataset(NamedTuple):
     source: str
 
 
-def _class_files(root: Path, classes, suffix: str) -> tuple[list[Path], np.ndarray, tuple]:
+def list_recordings(root: str | os.PathLike, classes=CIFAR10_DVS_CLASSES,
+                    suffix: str = ".aedat") -> tuple[list[Path], np.ndarray, tuple]:
+    """The recordings of a folder-per-class set, in the order :func:`load_cifar10_dvs` reads them.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        Folder holding the class folders.
+    classes : sequence of str or None
+        Class folder names in label order; ``None``: every sub-folder whose
+        name does not start with ``.``, sorted.
+    suffix : str
+        File name ending of a recording.
+
+    Returns
+    -------
+    (files, labels, classes) : tuple
+        ``files`` list of Path (per class, sorted by name), ``labels`` int64
+        (N,), ``classes`` tuple of str.
+
+    Raises
+    ------
+    FileNotFoundError
+        No class folders, or a named class folder missing.
+    DataFormatError
+        A class folder without recordings.
+    """
+    root = Path(root)
     if classes is None:
         classes = tuple(sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")))
         if not classes:
@@ -197,16 +244,80 @@ def _class_files(root: Path, classes, suffix: str) -> tuple[list[Path], np.ndarr
     return files, np.asarray(labels, np.int64), tuple(classes)
 
 
+#: Version of the frame cache file layout; a file of another version is rebuilt.
+CACHE_VERSION = 1
+_CACHE_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def frame_cache_name(T: int, out_size=(48, 48), split_by: str = "number", train_fraction: float = 0.9,
+                     dtype=np.float32) -> str:
+    """File name of the frame cache for one setting, e.g. ``frames_T10_48x48_number_train0.9_float32.npz``.
+
+    Every setting that changes the frames or the split is in the name, so a
+    different T (or size, split, dtype) never reads another setting's file.
+    """
+    h, w = SENSOR_SIZE if out_size is None else out_size
+    return f"frames_T{int(T)}_{int(h)}x{int(w)}_{split_by}_train{train_fraction:g}_{np.dtype(dtype).name}.npz"
+
+
+def _listing(root: Path, files) -> tuple[np.ndarray, np.ndarray]:
+    """(relative posix paths as a str array, int64 sizes in bytes) of the recordings: what a cache must match."""
+    rel = np.array([f.relative_to(root).as_posix() for f in files])
+    sizes = np.array([f.stat().st_size for f in files], dtype=np.int64)
+    return rel, sizes
+
+
+def _read_cache(path: Path, root: Path, rel, sizes, classes: tuple, shape: tuple, dtype):
+    """The cached :class:`FrameDataset` if ``path`` holds one for exactly these recordings, else None.
+
+    ``shape`` is (T, 2, H, W) of one sample. A missing, damaged, older or
+    stale file (other recordings, sizes or classes) gives None: the caller
+    reads the recordings again and rewrites it.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if (int(z["version"]) != CACHE_VERSION or z["files"].tolist() != rel.tolist()
+                    or not np.array_equal(z["sizes"], sizes) or tuple(z["classes"].tolist()) != classes):
+                return None
+            arrays = {k: z[k] for k in _CACHE_ARRAYS}
+            files_train, files_test = tuple(z["files_train"].tolist()), tuple(z["files_test"].tolist())
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile):
+        return None  # FileNotFoundError included: no cache yet
+    for k in ("x_train", "x_test"):
+        if arrays[k].shape[1:] != shape or arrays[k].dtype != np.dtype(dtype):
+            return None
+    if len(files_train) + len(files_test) != len(rel) or len(arrays["x_train"]) != len(files_train):
+        return None
+    return FrameDataset(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], classes,
+                        files_train, files_test, "cifar10-dvs", str(root.resolve()))
+
+
+def _write_cache(path: Path, ds: FrameDataset, rel, sizes) -> None:
+    """Write ``ds`` and the listing it was read from to ``path`` atomically (temporary file, then os.replace)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, version=np.int64(CACHE_VERSION), files=rel, sizes=sizes, classes=np.array(ds.classes),
+                     files_train=np.array(ds.files_train, dtype=str), files_test=np.array(ds.files_test, dtype=str),
+                     **{k: getattr(ds, k) for k in _CACHE_ARRAYS})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def load_cifar10_dvs(root: str | os.PathLike, T: int = 10, out_size=(48, 48), split_by: str = "number",
                      train_fraction: float = 0.9, classes=CIFAR10_DVS_CLASSES, dtype=np.float32,
-                     reader: Callable | None = None, suffix: str = ".aedat") -> FrameDataset:
+                     reader: Callable | None = None, suffix: str = ".aedat",
+                     cache_dir: str | os.PathLike | None = None) -> FrameDataset:
     """Read a folder-per-class event data set (CIFAR10-DVS layout) into frames with a 9:1 split.
 
     Layout: ``root/<class>/<recording>.aedat`` (the published zips extract to
     ``airplane/cifar10_airplane_0.aedat`` ...). Labels follow ``classes``;
     within a class the files are sorted by name and split with
     :func:`split_per_class`. Every recording is read (a 10,000-file set takes
-    a while; keep the result, e.g. with ``np.savez``).
+    minutes), unless ``cache_dir`` holds the frames of an earlier call.
 
     Parameters
     ----------
@@ -224,6 +335,12 @@ def load_cifar10_dvs(root: str | os.PathLike, T: int = 10, out_size=(48, 48), sp
         default :func:`~snn_core.data.aedat.read_aedat`.
     suffix : str
         File name ending of a recording.
+    cache_dir : str or os.PathLike, optional
+        Keep the frames in ``cache_dir /`` :func:`frame_cache_name` (an
+        uncompressed ``.npz``, written atomically) and use that file instead
+        of the recordings while the folder lists the same recordings (names,
+        order, sizes) and classes. The cache does not know ``reader``: use one
+        folder per reader. None: no cache.
 
     Returns
     -------
@@ -241,9 +358,16 @@ def load_cifar10_dvs(root: str | os.PathLike, T: int = 10, out_size=(48, 48), sp
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"DVS data folder not found: {root}")
-    files, labels, classes = _class_files(root, classes, suffix)
+    files, labels, classes = list_recordings(root, classes, suffix)
+    out_hw = SENSOR_SIZE if out_size is None else tuple(int(s) for s in out_size)
+    cache = None
+    if cache_dir is not None:
+        cache = Path(cache_dir).expanduser() / frame_cache_name(T, out_size, split_by, train_fraction, dtype)
+        rel_all, sizes = _listing(root, files)
+        hit = _read_cache(cache, root, rel_all, sizes, classes, (int(T), 2, *out_hw), dtype)
+        if hit is not None:
+            return hit
     read = reader if reader is not None else (lambda p: read_aedat(p)[0])
-    out_hw = SENSOR_SIZE if out_size is None else tuple(out_size)
     x = np.empty((len(files), int(T), 2, *out_hw), dtype=dtype)
     for i, f in enumerate(files):
         ev = read(f)
@@ -253,6 +377,12 @@ def load_cifar10_dvs(root: str | os.PathLike, T: int = 10, out_size=(48, 48), sp
             raise format_error(f, str(exc)) from None
     tr, te = split_per_class(labels, train_fraction)
     rel = tuple(str(f.relative_to(root)) for f in files)
-    return FrameDataset(x[tr], labels[tr], x[te], labels[te], classes,
-                        tuple(rel[i] for i in tr), tuple(rel[i] for i in te), "cifar10-dvs", str(root.resolve()))
-
+    ds = FrameDataset(x[tr], labels[tr], x[te], labels[te], classes,
+                      tuple(rel[i] for i in tr), tuple(rel[i] for i in te), "cifar10-dvs", str(root.resolve()))
+    if cache is not None:
+        try:
+            _write_cache(cache, ds, rel_all, sizes)
+        except OSError as exc:
+            warnings.warn(f"{cache}: could not write the frame cache ({exc.strerror or exc}); the frames are not "
+                          f"cached", stacklevel=2)
+    return ds

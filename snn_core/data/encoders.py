@@ -1,5 +1,9 @@
 """Spike encoders: float32 intensities (batch, features) -> input trains (T, batch, features).
 
+:func:`frames_encode` instead takes samples that already are sequences of T
+frames (batch, T, features), such as integrated DVS events, and only changes
+their layout.
+
 Memory layout (all encoders)
 ----------------------------
 The returned array indexes as ``(T, B, F)`` (time-major) but is a
@@ -41,12 +45,14 @@ import numba
 import numpy as np
 
 from ..kernels.cpu import pick_version
+from .dvs import frames_to_sequence
 
 __all__ = [
     "bernoulli_encode",
     "poisson_encode",
     "direct_encode",
     "latency_encode",
+    "frames_encode",
     "get_encoder",
     "ENCODERS",
 ]
@@ -405,19 +411,65 @@ def latency_encode(
     return _view(buf)
 
 
+def frames_encode(x, T: int, out=None) -> np.ndarray:
+    """Frame sequences (event-camera frames, e.g. DVS-CIFAR10) presented one frame per step, unchanged.
+
+    The samples already have their T steps (:func:`~snn_core.data.dvs.events_to_frames`
+    counts); nothing is drawn or rescaled. Uses
+    :func:`~snn_core.data.dvs.frames_to_sequence`.
+
+    Parameters
+    ----------
+    x : array_like
+        (batch, T, features): one flattened frame per step, any finite values
+        (event counts are fed as they are).
+    T : int
+        Number of time steps; must equal ``x.shape[1]``.
+    out : np.ndarray, optional
+        Reused C-contiguous float32 (features, T, batch) buffer.
+
+    Returns
+    -------
+    np.ndarray
+        float32 (T, batch, features), ``result[t, b] == x[b, t]``: a view of
+        a feature-major (features, T, batch) buffer (``out`` if given).
+
+    Raises
+    ------
+    ValueError
+        x not 3-D numeric, NaN or inf in x, T < 1, ``x.shape[1] != T``, bad ``out``.
+    """
+    x = np.asarray(x)
+    if x.ndim != 3:
+        raise ValueError(f"frames encoder: x must be 3-D (batch, T, features), got shape {x.shape}")
+    if x.dtype.kind not in "fiub":
+        raise ValueError(f"frames encoder: x must be numeric, got dtype {x.dtype}")
+    T = _check_T(T)
+    if x.shape[1] != T:
+        raise ValueError(f"frames encoder: the samples have {x.shape[1]} frames but T (steps) is {T}; "
+                         f"integrate the events into {T} frames or set steps to {x.shape[1]}")
+    if x.size and x.dtype.kind == "f" and not (np.isfinite(x.min()) and np.isfinite(x.max())):
+        raise ValueError("frames encoder: x contains NaN or inf")
+    B, F = x.shape[0], x.shape[2]
+    buf = None if out is None else _out_buffer(out, F, T, B)
+    return frames_to_sequence(x.reshape(B, T, F, 1, 1), np.float32, out=buf)
+
+
 ENCODERS = {
     "bernoulli": bernoulli_encode,
     "poisson": poisson_encode,
     "direct": direct_encode,
     "latency": latency_encode,
+    "frames": frames_encode,
 }
 
 
 def get_encoder(name: str):
-    """Encoder function by name: ``"bernoulli"``, ``"poisson"``, ``"direct"`` or ``"latency"``.
+    """Encoder function by name: ``"bernoulli"``, ``"poisson"``, ``"direct"``, ``"latency"`` or ``"frames"``.
 
     Every encoder takes ``(x, T, **options)`` and returns float32 (T, batch,
-    features) stored feature-major.
+    features) stored feature-major; ``x`` is (batch, features) for the first
+    four and (batch, T, features) frame sequences for ``"frames"``.
     """
     try:
         return ENCODERS[name.lower()]
