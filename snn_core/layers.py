@@ -19,8 +19,9 @@ every step, as :func:`~snn_core.data.encoders.direct_encode` returns it) is
 computed once by the layers that are linear and memoryless per step
 (``Linear``, ``SparseLinear`` and the convolutions): their output is that
 one result copied to every step, and their weight gradient
-``sum_t G[t] x^T`` is ``(sum_t G[t]) x^T``. The first layer of a direct-coded network thus costs
-one step instead of T; the results are the same up to float summation order.
+``sum_t G[t] x^T`` is ``(sum_t G[t]) x^T``. The first layer of a
+direct-coded network thus costs one step instead of T; the results are the
+same up to float summation order.
 
 The layer contract (what the network, optimizers and rewiring rely on):
 
