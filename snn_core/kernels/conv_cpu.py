@@ -206,23 +206,20 @@ def _rows_fwd_channel(co, X, indptr, indices, data, bias, g, Y):
         lo, hi = _ox_range(kx, s, p, w, ow)
         if hi < lo:
             continue
+        # stride 1: the rows of ox = lo..hi are adjacent in Y and in X, so one
+        # axpy of (hi-lo+1)*N values covers them; otherwise one row at a time
+        run = hi - lo + 1 if s == 1 else 1
+        L = run * N
         for oy in range(oh):
             iy = oy * s - p + ky
             if iy < 0 or iy >= h:
                 continue
-            if s == 1:  # the rows of ox = lo..hi are adjacent in Y and in X: one axpy of (hi-lo+1)*N
-                L = (hi - lo + 1) * N
-                yb = (co * ohw + oy * ow + lo) * N
-                xb = (ci * hw + iy * w + lo - p + kx) * N
+            for ox in range(lo, hi + 1, run):
+                yb = (co * ohw + oy * ow + ox) * N
+                xb = (ci * hw + iy * w + ox * s - p + kx) * N
                 yv, xv = Yf[yb:yb + L], Xf[xb:xb + L]  # slices: flat offsets into one array do not vectorise
                 for i in range(L):
                     yv[i] += wt * xv[i]
-                continue
-            for ox in range(lo, hi + 1):
-                yr = Y[co * ohw + oy * ow + ox]
-                xr = X[ci * hw + iy * w + ox * s - p + kx]
-                for n in range(N):
-                    yr[n] += wt * xr[n]
 
 
 @numba.njit(parallel=True, **_jit)
@@ -250,24 +247,19 @@ def _rows_grad_channel(co, G, X, indptr, indices, g, out):
         ky = (j - ci * kk) // kw
         kx = j - ci * kk - ky * kw
         lo, hi = _ox_range(kx, s, p, w, ow)
+        run = hi - lo + 1 if s == 1 else 1  # stride 1: one dot product over adjacent rows
+        L = run * N
         acc = zero
         for oy in range(oh):
             iy = oy * s - p + ky
             if iy < 0 or iy >= h or hi < lo:
                 continue
-            if s == 1:  # adjacent rows: one dot product of (hi-lo+1)*N
-                L = (hi - lo + 1) * N
-                gb = (co * ohw + oy * ow + lo) * N
-                xb = (ci * hw + iy * w + lo - p + kx) * N
+            for ox in range(lo, hi + 1, run):
+                gb = (co * ohw + oy * ow + ox) * N
+                xb = (ci * hw + iy * w + ox * s - p + kx) * N
                 gv, xv = Gf[gb:gb + L], Xf[xb:xb + L]
                 for i in range(L):
                     acc += gv[i] * xv[i]
-                continue
-            for ox in range(lo, hi + 1):
-                gr = G[co * ohw + oy * ow + ox]
-                xr = X[ci * hw + iy * w + ox * s - p + kx]
-                for n in range(N):
-                    acc += gr[n] * xr[n]
         out[k] = acc
 
 
@@ -297,6 +289,8 @@ def _rows_bwd_channel(ci, G, t_indptr, t_indices, t_perm, data, g, GX):
         lo, hi = _ox_range(kx, s, p, w, ow)
         if hi < lo:
             continue
+        run = hi - lo + 1 if s == 1 else 1  # stride 1: one axpy over adjacent rows
+        L = run * N
         for t in range(t_indptr[j], t_indptr[j + 1]):
             co = t_indices[t]
             wt = data[t_perm[t]]
@@ -304,19 +298,12 @@ def _rows_bwd_channel(ci, G, t_indptr, t_indices, t_perm, data, g, GX):
                 iy = oy * s - p + ky
                 if iy < 0 or iy >= h:
                     continue
-                if s == 1:  # adjacent rows: one axpy of (hi-lo+1)*N
-                    L = (hi - lo + 1) * N
-                    gb = (co * ohw + oy * ow + lo) * N
-                    xb = (ci * hw + iy * w + lo - p + kx) * N
+                for ox in range(lo, hi + 1, run):
+                    gb = (co * ohw + oy * ow + ox) * N
+                    xb = (ci * hw + iy * w + ox * s - p + kx) * N
                     xv, gv = GXf[xb:xb + L], Gf[gb:gb + L]
                     for i in range(L):
                         xv[i] += wt * gv[i]
-                    continue
-                for ox in range(lo, hi + 1):
-                    gr = G[co * ohw + oy * ow + ox]
-                    xr = GX[ci * hw + iy * w + ox * s - p + kx]
-                    for n in range(N):
-                        xr[n] += wt * gr[n]
 
 
 @numba.njit(parallel=True, **_jit)
