@@ -56,7 +56,7 @@ def _config_from_args(args, base=None):
 # --------------------------------------------------------------------------
 def cmd_train(args):
     """``snn-esl train``: train (or resume) and write the run directory."""
-    from .profiling import format_profile
+    from .profiling import format_layer_profile, format_profile
     from .training import Trainer, restore_trainer
 
     if args.resume:
@@ -79,7 +79,7 @@ def cmd_train(args):
               f"(zeta0={cfg.zeta0:.2f}, {cfg.prune}/{cfg.grow})")
     else:
         print(f"rewiring: off ({'static sparse' if cfg.sparse else 'dense layers'})")
-    trainer.profiler.enabled = args.profile
+    trainer.profiling = args.profile
     summary = trainer.fit(overwrite=args.overwrite)
     out = Path(cfg.out_dir)
     print(f"test accuracy {summary['test_accuracy']:.4f} (best val {summary['best_val_accuracy']:.4f} at epoch "
@@ -90,6 +90,7 @@ def cmd_train(args):
         samples = len(trainer.x_train) * (trainer.epoch - start_epoch)
         print(f"where the time went ({trainer.epoch - start_epoch} epochs, device {cfg.device}):")
         print(format_profile(trainer.profiler.as_dict(samples)))
+        print(format_layer_profile(trainer.layer_profiler))
     return 0
 
 

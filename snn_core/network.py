@@ -74,7 +74,7 @@ class Network:
         """Output size of the last layer."""
         return self.layers[-1].out_features
 
-    def forward(self, x, record=False):
+    def forward(self, x, record=False, timer=None):
         """Run all layers over all time steps.
 
         Parameters
@@ -83,6 +83,10 @@ class Network:
             Input spikes or currents, the layers' dtype (float32 by default).
         record : bool
             Keep every layer's membrane and spikes in ``self.recorded``.
+        timer : callable or None
+            ``timer(name)`` returns a context manager that times one call
+            (a :class:`~snn_core.profiling.PhaseTimer`); each top-level
+            layer's forward is then charged to ``"<layer name> forward"``.
 
         Returns
         -------
@@ -92,20 +96,29 @@ class Network:
             check_finite(x, "network input")
         h = x
         for layer in self.layers:
-            h = layer.forward(h, record=record)
+            if timer is None:
+                h = layer.forward(h, record=record)
+            else:
+                with timer(f"{layer.name} forward"):
+                    h = layer.forward(h, record=record)
         self.recorded = {m.name: m.recorded for m in self.modules() if record and m.recorded}
         return h
 
     __call__ = forward
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, timer=None):
         """BPTT: accumulate every parameter's gradient from dL/d(output).
 
-        ``grad_out`` has the output's shape ``(T, batch, out_features)``.
+        ``grad_out`` has the output's shape ``(T, batch, out_features)``;
+        ``timer`` as in :meth:`forward` (phases ``"<layer name> backward"``).
         """
         g = grad_out
         for layer in reversed(self.layers):
-            g = layer.backward(g)
+            if timer is None:
+                g = layer.backward(g)
+            else:
+                with timer(f"{layer.name} backward"):
+                    g = layer.backward(g)
 
     def parameters(self):
         """Every layer's :class:`~snn_core.parameter.Parameter`, in layer order."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import time
 
-__all__ = ["PhaseTimer", "KERNEL_LOOP_PHASES", "format_profile"]
+__all__ = ["PhaseTimer", "KERNEL_LOOP_PHASES", "format_profile", "layer_report", "format_layer_profile"]
 
 #: the phases that ``benchmarks/bench_train.py`` times as its training loop
 KERNEL_LOOP_PHASES = ("encode", "forward", "loss", "backward", "optimizer")
@@ -110,4 +110,35 @@ def format_profile(report):
                      f"{report['kernel_loop_samples_per_s']:.0f} samples/s; whole run incl. validation and "
                      f"checkpoints: {report['whole_run_samples_per_s']:.0f} samples/s "
                      f"(overhead {100 * report['overhead']:.1f}%)")
+    return "\n".join(lines)
+
+
+def layer_report(timer):
+    """Per-layer rows from a timer fed by ``Network.forward/backward(..., timer=)``.
+
+    Phases are named ``"<layer> forward"`` and ``"<layer> backward"``.
+    Returns a list of dicts (``layer``, ``forward_ms``, ``backward_ms``
+    per call, ``seconds`` and ``share`` of all layer time), in the order the
+    layers first ran; empty when nothing was timed.
+    """
+    rows = {}
+    for name, seconds in timer.seconds.items():
+        layer, _, direction = name.rpartition(" ")
+        r = rows.setdefault(layer, {"layer": layer, "forward_ms": 0.0, "backward_ms": 0.0, "seconds": 0.0})
+        r[f"{direction}_ms"] = 1000.0 * seconds / max(timer.calls[name], 1)
+        r["seconds"] += seconds
+    whole = sum(r["seconds"] for r in rows.values())
+    for r in rows.values():
+        r["share"] = r["seconds"] / whole if whole else 0.0
+    return list(rows.values())
+
+
+def format_layer_profile(timer):
+    """The per-layer table ``snn-esl train --profile`` prints after the phase table."""
+    rows = layer_report(timer)
+    if not rows:
+        return ""
+    lines = [f"{'layer':<22s} {'fwd ms':>9s} {'bwd ms':>9s} {'share':>7s}   (per batch; share of forward+backward)"]
+    for r in rows:
+        lines.append(f" {r['layer']:<21s} {r['forward_ms']:9.2f} {r['backward_ms']:9.2f} {100 * r['share']:6.1f}%")
     return "\n".join(lines)

@@ -230,8 +230,10 @@ class Trainer:
         names, sizes, neuron parameters), so that checkpoints restore it;
         ValueError otherwise.
     profile : bool
-        Time every phase of the loop into ``self.profiler``
-        (:class:`~snn_core.profiling.PhaseTimer`; ``snn-esl train --profile``).
+        Time every phase of the loop into ``self.profiler`` and every
+        top-level layer's forward and backward into ``self.layer_profiler``
+        (:class:`~snn_core.profiling.PhaseTimer`; ``snn-esl train --profile``;
+        switch both later with ``trainer.profiling = True``).
 
     Attributes
     ----------
@@ -302,6 +304,17 @@ class Trainer:
         self.saved_epoch = None
         #: seconds per phase of the training loop; enabled by ``profile=True`` or ``snn-esl train --profile``
         self.profiler = PhaseTimer(enabled=profile, synchronize=backend.synchronize)
+        #: seconds per top-level layer, forward and backward, inside the profiled "forward" and "backward" phases
+        self.layer_profiler = PhaseTimer(enabled=profile, synchronize=backend.synchronize)
+
+    @property
+    def profiling(self):
+        """Whether the training loop is timed per phase and per layer (``snn-esl train --profile``)."""
+        return self.profiler.enabled
+
+    @profiling.setter
+    def profiling(self, on):
+        self.profiler.enabled = self.layer_profiler.enabled = bool(on)
 
     # -- one pass --------------------------------------------------------------
     def _encode(self, x, key):
@@ -355,6 +368,7 @@ class Trainer:
         order = np.random.default_rng(_seed(cfg.seed, 1, self.epoch)).permutation(len(self.x_train))
         total_loss, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
         timed = self.profiler  # a no-op unless profiling (snn-esl train --profile)
+        per_layer = self.layer_profiler if self.layer_profiler.enabled else None
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
             with timed("encode"):
@@ -363,13 +377,13 @@ class Trainer:
             with timed("rewiring"):
                 self.rewirer.prepare(self.iteration + 1, net)
             with timed("forward"):
-                out = to_host(net.forward(x))
+                out = to_host(net.forward(x, timer=per_layer))
             with timed("loss"):
                 value, grad = self.loss_fn(out, y)
                 self._check_diverged(value, "loss")
             with timed("backward"):
                 net.zero_grad()
-                net.backward(grad)
+                net.backward(grad, timer=per_layer)
             with timed("optimizer"):
                 opt.step()
             self.iteration += 1

@@ -16,7 +16,7 @@ import pytest
 
 import snn_core
 from snn_core.config import TrainConfig
-from snn_core.profiling import KERNEL_LOOP_PHASES, PhaseTimer, format_profile
+from snn_core.profiling import KERNEL_LOOP_PHASES, PhaseTimer, format_layer_profile, format_profile, layer_report
 from snn_core.training import Trainer
 
 REPO = Path(snn_core.__file__).resolve().parent.parent
@@ -56,6 +56,34 @@ def test_report_arithmetic_from_known_seconds():
     assert "overhead 25.0%" in text and "*backward" in text and " validation" in text
 
 
+def test_layer_report_groups_forward_and_backward_per_layer():
+    timer = PhaseTimer()
+    timer.add("fc1 forward", 0.2, calls=10)
+    timer.add("lif1 forward", 0.1, calls=10)
+    timer.add("lif1 backward", 0.3, calls=10)
+    timer.add("fc1 backward", 0.4, calls=10)
+    rows = layer_report(timer)
+    assert [r["layer"] for r in rows] == ["fc1", "lif1"]  # the order the layers first ran
+    assert rows[0]["forward_ms"] == pytest.approx(20.0) and rows[0]["backward_ms"] == pytest.approx(40.0)
+    assert rows[0]["share"] == pytest.approx(0.6) and rows[1]["share"] == pytest.approx(0.4)
+    text = format_layer_profile(timer)
+    assert "fc1" in text and "60.0%" in text
+    assert layer_report(PhaseTimer()) == [] and format_layer_profile(PhaseTimer()) == ""
+
+
+def test_network_timer_charges_each_top_level_layer():
+    from snn_core.network import mlp
+
+    net = mlp([6, 5, 3], density=1.0, seed=0)
+    x = np.ones((2, 4, 6), np.float32)
+    plain = net.forward(x)
+    timer = PhaseTimer()
+    timed = net.forward(x, timer=timer)
+    np.testing.assert_array_equal(plain, timed)
+    net.backward(np.ones_like(timed), timer=timer)
+    assert set(timer.calls) == {f"{m.name} {d}" for m in net.layers for d in ("forward", "backward")}
+
+
 def test_synchronize_is_called_at_the_end_of_every_phase():
     calls = []
     timer = PhaseTimer(synchronize=lambda: calls.append(1))
@@ -78,7 +106,12 @@ def test_profiled_fit_counts_every_phase_and_changes_no_result():
         assert calls[phase] == iterations, phase
     assert calls["rewiring"] == 2 * iterations  # prepare before, maybe_rewire after every step
     assert calls["validation"] == calls["checkpoints"] == calls["other"] == 2  # once per epoch
-    assert plain.profiler.calls == {}  # off by default
+    assert plain.profiler.calls == {} and plain.layer_profiler.calls == {}  # off by default
+    names = [layer.name for layer in profiled.network.layers]
+    assert set(profiled.layer_profiler.calls) == {f"{n} {d}" for n in names for d in ("forward", "backward")}
+    assert set(profiled.layer_profiler.calls.values()) == {iterations}
+    # the layers' time lies inside the forward and backward phases
+    assert profiled.layer_profiler.total() <= profiled.profiler.total(("forward", "backward"))
     r = profiled.profiler.as_dict(samples=len(profiled.x_train) * 2)
     assert r["total_seconds"] >= r["kernel_loop_seconds"] > 0
 
@@ -94,3 +127,4 @@ def test_cli_train_profile_prints_where_the_time_went(tmp_path):
     for phase in ("*forward", "*backward", " validation", " checkpoints"):
         assert phase in proc.stdout, phase
     assert "overhead" in proc.stdout
+    assert "fwd ms" in proc.stdout and " lif1 " in proc.stdout  # the per-layer table
