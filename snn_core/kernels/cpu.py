@@ -290,6 +290,15 @@ def _surrogate_row(f, u, v_th, sur, p, out):
                 out[f, t, b] = ft(surrogate_grad(u[f, t, b] - v_th, 4, p))
 
 
+@numba.njit(inline="always", **_jit)
+def _sigma(u, stored, rect, v_th, half, inv, zero):
+    """sigma'(u - v_th): the rectangular surrogate inline (1/p where |u - v_th| < p/2), else the value
+    ``stored`` by :func:`_surrogate_row` (inlined, so the BPTT loops stay vectorised)."""
+    if rect:
+        return inv if abs(u - v_th) < half else zero
+    return stored
+
+
 @numba.njit(**_jit)
 def _lif_backward_row(f, gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, gI):
     T, B = gs.shape[1], gs.shape[2]
@@ -319,10 +328,9 @@ def _lif_backward_row(f, gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, 
     rect = sur == 0
     if not rect:
         _surrogate_row(f, u, v_th, sur, p, gI)
-    half = ft(0.5) * p  # rectangular: sigma'(x) = 1/p where |x| < p/2 (surrogate_grad, bit for bit)
-    inv = ft(1.0 / p)
+    half, inv = ft(0.5) * p, ft(1.0 / p)  # the rectangular surrogate's bounds, as surrogate_grad (bit for bit)
     for b in range(B):
-        sg = (inv if abs(u[f, T - 1, b] - v_th) < half else zero) if rect else gI[f, T - 1, b]
+        sg = _sigma(u[f, T - 1, b], gI[f, T - 1, b], rect, v_th, half, inv, zero)
         gI[f, T - 1, b] = gs[f, T - 1, b] * sg
     if reset == 0:
         for tt in range(1, T):
@@ -330,12 +338,12 @@ def _lif_backward_row(f, gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, 
             if detach:
                 for b in range(B):
                     gv = alpha * gI[f, t + 1, b]
-                    sg = (inv if abs(u[f, t, b] - v_th) < half else zero) if rect else gI[f, t, b]
+                    sg = _sigma(u[f, t, b], gI[f, t, b], rect, v_th, half, inv, zero)
                     gI[f, t, b] = gs[f, t, b] * sg + gv * (one - s[f, t, b])
             else:
                 for b in range(B):
                     gv = alpha * gI[f, t + 1, b]
-                    sg = (inv if abs(u[f, t, b] - v_th) < half else zero) if rect else gI[f, t, b]
+                    sg = _sigma(u[f, t, b], gI[f, t, b], rect, v_th, half, inv, zero)
                     g_s = gs[f, t, b] + gv * (v_reset - u[f, t, b])
                     gI[f, t, b] = g_s * sg + gv * (one - s[f, t, b])
     else:
@@ -345,12 +353,12 @@ def _lif_backward_row(f, gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, 
             if detach:
                 for b in range(B):
                     gv = alpha * gI[f, t + 1, b]
-                    sg = (inv if abs(u[f, t, b] - v_th) < half else zero) if rect else gI[f, t, b]
+                    sg = _sigma(u[f, t, b], gI[f, t, b], rect, v_th, half, inv, zero)
                     gI[f, t, b] = gs[f, t, b] * sg + gv * one
             else:
                 for b in range(B):
                     gv = alpha * gI[f, t + 1, b]
-                    sg = (inv if abs(u[f, t, b] - v_th) < half else zero) if rect else gI[f, t, b]
+                    sg = _sigma(u[f, t, b], gI[f, t, b], rect, v_th, half, inv, zero)
                     g_s = gs[f, t, b] + gv * dvds
                     gI[f, t, b] = g_s * sg + gv * one
     for t in range(T):
