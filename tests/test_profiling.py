@@ -35,15 +35,17 @@ def test_disabled_timer_measures_nothing():
     assert timer.seconds == {} and timer.calls == {}
 
 
-def test_report_arithmetic_from_known_seconds():
+def _timer_with(entries):
+    """A PhaseTimer holding known (phase, seconds, calls) entries, in order."""
     timer = PhaseTimer()
-    timer.add("forward", 2.0, calls=10)
-    timer.add("backward", 4.0, calls=10)
-    timer.add("encode", 1.0, calls=10)
-    timer.add("loss", 0.5, calls=10)
-    timer.add("optimizer", 0.5, calls=10)
-    timer.add("validation", 1.0, calls=2)
-    timer.add("checkpoints", 1.0, calls=2)
+    for name, seconds, calls in entries:
+        timer.add(name, seconds, calls=calls)
+    return timer
+
+
+def test_report_arithmetic_from_known_seconds():
+    timer = _timer_with([("forward", 2.0, 10), ("backward", 4.0, 10), ("encode", 1.0, 10), ("loss", 0.5, 10),
+                         ("optimizer", 0.5, 10), ("validation", 1.0, 2), ("checkpoints", 1.0, 2)])
     r = timer.as_dict(samples=800)
     assert r["kernel_loop_seconds"] == pytest.approx(8.0)
     assert r["total_seconds"] == pytest.approx(10.0)
@@ -57,11 +59,8 @@ def test_report_arithmetic_from_known_seconds():
 
 
 def test_layer_report_groups_forward_and_backward_per_layer():
-    timer = PhaseTimer()
-    timer.add("fc1 forward", 0.2, calls=10)
-    timer.add("lif1 forward", 0.1, calls=10)
-    timer.add("lif1 backward", 0.3, calls=10)
-    timer.add("fc1 backward", 0.4, calls=10)
+    timer = _timer_with([("fc1 forward", 0.2, 10), ("lif1 forward", 0.1, 10), ("lif1 backward", 0.3, 10),
+                         ("fc1 backward", 0.4, 10)])
     rows = layer_report(timer)
     assert [r["layer"] for r in rows] == ["fc1", "lif1"]  # the order the layers first ran
     assert rows[0]["forward_ms"] == pytest.approx(20.0) and rows[0]["backward_ms"] == pytest.approx(40.0)
