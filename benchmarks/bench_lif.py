@@ -16,7 +16,7 @@ so the same script compares two trees (alternate the runs)::
 from __future__ import annotations
 
 import argparse
-import time
+import timeit
 
 import numba
 import numpy as np
@@ -26,12 +26,7 @@ SHAPES = {"mlp hidden 800 x 8 x 100": (800, 8, 100), "conv job lif1 25088 x 4 x 
 
 def best_ms(fn, reps):
     fn()  # compile or load, and warm the caches
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * min(times)
+    return 1e3 * min(timeit.repeat(fn, number=1, repeat=reps))
 
 
 def main(argv=None):

@@ -15,8 +15,8 @@ sample), then, in one process and alternately for ``--repeats`` rounds:
 Both count training samples per second of wall time; the ratio is the
 trainer's overhead. The trainer runs with its phase profile on, which
 also reports the overhead of the whole run over its own kernel phases
-(the same batches, hence the same spike counts). The first round is an unreported warm-up. Results:
-docs/benchmarks.md ("Trainer overhead").
+(the same batches, hence the same spike counts). The first round is an
+unreported warm-up. Results: docs/benchmarks.md ("Trainer overhead").
 
 Usage::
 

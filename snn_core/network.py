@@ -9,10 +9,15 @@ time of the step-by-step unrolled graph.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from .backends import get_backend
 from .layers import LIF, Layer, Linear, Readout, SparseLinear, check_finite
+
+#: what a layer call runs under when no timer is given (shared: it keeps no state)
+_UNTIMED = contextlib.nullcontext()
 
 
 class Network:
@@ -96,11 +101,8 @@ class Network:
             check_finite(x, "network input")
         h = x
         for layer in self.layers:
-            if timer is None:
+            with _UNTIMED if timer is None else timer(f"{layer.name} forward"):
                 h = layer.forward(h, record=record)
-            else:
-                with timer(f"{layer.name} forward"):
-                    h = layer.forward(h, record=record)
         self.recorded = {m.name: m.recorded for m in self.modules() if record and m.recorded}
         return h
 
@@ -114,11 +116,8 @@ class Network:
         """
         g = grad_out
         for layer in reversed(self.layers):
-            if timer is None:
+            with _UNTIMED if timer is None else timer(f"{layer.name} backward"):
                 g = layer.backward(g)
-            else:
-                with timer(f"{layer.name} backward"):
-                    g = layer.backward(g)
 
     def parameters(self):
         """Every layer's :class:`~snn_core.parameter.Parameter`, in layer order."""
