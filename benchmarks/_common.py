@@ -21,12 +21,15 @@ SHARED = os.environ.get("SNN_BENCH_SHARED") or os.path.join(os.path.dirname(REPO
 MNIST_DIR = os.path.join(SHARED, "data", "mnist")
 PEER_SCRIPT = os.path.join(SHARED, "bench", "peer_snntorch.py")
 
-BLAS_ENV = {"OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "BLIS_NUM_THREADS": "1",
-            "VECLIB_MAXIMUM_THREADS": "1", "NUMEXPR_NUM_THREADS": "1"}
+#: BLAS threads of a measuring process: 1 (BLAS and Numba threads fight on 2 cores), or SNN_BENCH_BLAS_THREADS
+#: (to check that the dense path is not held back by it)
+BLAS_THREADS = os.environ.get("SNN_BENCH_BLAS_THREADS", "1")
+BLAS_ENV = {k: BLAS_THREADS for k in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+                                      "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}
 
 
 def limit_blas_threads():
-    """One BLAS thread (BLAS and Numba threads fight on 2 cores; see numba-notes).
+    """``BLAS_THREADS`` BLAS threads, one by default (BLAS and Numba threads fight on 2 cores; see numba-notes).
 
     Sets the environment (effective only before numpy is imported) and, if
     threadpoolctl is importable, also limits an already loaded BLAS.
@@ -37,7 +40,7 @@ def limit_blas_threads():
         from threadpoolctl import threadpool_limits
     except ImportError:
         return None
-    return threadpool_limits(1, user_api="blas")
+    return threadpool_limits(int(BLAS_THREADS), user_api="blas")
 
 
 def peak_rss_mib():

@@ -121,6 +121,7 @@ def run_worker(a):
 
     from snn_core import Adam, ce_count
     from snn_core.data.encoders import bernoulli_encode
+    from snn_core.kernels.cpu import min_parallel_ns
 
     T, B = a.steps, a.batch
     images, labels = load_mnist(4 * B)
@@ -167,7 +168,7 @@ def run_worker(a):
         "syn_events_per_s": 2 * ev * iters_per_s,
         "connections": int(sum(_fanout(l).sum() for l in net.layers if _fanout(l) is not None)),
         "loss": "ce_count", "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
-        "load_avg_1min": os.getloadavg()[0],
+        "parallel_min_ns": min_parallel_ns(), "load_avg_1min": os.getloadavg()[0],
     })
 
 

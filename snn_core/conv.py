@@ -98,6 +98,8 @@ class SparseConv2d(SparseLinear):
         What ERK initialisation reads.
     """
 
+    packs_spikes = False  # the event-driven kernels read the input as it is
+
     def __init__(self, in_channels, out_channels, kernel, stride=1, padding=0, density=1.0, input_size=None,
                  bias=False, seed=None, gain=1.0, dtype=np.float32, weight=None, name="conv"):
         Layer.__init__(self)

@@ -154,6 +154,10 @@ class Layer:
     training: bool = True
     #: synaptic layers: T when the last forward computed one repeated input frame once, else 1
     frame_repeats: int = 1
+    #: True for layers whose forward may pack a 0/1 input into spike form, checking every value on the way
+    #: (and changing no state); ``input_was_spikes`` then says whether the last input passed
+    packs_spikes: bool = False
+    input_was_spikes: bool = False
 
     def __init__(self):
         self.recorded = {}
@@ -413,6 +417,8 @@ class SparseLinear(Layer):
         Results equal the plain path up to float rounding.
     """
 
+    packs_spikes = True
+
     def __init__(self, in_features, out_features, density=1.0, bias=True, seed=None, gain=1.0,
                  dtype=np.float32, weight=None, name="sparse_linear"):
         super().__init__()
@@ -555,6 +561,7 @@ class SparseLinear(Layer):
         indptr, indices = self._struct
         Y = self.buffer((self.out_features, T, B))
         pack = bk.pack_spikes(X, self.out_features, self.nnz, self._scratch, self.spike_input)
+        self.input_was_spikes = pack is not None
         bk.csr_forward(indptr, indices, self.weight_param.value, self._bias_or_zeros(), X,
                        Y.reshape(self.out_features, T * B), pack, self._scratch)
         self._cache = (X, pack, reps)

@@ -97,12 +97,19 @@ class Network:
         -------
         ndarray (T, batch, out_features)
         """
-        if isinstance(x, np.ndarray):
+        first = self.layers[0]
+        host = isinstance(x, np.ndarray)
+        # A first layer that packs spikes checks every value for 0/1 on the way (NaN and Inf fail it) and
+        # changes no state: then the separate pass over the input is only needed when the input was not spikes.
+        deferred = host and first.packs_spikes
+        if host and not deferred:
             check_finite(x, "network input")
         h = x
         for layer in self.layers:
             with _UNTIMED if timer is None else timer(f"{layer.name} forward"):
                 h = layer.forward(h, record=record)
+            if deferred and layer is first and not first.input_was_spikes:
+                check_finite(x, "network input")
         self.recorded = {m.name: m.recorded for m in self.modules() if record and m.recorded}
         return h
 

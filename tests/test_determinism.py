@@ -9,10 +9,13 @@ subprocesses sharing one initially empty ``NUMBA_CACHE_DIR``: the first
 compiles every kernel, the second loads them all; every parameter must agree
 bit for bit.
 """
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,3 +52,31 @@ def test_cold_and_warm_kernel_cache_give_identical_weights(tmp_path):
     warm = _run(cache)
     assert len(list(cache.rglob("*.nbc"))) == n_files, "the second run should only load cached kernels"
     assert cold == warm
+
+
+@pytest.mark.parametrize("model", ["mlp", "convnet"])
+def test_serial_and_parallel_kernels_train_to_identical_weights(model, monkeypatch):
+    """Which version of a kernel runs (chosen by cpu.PARALLEL_MIN_NS) never changes a bit of the result.
+
+    This is what lets the serial/parallel threshold follow the machine
+    (docs/benchmarks.md) without making runs machine-dependent: a short
+    training run (spike-driven paths, rewiring, Adam; for the conv net also
+    batch norm, pooling and the event-driven convolution) with every kernel
+    forced serial and then forced parallel must give the same weights.
+    """
+    from snn_core.config import TrainConfig
+    from snn_core.kernels import cpu
+    from snn_core.training import Trainer
+
+    kw = dict(model=model, max_train=160, epochs=1, batch_size=40, t_iter=2, quiet=True, out_dir="unused")
+    if model == "mlp":
+        kw.update(hidden=[48])
+    else:
+        kw.update(channels=[4, 8], fc_hidden=[16], init="erk", encoder="direct", steps=2)
+    digests = []
+    for threshold in (math.inf, 0.0):
+        monkeypatch.setattr(cpu, "PARALLEL_MIN_NS", threshold)
+        t = Trainer(TrainConfig(**kw))
+        t.fit(checkpoint_dir=False)
+        digests.append([(p.name, p.value.tobytes()) for p in t.network.parameters()])
+    assert digests[0] == digests[1]

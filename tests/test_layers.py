@@ -619,6 +619,27 @@ def test_network_rejects_non_finite_input(bad):
         net.forward(fm)
 
 
+def test_spike_input_is_checked_by_the_packing_not_by_a_second_pass(monkeypatch):
+    """A 0/1 input to a spike-packing first layer is verified while packing; anything else gets the full check."""
+    import snn_core.network as network_module
+
+    calls = []
+    real = network_module.check_finite
+    monkeypatch.setattr(network_module, "check_finite", lambda a, what: (calls.append(what), real(a, what)))
+    net = mlp([6, 5, 2], seed=0)
+    spikes = (np.arange(36).reshape(3, 2, 6) % 3 == 0).astype(F32)
+    net.forward(spikes)
+    assert calls == [] and net.layers[0].input_was_spikes
+    currents = spikes * 0.5
+    net.forward(currents)
+    assert calls == ["network input"] and not net.layers[0].input_was_spikes
+    bad = spikes.copy()
+    bad[2, 1, 3] = np.nan
+    with pytest.raises(ValueError, match="network input: contains 1 NaN/Inf"):
+        net.forward(bad)
+    np.testing.assert_array_equal(np.asarray(net.forward(spikes)), np.asarray(mlp([6, 5, 2], seed=0).forward(spikes)))
+
+
 def test_non_finite_weights_rejected():
     W = sp.random(4, 5, density=0.5, format="csr", random_state=0).astype(F32)
     W.data[1] = np.nan

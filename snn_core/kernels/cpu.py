@@ -22,10 +22,13 @@ therefore a thin Python function that estimates the work of the call and
 runs either the ``prange`` version (``_<name>_par``) or the serial one
 (``_<name>_ser``) of the same row function; the results are bit-identical
 (no kernel uses fastmath, see "Determinism" below).
-Below ``PARALLEL_MIN_NS`` of estimated serial work the serial version runs,
-above it the parallel one: a choice fixed by the shapes, so runs are
-bit-reproducible. ``ADAPTIVE_PARALLEL`` (off by default) instead picks the
-faster of the two by measured time, see :func:`pick_version`.
+Below a threshold of estimated serial work the serial version runs, above
+it the parallel one. The threshold is this machine's (measured once and
+stored, :mod:`snn_core.kernels.calibration`) unless ``PARALLEL_MIN_NS``
+fixes it; since both versions give the same bits, runs are bit-reproducible
+on any machine whatever it measured. ``ADAPTIVE_PARALLEL`` (off by default)
+instead picks the faster of the two by timing every call, see
+:func:`pick_version`.
 
 Spiking inputs. When a synaptic layer's input holds only 0 and 1 (spikes),
 :func:`spike_pack` condenses it once per forward pass into ``X8`` (uint8,
@@ -34,11 +37,14 @@ per-input spike count ``cnt`` and, for the inputs that spike rarely
 (``cnt < thr``), the list of their active columns ``cols[j, :cnt[j]]``.
 The forward product and the weight gradient then skip silent inputs
 altogether, walk the active-column list of rarely spiking inputs (cost
-proportional to spikes) and stream the spike row of the others, four
-connections per pass over the output row: with ``Xb``, one bit word is one
-vector mask and 16 columns of a connection cost one masked vector add
-(:func:`_madd16x4`, :func:`_dot16x4`, LLVM IR intrinsics), else uint8
-rows with compare-and-select (:func:`csr_forward_spikes`,
+proportional to spikes) and stream the spike row of the others. With
+``Xb``, one bit word is one vector mask and 16 columns of a connection cost
+one masked vector add (LLVM IR intrinsics): the forward holds eight 16-column
+vectors of an output row in registers while it walks all of the row's
+connections (:func:`_make_madd_block`), the weight gradient loads each
+16 columns of an output-gradient row once for four connections
+(:func:`_dot16x4`). Without ``Xb``, uint8 rows with compare-and-select,
+four connections per pass (:func:`csr_forward_spikes`,
 :func:`csr_grad_spikes`). The same pack serves forward and backward.
 
 Other measured choices: ``error_model="numpy"`` (Numba's default Python
@@ -89,18 +95,21 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
 from ..surrogate import smooth_spike, surrogate_grad
+from .calibration import parallel_threshold_ns
 
 # error_model="numpy": IEEE division (no ZeroDivisionError branch), which lets
 # loops with a division vectorise (Adam 3x faster); no kernel divides by zero.
 _jit = dict(cache=True, nogil=True, error_model="numpy")
 
 #: Estimated serial run time (ns) from which a kernel runs in parallel.
-#: A parallel launch costs ~80 us (work-queue wake-up) and gains nothing
-#: when the other core is busy; on the 2-core machine of docs/benchmarks.md
-#: the parallel version only paid off for calls above ~3 ms of serial work.
-#: The choice depends only on shapes, nnz and spike counts, so it is the same
-#: in every run (and both builds give the same bits anyway).
-PARALLEL_MIN_NS = 3_000_000.0
+#: None (the default): this machine's own value, measured once per thread
+#: count and stored (:mod:`snn_core.kernels.calibration`; 3 ms, the old fixed
+#: value, where parallel regions do not pay, as on the Zen 4 guest of
+#: docs/benchmarks.md; lower where a second core is there to take them). A
+#: number fixes it (tests use 0 and inf to force one build). Either way the
+#: result is the same bits: the serial and parallel builds run the same row
+#: code (tests/test_determinism.py), so the choice changes the speed only.
+PARALLEL_MIN_NS = None
 
 # Serial costs per element (ns), measured on the 2-core AMD EPYC (Zen 4) of
 # docs/benchmarks.md; only their order of magnitude matters.
@@ -112,7 +121,7 @@ _NS_PACK = 0.15        # one element of spike_pack
 _NS_UPDATE = 0.6       # one optimizer element
 
 
-#: Above PARALLEL_MIN_NS, choose between the serial and the parallel version
+#: Above the threshold, choose between the serial and the parallel version
 #: by their measured speed (per kernel, exponential average of run time per
 #: estimated ns, the other version re-timed every ``_EXPLORE`` calls). On an
 #: idle machine the parallel one wins for large kernels; when other processes
@@ -120,15 +129,41 @@ _NS_UPDATE = 0.6       # one optimizer element
 #: thread and the serial one wins. Results agree to rounding (same row
 #: code). False (the default) always takes the parallel version above the
 #: threshold; PARALLEL_MIN_NS = 0 (tests) also forces the parallel version.
-#: Off by default: the two builds of a kernel give identical bits, but the
-#: choice costs timing calls and is not reproducible run to run; turn it on
-#: for speed on a busy machine.
+#: Off by default: it costs timing calls on every kernel call; turn it on
+#: for speed on a machine whose load changes during a run.
 ADAPTIVE_PARALLEL = False
 _EXPLORE = 32
 
 
+_CALIBRATED = {}  # thread count -> measured threshold (ns)
+
+
+def _calibration_args(rows):
+    """``csr_forward`` on ``rows`` x 784 weights (40 per row) and 784 x 800 inputs, with its work estimate."""
+    rng = np.random.default_rng(0)
+    n_in, N, per_row = 784, 800, 40
+    indptr = np.arange(0, rows * per_row + 1, per_row, dtype=np.int32)
+    indices = np.sort(rng.integers(0, n_in, (rows, per_row)), axis=1).astype(np.int32).ravel()
+    data = rng.standard_normal(rows * per_row).astype(np.float32)
+    X = rng.standard_normal((n_in, N)).astype(np.float32)
+    args = (indptr, indices, data, np.zeros(rows, np.float32), X, np.empty((rows, N), np.float32))
+    return args, (len(indices) + rows) * N * _NS_STREAM
+
+
+def min_parallel_ns():
+    """The threshold in force: ``PARALLEL_MIN_NS`` if set, else this machine's measured one (not a kernel: no twin)."""
+    if PARALLEL_MIN_NS is not None:
+        return PARALLEL_MIN_NS
+    threads = numba.get_num_threads()
+    value = _CALIBRATED.get(threads)
+    if value is None:  # 25 .. 1600 rows: ~50 us .. ~3 ms of estimated work
+        value = _CALIBRATED[threads] = parallel_threshold_ns(
+            _csr_forward_ser, _csr_forward_par, _calibration_args, (25, 50, 100, 200, 400, 800, 1600), threads)
+    return value
+
+
 def _parallel(ns):
-    return ns >= PARALLEL_MIN_NS
+    return ns >= min_parallel_ns()
 
 
 class _Choice:
@@ -168,7 +203,7 @@ def pick_version(ser, par, ns):
     """The version of a kernel to run for an estimated serial cost of ``ns`` (not a kernel: no twin)."""
     if not _parallel(ns):
         return ser
-    if not ADAPTIVE_PARALLEL or PARALLEL_MIN_NS <= 0.0:
+    if not ADAPTIVE_PARALLEL or min_parallel_ns() <= 0.0:
         return par
     c = _CHOICES.get(ser)
     if c is None:
@@ -762,32 +797,86 @@ def _bits16(typingctx, X8, j, n0):
     return sig, codegen
 
 
-@intrinsic
-def _madd16x4(typingctx, Y, r, n0, Xb, wi, j0, j1, j2, j3, w0, w1, w2, w3, one):
-    """Y[r, n0:n0+16] += w_i on the columns whose bit is set in Xb[j_i, wi], i = 0..3.
+def _make_madd_block(nb):
+    """An intrinsic ``Y[r, 16 wb : 16 (wb + nb)] += data[k]`` on the spiking columns of ``indices[k]``, k in ks[q0:q1].
 
-    Adds alternate between plain adds and fma(w, one, y) (``one`` = 1 passed
-    at run time so that it is not folded): the two use different pipes.
+    The ``nb`` output vectors (16 columns each) stay in registers while the
+    loop walks the connections: per connection one weight broadcast, ``nb``
+    mask loads (bit words ``Xb[indices[k], wb : wb + nb]``) and ``nb``
+    masked adds, and Y is loaded and stored once per call instead of once
+    per connection. Each vector receives the connections in ks order, one
+    add at a time, so the sums are those of the plain loop. The ``nb``
+    independent vectors hide the add latency; even vectors use plain adds,
+    odd ones fma(w, one, y) (``one`` = 1 passed at run time so that it is
+    not folded): the two run on different pipes on some CPUs.
     """
-    if not (_c_array(Y, 2) and isinstance(Y.dtype, nbtypes.Float) and _c_array(Xb, 2, nbtypes.uint16)):
-        return None
-    sig = nbtypes.void(Y, r, n0, Xb, wi, j0, j1, j2, j3, w0, w1, w2, w3, one)
+    @intrinsic
+    def madd_block(typingctx, Y, r, wb, Xb, ks, q0, q1, indices, data, one):
+        if not (_c_array(Y, 2) and isinstance(Y.dtype, nbtypes.Float) and _c_array(Xb, 2, nbtypes.uint16)
+                and isinstance(ks, nbtypes.Array) and isinstance(indices, nbtypes.Array)
+                and isinstance(data, nbtypes.Array) and data.dtype == Y.dtype):
+            return None
+        sig = nbtypes.void(Y, r, wb, Xb, ks, q0, q1, indices, data, one)
 
-    def codegen(context, builder, signature, args):
-        a, t = args, signature.args
-        vty = ir.VectorType(context.get_value_type(t[0].dtype), 16)
-        yp = builder.bitcast(_item_ptr(context, builder, t[0], a[0], a[1:3], t[1:3]), vty.as_pointer())
-        y = builder.load(yp, align=4)
-        fma = _fma_fn(builder, vty)
-        onev = _splat(builder, a[13], vty)
-        for i in range(4):
-            mp = _item_ptr(context, builder, t[3], a[3], [a[5 + i], a[4]], [t[5 + i], t[4]])
-            wv = _splat(builder, a[9 + i], vty)
-            s = builder.fadd(y, wv) if i % 2 == 0 else builder.call(fma, [wv, onev, y])
-            y = builder.select(_mask16(builder, mp), s, y)
-        builder.store(y, yp, align=4)
-        return context.get_dummy_value()
-    return sig, codegen
+        def codegen(context, builder, signature, args):
+            a, t = args, signature.args
+            ip = nbtypes.intp
+            intp = context.get_value_type(ip)
+            vty = ir.VectorType(context.get_value_type(t[0].dtype), 16)
+
+            def const(i):
+                return ir.Constant(intp, i)
+
+            def load_at(pos, idx):  # element of a 1-d array argument, as intp when integer
+                v = builder.load(_item_ptr(context, builder, t[pos], a[pos], [idx], [ip]))
+                return context.cast(builder, v, t[pos].dtype, ip) if isinstance(t[pos].dtype, nbtypes.Integer) else v
+
+            wb_ = context.cast(builder, a[2], t[2], ip)
+            yp = builder.bitcast(_item_ptr(context, builder, t[0], a[0], [a[1], builder.mul(wb_, const(16))],
+                                           [t[1], ip]), vty.as_pointer())
+            fma = _fma_fn(builder, vty)
+            onev = _splat(builder, a[9], vty)
+            q_first = context.cast(builder, a[5], t[5], ip)
+            q_end = context.cast(builder, a[6], t[6], ip)
+            init = [builder.load(builder.gep(yp, [const(i)]), align=4) for i in range(nb)]
+            entry = builder.block
+            head = builder.append_basic_block("block_head")
+            body = builder.append_basic_block("block_body")
+            done = builder.append_basic_block("block_done")
+            builder.branch(head)
+
+            builder.position_at_end(head)
+            q = builder.phi(intp)
+            acc = [builder.phi(vty) for _ in range(nb)]
+            q.add_incoming(q_first, entry)
+            for p, v in zip(acc, init):
+                p.add_incoming(v, entry)
+            builder.cbranch(builder.icmp_signed("<", q, q_end), body, done)
+
+            builder.position_at_end(body)
+            k = load_at(4, q)
+            wv = _splat(builder, load_at(8, k), vty)
+            xrow = _item_ptr(context, builder, t[3], a[3], [load_at(7, k), wb_], [ip, ip])
+            new = []
+            for i in range(nb):
+                s = builder.fadd(acc[i], wv) if i % 2 == 0 else builder.call(fma, [wv, onev, acc[i]])
+                new.append(builder.select(_mask16(builder, builder.gep(xrow, [const(i)])), s, acc[i]))
+            q_next = builder.add(q, const(1))
+            body_end = builder.block
+            builder.branch(head)
+            q.add_incoming(q_next, body_end)
+            for p, v in zip(acc, new):
+                p.add_incoming(v, body_end)
+
+            builder.position_at_end(done)
+            for i in range(nb):
+                builder.store(acc[i], builder.gep(yp, [const(i)]), align=4)
+            return context.get_dummy_value()
+        return sig, codegen
+    return madd_block
+
+
+_madd_block8, _madd_block4, _madd_block2, _madd_block1 = (_make_madd_block(nb) for nb in (8, 4, 2, 1))
 
 
 @intrinsic
@@ -983,18 +1072,51 @@ def _add4_u8(r, Y, X8, n0, j0, j1, j2, j3, w0, w1, w2, w3):
 
 
 @numba.njit(**_jit)
-def _add4(r, Y, X8, Xb, use_bits, one, j0, j1, j2, j3, w0, w1, w2, w3):
-    """Y[r, n] += sum of the w_i whose input j_i spiked at column n."""
-    # (the uint8 loop lives in its own function: sharing this one with the
-    # intrinsic stopped LLVM from vectorising it)
-    if use_bits:
-        nw = Y.shape[1] // 16
-        for wi in range(nw):
-            _madd16x4(Y, r, wi * 16, Xb, wi, j0, j1, j2, j3, w0, w1, w2, w3, one)
-        if nw * 16 < Y.shape[1]:
-            _add4_u8(r, Y, X8, nw * 16, j0, j1, j2, j3, w0, w1, w2, w3)
-    else:
-        _add4_u8(r, Y, X8, 0, j0, j1, j2, j3, w0, w1, w2, w3)
+def _stream_bits(r, Y, X8, Xb, ks, q0, q1, indices, data, one):
+    """Y[r, n] += data[k] for the connections k in ks[q0:q1] whose input spiked at column n (bit words)."""
+    N = Y.shape[1]
+    nw = N // 16
+    wb = 0
+    while wb + 8 <= nw:  # eight 16-column vectors of the row at a time, all connections each
+        _madd_block8(Y, r, wb, Xb, ks, q0, q1, indices, data, one)
+        wb += 8
+    if wb + 4 <= nw:
+        _madd_block4(Y, r, wb, Xb, ks, q0, q1, indices, data, one)
+        wb += 4
+    if wb + 2 <= nw:
+        _madd_block2(Y, r, wb, Xb, ks, q0, q1, indices, data, one)
+        wb += 2
+    if wb < nw:
+        _madd_block1(Y, r, wb, Xb, ks, q0, q1, indices, data, one)
+    if nw * 16 < N:  # the last N % 16 columns, from the uint8 rows
+        _stream_u8(r, Y, X8, ks, q0, q1, indices, data, nw * 16)
+
+
+@numba.njit(**_jit)
+def _stream_u8(r, Y, X8, ks, q0, q1, indices, data, n0):
+    """Y[r, n] += data[k] for the connections k in ks[q0:q1] whose input spiked at column n >= n0 (uint8 rows).
+
+    Four connections a pass (their four terms summed pairwise, then added),
+    a remainder of two or three as one padded group, a single one alone.
+    """
+    zero = Y.dtype.type(0.0)
+    q = q0
+    while q + 4 <= q1:
+        k0, k1, k2, k3 = ks[q], ks[q + 1], ks[q + 2], ks[q + 3]
+        _add4_u8(r, Y, X8, n0, indices[k0], indices[k1], indices[k2], indices[k3],
+                 data[k0], data[k1], data[k2], data[k3])
+        q += 4
+    rem = q1 - q
+    if rem == 1:
+        k0 = ks[q]
+        j0, w0 = indices[k0], data[k0]
+        for n in range(n0, Y.shape[1]):
+            Y[r, n] += w0 if X8[j0, n] else zero
+    elif rem > 1:  # pad the group with zero weights
+        k0, k1 = ks[q], ks[q + 1]
+        k2 = ks[q + 2] if rem == 3 else k0
+        w2 = data[k2] if rem == 3 else zero
+        _add4_u8(r, Y, X8, n0, indices[k0], indices[k1], indices[k2], indices[k0], data[k0], data[k1], w2, zero)
 
 
 @numba.njit(**_jit)
@@ -1020,31 +1142,15 @@ def _split_row(kb, ke, indices, cnt, thr, ks):
 
 @numba.njit(**_jit)
 def _csr_forward_spikes_row(r, indptr, indices, data, bias, X8, cnt, cols, thr, Y, Xb, use_bits, one, ks):
-    N = Y.shape[1]
-    zero = Y.dtype.type(0.0)
     nnz = indices.shape[0]
     kb = indptr[r]
     nd, nl = _split_row(kb, indptr[r + 1], indices, cnt, thr, ks)
-    for n in range(N):
+    for n in range(Y.shape[1]):
         Y[r, n] = bias[r]
-    q = 0
-    while q + 4 <= nd:  # frequently spiking inputs: stream rows, four connections a pass
-        k0, k1, k2, k3 = ks[kb + q], ks[kb + q + 1], ks[kb + q + 2], ks[kb + q + 3]
-        _add4(r, Y, X8, Xb, use_bits, one, indices[k0], indices[k1], indices[k2], indices[k3],
-              data[k0], data[k1], data[k2], data[k3])
-        q += 4
-    rem = nd - q
-    if rem == 1:
-        k0 = ks[kb + q]
-        j0, w0 = indices[k0], data[k0]
-        for n in range(N):
-            Y[r, n] += w0 if X8[j0, n] else zero
-    elif rem > 1:  # pad the group with zero weights
-        k0, k1 = ks[kb + q], ks[kb + q + 1]
-        k2 = ks[kb + q + 2] if rem == 3 else k0
-        w2 = data[k2] if rem == 3 else zero
-        _add4(r, Y, X8, Xb, use_bits, one, indices[k0], indices[k1], indices[k2], indices[k0],
-              data[k0], data[k1], w2, zero)
+    if use_bits:  # frequently spiking inputs: masked vector adds, the row's vectors held in registers
+        _stream_bits(r, Y, X8, Xb, ks, kb, kb + nd, indices, data, one)
+    else:  # uint8 rows, four connections a pass
+        _stream_u8(r, Y, X8, ks, kb, kb + nd, indices, data, 0)
     for i in range(nl):  # rarely spiking inputs: one add per spike
         k = ks[nnz + kb + i]
         j, w = indices[k], data[k]
