@@ -7,11 +7,6 @@ import os
 if "NUMBA_ENABLE_CUDASIM" not in os.environ and not glob.glob("/dev/nvidia[0-9]*"):
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 
-# The serial/parallel threshold: the old fixed value instead of a measurement
-# of this (busy) machine stored in the home folder; tests that move it set
-# cpu.PARALLEL_MIN_NS, tests/test_calibration.py tests the measurement itself.
-os.environ.setdefault("SNN_CORE_PARALLEL_MIN_NS", "3e6")
-
 import numpy as np
 import pytest
 

@@ -125,7 +125,7 @@ def test_every_compiled_kernel_names_its_readable_twin():
 
     modules = ["snn_core.kernels.cpu", "snn_core.kernels.conv_cpu"] + (
         ["snn_core.kernels.cuda", "snn_core.kernels.conv_cuda"] if HAVE_CUDA else [])
-    no_twin = {"pick_version", "min_parallel_ns", "spike_work_ns", "rows_ns"}  # the serial/parallel choice, cost models
+    no_twin = {"pick_version", "spike_work_ns", "rows_ns"}  # the serial/parallel chooser and its cost models
     for name in modules:
         mod = importlib.import_module(name)
         for fn_name, fn in vars(mod).items():

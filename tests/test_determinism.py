@@ -58,11 +58,11 @@ def test_cold_and_warm_kernel_cache_give_identical_weights(tmp_path):
 def test_serial_and_parallel_kernels_train_to_identical_weights(model, monkeypatch):
     """Which version of a kernel runs (chosen by cpu.PARALLEL_MIN_NS) never changes a bit of the result.
 
-    This is what lets the serial/parallel threshold follow the machine
-    (docs/benchmarks.md) without making runs machine-dependent: a short
-    training run (spike-driven paths, rewiring, Adam; for the conv net also
-    batch norm, pooling and the event-driven convolution) with every kernel
-    forced serial and then forced parallel must give the same weights.
+    So the threshold (and ``SNN_CORE_PARALLEL_MIN_NS``, which sets it) is a
+    speed setting only: a short training run (spike-driven paths, rewiring,
+    Adam; for the conv net also batch norm, pooling and the event-driven
+    convolution) with every kernel forced serial and then forced parallel
+    must give the same weights.
     """
     from snn_core.config import TrainConfig
     from snn_core.kernels import cpu
@@ -80,3 +80,16 @@ def test_serial_and_parallel_kernels_train_to_identical_weights(model, monkeypat
         t.fit(checkpoint_dir=False)
         digests.append([(p.name, p.value.tobytes()) for p in t.network.parameters()])
     assert digests[0] == digests[1]
+
+
+def test_the_parallel_threshold_comes_from_the_environment_or_a_clear_error(monkeypatch):
+    from snn_core.kernels import cpu
+
+    monkeypatch.delenv("SNN_X_NS", raising=False)
+    assert cpu._env_ns("SNN_X_NS", 3e6) == 3e6
+    monkeypatch.setenv("SNN_X_NS", "2.5e5")
+    assert cpu._env_ns("SNN_X_NS", 3e6) == 2.5e5
+    for bad in ("fast", "-1", "nan"):
+        monkeypatch.setenv("SNN_X_NS", bad)
+        with pytest.raises(ValueError, match=f"SNN_X_NS: expected a number of nanoseconds >= 0, got '{bad}'"):
+            cpu._env_ns("SNN_X_NS", 3e6)

@@ -22,13 +22,11 @@ therefore a thin Python function that estimates the work of the call and
 runs either the ``prange`` version (``_<name>_par``) or the serial one
 (``_<name>_ser``) of the same row function; the results are bit-identical
 (no kernel uses fastmath, see "Determinism" below).
-Below a threshold of estimated serial work the serial version runs, above
-it the parallel one. The threshold is this machine's (measured once and
-stored, :mod:`snn_core.kernels.calibration`) unless ``PARALLEL_MIN_NS``
-fixes it; since both versions give the same bits, runs are bit-reproducible
-on any machine whatever it measured. ``ADAPTIVE_PARALLEL`` (off by default)
-instead picks the faster of the two by timing every call, see
-:func:`pick_version`.
+Below ``PARALLEL_MIN_NS`` of estimated serial work the serial version runs,
+above it the parallel one: a choice fixed by the shapes (and both versions
+give the same bits), so runs are bit-reproducible. ``ADAPTIVE_PARALLEL``
+(off by default) instead picks the faster of the two by timing every call,
+see :func:`pick_version`.
 
 Spiking inputs. When a synaptic layer's input holds only 0 and 1 (spikes),
 :func:`spike_pack` condenses it once per forward pass into ``X8`` (uint8,
@@ -95,21 +93,37 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
 from ..surrogate import smooth_spike, surrogate_grad
-from .calibration import parallel_threshold_ns
 
 # error_model="numpy": IEEE division (no ZeroDivisionError branch), which lets
 # loops with a division vectorise (Adam 3x faster); no kernel divides by zero.
 _jit = dict(cache=True, nogil=True, error_model="numpy")
 
+def _env_ns(name, default):
+    """A non-negative number of nanoseconds from the environment variable ``name``, else ``default``."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0.0:
+        raise ValueError(f"{name}: expected a number of nanoseconds >= 0, got {raw!r}")
+    return value
+
+
 #: Estimated serial run time (ns) from which a kernel runs in parallel.
-#: None (the default): this machine's own value, measured once per thread
-#: count and stored (:mod:`snn_core.kernels.calibration`; 3 ms, the old fixed
-#: value, where parallel regions do not pay, as on the Zen 4 guest of
-#: docs/benchmarks.md; lower where a second core is there to take them). A
-#: number fixes it (tests use 0 and inf to force one build). Either way the
-#: result is the same bits: the serial and parallel builds run the same row
-#: code (tests/test_determinism.py), so the choice changes the speed only.
-PARALLEL_MIN_NS = None
+#: A parallel launch costs ~80 us (work-queue wake-up) and gains nothing
+#: when the other core is busy; on the 2-core machine of docs/benchmarks.md
+#: the parallel version only paid off for calls above ~3 ms of serial work.
+#: On the Emerald Rapids guest the fc1 kernels of the MNIST network ran
+#: 1.4-1.8x faster in parallel when timed alone, yet made the training loop
+#: 8-15% slower (the serial kernels around them then read data the other
+#: core had written), so the threshold stayed. ``SNN_CORE_PARALLEL_MIN_NS``
+#: in the environment sets it for a process (e.g. lower for inference, where
+#: it paid 10-20% there). The choice depends only on shapes, nnz and spike
+#: counts, and both builds give the same bits (tests/test_determinism.py).
+PARALLEL_MIN_NS = _env_ns("SNN_CORE_PARALLEL_MIN_NS", 3_000_000.0)
 
 # Serial costs per element (ns), measured on the 2-core AMD EPYC (Zen 4) of
 # docs/benchmarks.md; only their order of magnitude matters.
@@ -121,7 +135,7 @@ _NS_PACK = 0.15        # one element of spike_pack
 _NS_UPDATE = 0.6       # one optimizer element
 
 
-#: Above the threshold, choose between the serial and the parallel version
+#: Above PARALLEL_MIN_NS, choose between the serial and the parallel version
 #: by their measured speed (per kernel, exponential average of run time per
 #: estimated ns, the other version re-timed every ``_EXPLORE`` calls). On an
 #: idle machine the parallel one wins for large kernels; when other processes
@@ -135,35 +149,8 @@ ADAPTIVE_PARALLEL = False
 _EXPLORE = 32
 
 
-_CALIBRATED = {}  # thread count -> measured threshold (ns)
-
-
-def _calibration_args(rows):
-    """``csr_forward`` on ``rows`` x 784 weights (40 per row) and 784 x 800 inputs, with its work estimate."""
-    rng = np.random.default_rng(0)
-    n_in, N, per_row = 784, 800, 40
-    indptr = np.arange(0, rows * per_row + 1, per_row, dtype=np.int32)
-    indices = np.sort(rng.integers(0, n_in, (rows, per_row)), axis=1).astype(np.int32).ravel()
-    data = rng.standard_normal(rows * per_row).astype(np.float32)
-    X = rng.standard_normal((n_in, N)).astype(np.float32)
-    args = (indptr, indices, data, np.zeros(rows, np.float32), X, np.empty((rows, N), np.float32))
-    return args, (len(indices) + rows) * N * _NS_STREAM
-
-
-def min_parallel_ns():
-    """The threshold in force: ``PARALLEL_MIN_NS`` if set, else this machine's measured one (not a kernel: no twin)."""
-    if PARALLEL_MIN_NS is not None:
-        return PARALLEL_MIN_NS
-    threads = numba.get_num_threads()
-    value = _CALIBRATED.get(threads)
-    if value is None:  # 25 .. 1600 rows: ~50 us .. ~3 ms of estimated work
-        value = _CALIBRATED[threads] = parallel_threshold_ns(
-            _csr_forward_ser, _csr_forward_par, _calibration_args, (25, 50, 100, 200, 400, 800, 1600), threads)
-    return value
-
-
 def _parallel(ns):
-    return ns >= min_parallel_ns()
+    return ns >= PARALLEL_MIN_NS
 
 
 class _Choice:
@@ -203,7 +190,7 @@ def pick_version(ser, par, ns):
     """The version of a kernel to run for an estimated serial cost of ``ns`` (not a kernel: no twin)."""
     if not _parallel(ns):
         return ser
-    if not ADAPTIVE_PARALLEL or min_parallel_ns() <= 0.0:
+    if not ADAPTIVE_PARALLEL or PARALLEL_MIN_NS <= 0.0:
         return par
     c = _CHOICES.get(ser)
     if c is None:
