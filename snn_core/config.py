@@ -71,6 +71,8 @@ class TrainConfig:
     fc_hidden: list = option(None, "convnet only: sizes of hidden fully-connected LIF layers between the last conv "
                                    "block and the output, e.g. `--fc-hidden 256`; none: a linear classifier",
                              factory=list)
+    pool: str = option("avg", "convnet only: pooling after each conv block: avg (average of the spikes, 2x2) | max "
+                              "(a spike if any in the window; NIR export needs avg)")
     width: float = option(1.0, "vggsnn/resnet19 only: channel multiplier (e.g. 0.25 for a laptop-sized version)")
     input_shape: list | None = option(None, "conv models only: input image shape C H W; unset: inferred for square "
                                             "1-, 2- or 3-channel images")
@@ -169,6 +171,7 @@ class TrainConfig:
         need(isinstance(self.density, (int, float)) and 0 < self.density <= 1, "density", "a value in (0, 1]")
         choice("init", ("erdos_renyi", "erk", "uniform"))
         choice("model", ("mlp", "convnet", "vggsnn", "resnet19"))
+        choice("pool", ("avg", "max"))
         need(isinstance(self.channels, (list, tuple)) and len(self.channels) >= 1
              and all(isinstance(c, int) and c > 0 for c in self.channels), "channels", "a list of positive channel counts")
         self.channels = list(self.channels)

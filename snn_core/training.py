@@ -81,7 +81,7 @@ def build_network(config: TrainConfig, n_in: int, n_classes: int):
                   seed=config.seed, gain=config.gain)
         shape = input_shape(config, n_in)
         if config.model == "convnet":
-            return convnet(shape, channels=config.channels, fc_hidden=config.fc_hidden, **kw)
+            return convnet(shape, channels=config.channels, fc_hidden=config.fc_hidden, pool=config.pool, **kw)
         return {"vggsnn": vggsnn, "resnet19": resnet19}[config.model](shape, width=config.width, **kw)
     sizes = [n_in, *config.hidden, n_classes]
     # per-layer densities with exact connection counts summing to D x total
