@@ -124,6 +124,10 @@ def test_dense_conv_pool_bn_add_kernels_match_reference(device, rng):
         close(bk.to_host(Yp), want_y, "maxpool")
         assert np.array_equal(bk.to_host(arg), want_arg)
         close(bk.to_host(GXp), R.maxpool_backward(Gp, want_arg, pg), "maxpool backward")
+        Sp = (Xp > 0.3).astype(np.float32)  # spikes: ties in most windows, the first max must win
+        bk.maxpool_forward(pg, bk.to_device(Sp), Yp, arg)
+        want_y, want_arg = R.maxpool_forward(Sp, pg)
+        assert np.array_equal(bk.to_host(Yp), want_y) and np.array_equal(bk.to_host(arg), want_arg)
 
     Xc = (rng.standard_normal((3, 40)) * 2 + 1).astype(np.float32)
     Gc = rng.standard_normal((3, 40)).astype(np.float32)

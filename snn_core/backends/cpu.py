@@ -118,6 +118,12 @@ class CpuBackend(KernelModuleBackend):
     def avgpool_forward(self, g, X, Y):
         KC.avgpool_forward(g, X, Y)
 
+    def maxpool_forward(self, g, X, Y, arg):
+        KC.maxpool_forward(g, X, Y, arg)
+
+    def maxpool_backward(self, g, G, arg, GX):
+        KC.maxpool_backward(g, G, arg, GX)
+
     def avgpool_backward(self, g, G, GX):
         KC.avgpool_backward(g, G, GX)
 

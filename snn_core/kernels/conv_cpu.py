@@ -520,3 +520,48 @@ def _avgpool_backward(G, GX, c_in, h, w, k):
 def avgpool_backward(g, G, GX):
     """Each window's gradient G (c*oh*ow, N) spread evenly over its inputs in GX (c*h*w, N). Readable twin: :func:`snn_core.kernels.reference.avgpool_backward`."""
     _avgpool_backward(G, GX, g.c_in, g.h, g.w, g.kh)
+
+
+@numba.njit(parallel=True, **_jit)
+def _maxpool_forward(X, Y, arg, c_in, h, w, k):
+    oh, ow, N = h // k, w // k, X.shape[1]
+    for r in prange(c_in * oh):
+        c, oy = r // oh, r % oh
+        for ox in range(ow):
+            y, a = Y[r * ow + ox], arg[r * ow + ox]
+            first = X[(c * h + oy * k) * w + ox * k]
+            for n in range(N):
+                y[n] = first[n]
+                a[n] = 0
+            for i in range(1, k * k):  # window offsets in row-major order, as the twin's views
+                x = X[(c * h + oy * k + i // k) * w + ox * k + i % k]
+                pos = np.uint8(i)
+                for n in range(N):
+                    bigger = x[n] > y[n]  # strictly: a tie keeps the first max
+                    y[n] = x[n] if bigger else y[n]
+                    a[n] = pos if bigger else a[n]
+
+
+def maxpool_forward(g, X, Y, arg):
+    """Max of every k x k window of X (c*h*w, N) into Y, its offset in the window into ``arg`` (uint8). Readable twin: :func:`snn_core.kernels.reference.maxpool_forward`."""
+    _maxpool_forward(X, Y, arg, g.c_in, g.h, g.w, g.kh)
+
+
+@numba.njit(parallel=True, **_jit)
+def _maxpool_backward(G, arg, GX, c_in, h, w, k):
+    oh, ow, N = h // k, w // k, G.shape[1]
+    zero = GX.dtype.type(0.0)
+    for r in prange(c_in * oh):
+        c, oy = r // oh, r % oh
+        for ox in range(ow):
+            gy, a = G[r * ow + ox], arg[r * ow + ox]
+            for i in range(k * k):
+                gx = GX[(c * h + oy * k + i // k) * w + ox * k + i % k]
+                pos = np.uint8(i)
+                for n in range(N):
+                    gx[n] = gy[n] if a[n] == pos else zero
+
+
+def maxpool_backward(g, G, arg, GX):
+    """Each window's gradient G (c*oh*ow, N) to the input that was its max, zero to the others, in GX (c*h*w, N). Readable twin: :func:`snn_core.kernels.reference.maxpool_backward`."""
+    _maxpool_backward(G, arg, GX, g.c_in, g.h, g.w, g.kh)
