@@ -784,6 +784,39 @@ def _bits16(typingctx, X8, j, n0):
     return sig, codegen
 
 
+def _counting_loop(builder, name, start, end, init):
+    """Open the IR loop ``for k in range(start, end)`` carrying the values ``init``; the builder is left in its body.
+
+    Returns ``(k, carried, close)``: ``carried`` are the loop's phis (the
+    values at the top of an iteration); ``close(new_values)`` ends the body
+    with ``k + 1`` and the new values and leaves the builder after the loop,
+    where ``carried`` hold the final values.
+    """
+    entry = builder.block
+    head = builder.append_basic_block(f"{name}_head")
+    body = builder.append_basic_block(f"{name}_body")
+    done = builder.append_basic_block(f"{name}_done")
+    builder.branch(head)
+    builder.position_at_end(head)
+    k = builder.phi(start.type)
+    carried = [builder.phi(v.type) for v in init]
+    k.add_incoming(start, entry)
+    for p, v in zip(carried, init):
+        p.add_incoming(v, entry)
+    builder.cbranch(builder.icmp_signed("<", k, end), body, done)
+    builder.position_at_end(body)
+
+    def close(new_values):
+        k_next = builder.add(k, ir.Constant(k.type, 1))
+        last = builder.block
+        builder.branch(head)
+        k.add_incoming(k_next, last)
+        for p, v in zip(carried, new_values):
+            p.add_incoming(v, last)
+        builder.position_at_end(done)
+    return k, carried, close
+
+
 def _make_madd_block(nb):
     """An intrinsic ``Y[r, 16 wb : 16 (wb + nb)] += data[k]`` on the spiking columns of ``indices[k]``, k in ks[q0:q1].
 
@@ -826,21 +859,7 @@ def _make_madd_block(nb):
             q_first = context.cast(builder, a[5], t[5], ip)
             q_end = context.cast(builder, a[6], t[6], ip)
             init = [builder.load(builder.gep(yp, [const(i)]), align=4) for i in range(nb)]
-            entry = builder.block
-            head = builder.append_basic_block("block_head")
-            body = builder.append_basic_block("block_body")
-            done = builder.append_basic_block("block_done")
-            builder.branch(head)
-
-            builder.position_at_end(head)
-            q = builder.phi(intp)
-            acc = [builder.phi(vty) for _ in range(nb)]
-            q.add_incoming(q_first, entry)
-            for p, v in zip(acc, init):
-                p.add_incoming(v, entry)
-            builder.cbranch(builder.icmp_signed("<", q, q_end), body, done)
-
-            builder.position_at_end(body)
+            q, acc, close = _counting_loop(builder, "block", q_first, q_end, init)
             k = load_at(4, q)
             wv = _splat(builder, load_at(8, k), vty)
             xrow = _item_ptr(context, builder, t[3], a[3], [load_at(7, k), wb_], [ip, ip])
@@ -848,14 +867,7 @@ def _make_madd_block(nb):
             for i in range(nb):
                 s = builder.fadd(acc[i], wv) if i % 2 == 0 else builder.call(fma, [wv, onev, acc[i]])
                 new.append(builder.select(_mask16(builder, builder.gep(xrow, [const(i)])), s, acc[i]))
-            q_next = builder.add(q, const(1))
-            body_end = builder.block
-            builder.branch(head)
-            q.add_incoming(q_next, body_end)
-            for p, v in zip(acc, new):
-                p.add_incoming(v, body_end)
-
-            builder.position_at_end(done)
+            close(new)
             for i in range(nb):
                 builder.store(acc[i], builder.gep(yp, [const(i)]), align=4)
             return context.get_dummy_value()
@@ -894,18 +906,7 @@ def _dot16x4(typingctx, G, r, Xb, nw, j0, j1, j2, j3, one):
         zv = ir.Constant(vty, [0.0] * 16)
         npairs = builder.sdiv(nw, ir.Constant(intp, 2))
 
-        entry = builder.block
-        head = builder.append_basic_block("dot_head")
-        body = builder.append_basic_block("dot_body")
-        done = builder.append_basic_block("dot_done")
-        builder.branch(head)
-        builder.position_at_end(head)
-        k = builder.phi(intp)
-        acc = [builder.phi(vty) for _ in range(8)]
-        k.add_incoming(zero_i, entry)
-        for p in acc:
-            p.add_incoming(zv, entry)
-        builder.cbranch(builder.icmp_signed("<", k, npairs), body, done)
+        k, acc, close = _counting_loop(builder, "dot", zero_i, npairs, [zv] * 8)
 
         def step(accs, w):
             g = builder.load(builder.gep(g0, [w]), align=4)
@@ -916,18 +917,11 @@ def _dot16x4(typingctx, G, r, Xb, nw, j0, j1, j2, j3, one):
                 out.append(builder.select(m, s, accs[i]))
             return out
 
-        builder.position_at_end(body)
         w0 = builder.mul(k, ir.Constant(intp, 2))
         even = step(acc[:4], w0)
         odd = step(acc[4:], builder.add(w0, ir.Constant(intp, 1)))
-        k1 = builder.add(k, ir.Constant(intp, 1))
-        body_end = builder.block
-        builder.branch(head)
-        k.add_incoming(k1, body_end)
-        for p, v in zip(acc, even + odd):
-            p.add_incoming(v, body_end)
-
-        builder.position_at_end(done)
+        close(even + odd)
+        done = builder.block
         # odd word count: one more word into the even set
         last = builder.sub(nw, ir.Constant(intp, 1))
         with builder.if_then(builder.icmp_signed("==", builder.srem(nw, ir.Constant(intp, 2)),
