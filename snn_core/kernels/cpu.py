@@ -98,6 +98,7 @@ from ..surrogate import smooth_spike, surrogate_grad
 # loops with a division vectorise (Adam 3x faster); no kernel divides by zero.
 _jit = dict(cache=True, nogil=True, error_model="numpy")
 
+
 def _env_ns(name, default):
     """A non-negative number of nanoseconds from the environment variable ``name``, else ``default``."""
     raw = os.environ.get(name)
@@ -118,11 +119,11 @@ def _env_ns(name, default):
 #: the parallel version only paid off for calls above ~3 ms of serial work.
 #: On the Emerald Rapids guest the fc1 kernels of the MNIST network ran
 #: 1.4-1.8x faster in parallel when timed alone, yet made the training loop
-#: 8-15% slower (the serial kernels around them then read data the other
+#: 7-15% slower (the serial kernels around them then read data the other
 #: core had written), so the threshold stayed. ``SNN_CORE_PARALLEL_MIN_NS``
-#: in the environment sets it for a process (e.g. lower for inference, where
-#: it paid 10-20% there). The choice depends only on shapes, nnz and spike
-#: counts, and both builds give the same bits (tests/test_determinism.py).
+#: in the environment sets it for a process. The choice depends only on
+#: shapes, nnz and spike counts, and both builds give the same bits
+#: (tests/test_determinism.py).
 PARALLEL_MIN_NS = _env_ns("SNN_CORE_PARALLEL_MIN_NS", 3_000_000.0)
 
 # Serial costs per element (ns), measured on the 2-core AMD EPYC (Zen 4) of
