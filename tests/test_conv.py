@@ -452,15 +452,18 @@ def _tiny_images(seed=0, n=60, n_test=20, side=8):
     return Dataset(x[:n], y[:n], x[n:], y[n:], "tiny", "test", (side, side))
 
 
-def test_trainer_checkpoint_and_plots_with_a_conv_model(tmp_path):
+@pytest.mark.parametrize("pool", ["avg", "max"])
+def test_trainer_checkpoint_and_plots_with_a_conv_model(tmp_path, pool):
     from snn_core.config import TrainConfig
     from snn_core.training import Trainer, restore_trainer
 
     cfg = TrainConfig(model="convnet", channels=[3, 6], encoder="direct", steps=3, density=0.3, init="uniform",
-                      epochs=2, batch_size=10, t_iter=2, quiet=True, seed=1, lr=0.02, out_dir=str(tmp_path / "run"))
+                      epochs=2, batch_size=10, t_iter=2, quiet=True, seed=1, lr=0.02, out_dir=str(tmp_path / "run"),
+                      pool=pool)
     ds = _tiny_images()
     tr = Trainer(cfg, ds)
-    assert [type(l).__name__ for l in tr.network.layers][:4] == ["SparseConv2d", "BatchNorm2d", "LIF", "AvgPool2d"]
+    pooling = {"avg": "AvgPool2d", "max": "MaxPool2d"}[pool]
+    assert [type(l).__name__ for l in tr.network.layers][:4] == ["SparseConv2d", "BatchNorm2d", "LIF", pooling]
     summary = tr.fit()
     possible = sum(math.prod(l.weight_shape) for l in tr.network.sparse_layers())
     assert sum(l.nnz for l in tr.network.sparse_layers()) == round(0.3 * possible)
