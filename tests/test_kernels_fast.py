@@ -114,7 +114,7 @@ def test_bit_path_adds_in_connection_order(N, mode):
     indptr, indices = random_connectivity(n_out, n_in, 0.4, rng)
     data = fan_in_uniform(indptr, rng, 1.0, F32)
     X = (rng.random((n_in, N)) < rng.random((n_in, 1)) * 0.6).astype(F32)
-    X[:3, : N - 2] = 0  # three inputs below the list threshold (two spikes each)
+    X[:3, : N - 2] = 0  # three inputs below the list threshold (at most two spikes each)
     X8, cnt, cols, _, Xb = pack(X, thr, bits=True)
     bias = rng.normal(size=n_out).astype(F32)
     Y = np.empty((n_out, N), F32)
