@@ -25,6 +25,28 @@ def _flag(name):
     return "--" + name.replace("_", "-")
 
 
+def _name_value(text):
+    """``"conv2=0.3"`` -> ``("conv2", 0.3)`` (argparse type of the dict-valued flags)."""
+    name, sep, value = text.partition("=")
+    try:
+        if not (sep and name):
+            raise ValueError
+        return name, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, got {text!r}") from None
+
+
+class _DictAction(argparse.Action):
+    """Collect ``NAME=VALUE`` pairs into a dict; a name given twice is an error, not a silent override."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        names = [name for name, _ in values]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            parser.error(f"{option_string}: {', '.join(twice)} given more than once")
+        setattr(namespace, self.dest, dict(values))
+
+
 def _add_config_flags(p):
     g = p.add_argument_group("training configuration (TrainConfig fields; defaults = the main job)")
     defaults = TrainConfig()
@@ -39,6 +61,8 @@ def _add_config_flags(p):
             g.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kw)
         elif f.name in ("hidden", "channels", "fc_hidden", "input_shape"):
             g.add_argument(_flag(f.name), type=int, nargs="+", metavar="N", **kw)
+        elif f.type.startswith("dict"):
+            g.add_argument(_flag(f.name), type=_name_value, nargs="+", metavar="NAME=D", action=_DictAction, **kw)
         else:
             base = f.type.split("|")[0].strip()
             conv = {"int": int, "float": float, "str": str}[base]

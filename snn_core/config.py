@@ -78,6 +78,10 @@ class TrainConfig:
                                             "1-, 2- or 3-channel images")
     dense_first: bool = option(True, "conv models only: keep the first sparse layer dense (the global density "
                                      "stays exact)")
+    layer_density: dict | None = option(None, "sparse models only: hold these sparse layers at a fixed density, "
+                                        "e.g. `--layer-density conv2=0.3` (layer names as printed at the start of "
+                                        "training); the other sparse layers share the rest of the budget by --init, so "
+                                        "the global density stays exactly --density")
     density: float = option(0.1, "target global connection density D of the sparse network (connections / possible"
                                  " connections)")
     init: str = option("erdos_renyi", "how the sparse layers' initial connections are drawn: erdos_renyi "
@@ -185,6 +189,11 @@ class TrainConfig:
              "None or [channels, height, width]")
         if self.input_shape is not None:
             self.input_shape = list(self.input_shape)
+        need(self.layer_density is None or (isinstance(self.layer_density, dict) and all(
+            isinstance(k, str) and k and isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1
+            for k, v in self.layer_density.items())), "layer_density", "None or {layer name: density in (0, 1]}")
+        if self.layer_density is not None:
+            self.layer_density = {k: float(v) for k, v in self.layer_density.items()}
         need(isinstance(self.min_per_row, int) and self.min_per_row >= 0, "min_per_row", "an integer >= 0")
         choice("output", ("readout", "lif", "linear"))
         choice("loss", ("ce_membrane", "ce_count", "mse_rate", "tet"))
@@ -235,6 +244,8 @@ class TrainConfig:
                     setattr(self, f.name, float(value))
             elif base == "str":
                 ok, kind = isinstance(value, str), "a string"
+            elif base == "dict":
+                ok, kind = isinstance(value, dict), "a table {name: value}"
             else:  # hidden: a list of layer sizes
                 ok = isinstance(value, (list, tuple)) and all(isinstance(h, int) and not isinstance(h, bool)
                                                                for h in value)

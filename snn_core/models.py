@@ -19,7 +19,9 @@ reference models of the paper (ESL-SNNs follow TET, Deng et al. 2021):
 versions run on a laptop; the classifier sizes follow. ``sparse=True`` makes
 every synaptic layer sparse (:class:`SparseConv2d`, SparseLinear), with exact
 per-layer connection counts from :func:`snn_core.structure.sparse_init`
-(``init``, ``dense_first``); ``sparse=False`` builds the dense control.
+(``init``, ``dense_first``, ``layer_density``: a dict {layer name: density}
+holding those layers at a fixed density while the others share the rest);
+``sparse=False`` builds the dense control.
 ``output="readout"`` ends in a leaky-integrator readout (membrane losses);
 ``"linear"`` ends with the classifier's per-step current (TET's output).
 """
@@ -105,16 +107,17 @@ class _Builder:
         raise ValueError(f"output: expected 'readout', 'lif' or 'linear', got {output!r}")
 
 
-def _finish(layers, b, init, density, dense_first, seed, gain):
+def _finish(layers, b, init, density, dense_first, seed, gain, layer_density):
     net = Network(layers)
     if b.sparse:
-        sparse_init(net, density, method=init, seed=seed, gain=gain, dense_first=dense_first)
+        sparse_init(net, density, method=init, seed=seed, gain=gain, dense_first=dense_first,
+                    layer_density=layer_density)
     return net
 
 
 def convnet(input_shape=(1, 28, 28), n_classes=10, channels=(32, 64), density=0.1, sparse=True, init="uniform",
             dense_first=True, pool="avg", output="readout", hidden=None, readout=None, seed=0, gain=1.0,
-            dtype=np.float32, fc_hidden=()):
+            dtype=np.float32, fc_hidden=(), layer_density=None):
     """The laptop conv ESL-SNN: ``len(channels)`` blocks (conv3x3-BN-LIF-pool2), then a sparse classifier.
 
     Defaults (MNIST): 1x28x28 -> 32C3-BN-LIF-AP2 -> 64C3-BN-LIF-AP2 ->
@@ -139,11 +142,12 @@ def convnet(input_shape=(1, 28, 28), n_classes=10, channels=(32, 64), density=0.
         n = size
     layers += [b.linear(n, n_classes, "fc")]
     layers += b.head(n_classes, output, readout)
-    return _finish(layers, b, init, density, dense_first, seed, gain)
+    return _finish(layers, b, init, density, dense_first, seed, gain, layer_density)
 
 
 def vggsnn(input_shape=(2, 48, 48), n_classes=10, width=1.0, density=0.1, sparse=True, init="erk",
-           dense_first=False, output="linear", hidden=None, readout=None, seed=0, gain=1.0, dtype=np.float32):
+           dense_first=False, output="linear", hidden=None, readout=None, seed=0, gain=1.0, dtype=np.float32,
+           layer_density=None):
     """VGGSNN (TET / ESL-SNNs): :data:`VGGSNN_LAYERS` with ``width``-scaled channels, then Linear(C*h*w -> classes).
 
     DVS-CIFAR10 input: 2 x 48 x 48 (3 x 3 maps left before the classifier);
@@ -162,11 +166,12 @@ def vggsnn(input_shape=(2, 48, 48), n_classes=10, width=1.0, density=0.1, sparse
     n = int(np.prod(b.shape))
     layers += [Flatten(n, dtype=dtype), b.linear(n, n_classes, "fc")]
     layers += b.head(n_classes, output, readout)
-    return _finish(layers, b, init, density, dense_first, seed, gain)
+    return _finish(layers, b, init, density, dense_first, seed, gain, layer_density)
 
 
 def resnet19(input_shape=(3, 32, 32), n_classes=10, width=1.0, density=0.1, sparse=True, init="erk",
-             dense_first=False, output="linear", hidden=None, readout=None, seed=0, gain=1.0, dtype=np.float32):
+             dense_first=False, output="linear", hidden=None, readout=None, seed=0, gain=1.0, dtype=np.float32,
+           layer_density=None):
     """ResNet19 (TET): stem 3x3 conv-BN-LIF, :data:`RESNET19_STAGES` of basic blocks, global pool, 2 linear layers."""
     hidden = LIFParams() if hidden is None else hidden
     b = _Builder(input_shape, sparse, density, hidden, seed, gain, dtype)
@@ -196,4 +201,4 @@ def resnet19(input_shape=(3, 32, 32), n_classes=10, width=1.0, density=0.1, spar
     layers += [Flatten(c, dtype=dtype), b.linear(c, n_hidden, "fc1"), LIF(n_hidden, hidden, dtype=dtype, name="lif_fc1"),
                b.linear(n_hidden, n_classes, "fc2")]
     layers += b.head(n_classes, output, readout)
-    return _finish(layers, b, init, density, dense_first, seed, gain)
+    return _finish(layers, b, init, density, dense_first, seed, gain, layer_density)

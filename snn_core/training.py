@@ -78,7 +78,7 @@ def build_network(config: TrainConfig, n_in: int, n_classes: int):
     if config.model != "mlp":
         kw = dict(n_classes=n_classes, density=config.density, sparse=config.sparse, init=config.init,
                   dense_first=config.dense_first, output=config.output, hidden=hidden, readout=hidden,
-                  seed=config.seed, gain=config.gain)
+                  seed=config.seed, gain=config.gain, layer_density=config.layer_density)
         shape = input_shape(config, n_in)
         if config.model == "convnet":
             return convnet(shape, channels=config.channels, fc_hidden=config.fc_hidden, pool=config.pool, **kw)
@@ -89,9 +89,9 @@ def build_network(config: TrainConfig, n_in: int, n_classes: int):
                  if config.sparse else None)
     net = mlp(sizes, densities=densities, hidden=hidden, readout=hidden, output=config.output,
               sparse=config.sparse, seed=config.seed, gain=config.gain)
-    if config.sparse and config.min_per_row:  # re-draw so that every row gets its minimum
+    if config.sparse and (config.min_per_row or config.layer_density):  # re-draw: row minimum, fixed densities
         sparse_init(net, config.density, method=config.init, seed=config.seed, gain=config.gain,
-                    min_per_row=config.min_per_row)
+                    min_per_row=config.min_per_row, layer_density=config.layer_density)
     return net
 
 

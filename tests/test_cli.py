@@ -224,6 +224,27 @@ def test_toml_config_honoured_and_flags_override(tmp_path):
     assert (c["epochs"], c["seed"]) == (1, 8)  # flags win
 
 
+def test_layer_density_from_flag_and_toml_holds_the_layer_and_the_global_density(tmp_path):
+    out = tmp_path / "ld_flag"
+    ok(run_cli("train", "--max-train", 200, "--hidden", 32, "--epochs", 1, "--t-iter", 2, "--quiet",
+               "--layer-density", "fc2=0.5", "--out-dir", out))
+    s = json.loads((out / "summary.json").read_text())
+    assert s["config"]["layer_density"] == {"fc2": 0.5}
+    layers = {l["name"]: l for l in s["layers"]}
+    assert layers["fc2"]["nnz"] == 160  # half of 32 x 10, kept through rewiring
+    assert layers["fc1"]["nnz"] + 160 == round(0.1 * (784 * 32 + 32 * 10))
+    cfg = tmp_path / "ld.toml"
+    cfg.write_text(f'max_train = 200\nhidden = [32]\nepochs = 1\nquiet = true\nout_dir = "{(tmp_path / "ld_toml").as_posix()}"\n'
+                   '[layer_density]\nfc2 = 0.5\n')
+    ok(run_cli("train", "--config", cfg))
+    assert json.loads((tmp_path / "ld_toml" / "summary.json").read_text())["config"]["layer_density"] == {"fc2": 0.5}
+    r = fails(run_cli("train", "--max-train", 200, "--hidden", 32, "--layer-density", "fc9=0.5",
+                      "--out-dir", tmp_path / "x"))
+    assert "'fc9' is not a sparse layer" in r.stderr and "['fc1', 'fc2']" in r.stderr
+    r = fails(run_cli("train", "--layer-density", "fc2", "--out-dir", tmp_path / "y"))
+    assert "expected NAME=NUMBER, got 'fc2'" in r.stderr
+
+
 def test_json_config_honoured_and_flags_override(tmp_path):
     out = tmp_path / "json_run"
     cfg = tmp_path / "cfg.json"

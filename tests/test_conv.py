@@ -18,7 +18,7 @@ from snn_core.kernels import reference as R
 from snn_core.losses import tet
 from snn_core.models import RESNET19_STAGES, VGGSNN_LAYERS, convnet, resnet19, vggsnn
 from snn_core.structure import Rewirer, sparse_init
-from snn_core.structure.init import connection_counts, dense_first_counts
+from snn_core.structure.init import connection_counts, dense_first_counts, fixed_density_counts
 
 HAVE_CUDA = cuda_available()
 DEVICES = [pytest.param(d, marks=pytest.mark.skipif(d == "cuda" and not HAVE_CUDA, reason="no CUDA device/simulator"))
@@ -380,8 +380,37 @@ def test_erk_and_dense_first_counts_are_exact():
     layers = net.sparse_layers()
     possible = sum(math.prod(l.weight_shape) for l in layers)
     assert sum(l.nnz for l in layers) == round(0.2 * possible)
-    with pytest.raises(ValueError, match="dense first"):
+    with pytest.raises(ValueError, match="leaves nothing for the other layers"):
         dense_first_counts([(1000, 10), (2, 2)], 0.1)
+
+
+def test_fixed_density_counts_hold_the_named_layers_and_the_total():
+    shapes = [(32, 1, 3, 3), (128, 32, 3, 3), (256, 6272), (10, 256)]
+    sizes = [math.prod(s) for s in shapes]
+    c = fixed_density_counts(shapes, 0.1, {0: 1.0, 1: 0.3}, "erk")
+    assert c[0] == sizes[0] and c[1] == round(0.3 * sizes[1]) and sum(c) == round(0.1 * sum(sizes))
+    free = [k / z for k, z in zip(c[2:], sizes[2:])]
+    erk = connection_counts(shapes[2:], (sum(c[2:])) / sum(sizes[2:]), "erk")
+    assert abs(c[2] - erk[0]) <= 1 and free[1] > free[0]  # the rest spread by ERK: the small layer denser
+    with pytest.raises(ValueError, match="out of range"):
+        fixed_density_counts(shapes, 0.1, {4: 0.5})
+    with pytest.raises(ValueError, match="leaves nothing"):
+        fixed_density_counts(shapes, 0.1, {2: 0.5})  # 0.5 of fc1 alone is over the 10% budget
+    with pytest.raises(ValueError, match="leaves nothing"):
+        fixed_density_counts(shapes, 1.0, dict.fromkeys(range(4), 1.0))  # nothing left to share
+
+
+def test_convnet_layer_density_overrides_erk_and_dense_first():
+    kw = dict(channels=(4, 8), fc_hidden=(16,), density=0.2, init="erk", seed=0)
+    net = convnet((1, 12, 12), **kw, layer_density={"conv2": 0.5, "conv1": 0.5})
+    layers = {l.name: l for l in net.sparse_layers()}
+    assert layers["conv2"].nnz == round(0.5 * 8 * 4 * 9) and layers["conv1"].nnz == round(0.5 * 4 * 9)
+    possible = sum(math.prod(l.weight_shape) for l in layers.values())
+    assert sum(l.nnz for l in layers.values()) == round(0.2 * possible)
+    plain = {l.name: l.nnz for l in convnet((1, 12, 12), **kw).sparse_layers()}
+    assert plain["conv1"] == 4 * 9 and plain["conv2"] != layers["conv2"].nnz  # dense_first, ERK otherwise
+    with pytest.raises(ValueError, match="'conv3' is not a sparse layer"):
+        convnet((1, 12, 12), **kw, layer_density={"conv3": 0.5})
 
 
 # ---------------------------------------------------------------------------

@@ -433,6 +433,8 @@ def test_unknown_config_key():
     ("epochs", 0), ("val_fraction", 0.0), ("val_fraction", 1.0), ("lr", float("nan")),
     ("hidden", [0]), ("hidden", [64, -1]), ("hidden", 64), ("fc_hidden", [0]), ("fc_hidden", 256), ("fc_hidden", [True]),
     ("encoder", "morse"), ("device", "tpu"), ("max_train", 5), ("pool", "median"),
+    ("layer_density", {"conv2": 0}), ("layer_density", {"conv2": 1.5}), ("layer_density", {"conv2": True}),
+    ("layer_density", ["conv2", 0.3]), ("layer_density", {"": 0.3}),
 ])
 def test_bad_config_values_are_rejected(key, value):
     with pytest.raises(ValueError, match=key):

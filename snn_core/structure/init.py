@@ -352,26 +352,57 @@ def layer_shapes(layers, method):
             for l in layers]
 
 
-def dense_first_counts(shapes, density, method="erdos_renyi", min_per_row=0):
-    """Connection counts with the first layer dense and the others sharing the rest by ``method``.
+def fixed_density_counts(shapes, density, fixed, method="erdos_renyi", min_per_row=0):
+    """Connection counts with some layers at a fixed density and the others sharing the rest by ``method``.
 
-    The total stays exactly ``round(density * total possible)`` (the other
-    layers get density ``(D * total - size_0) / (total - size_0)`` among
-    themselves). ValueError when the first layer alone exceeds the budget.
+    The total stays exactly ``round(density * total possible)``: the other
+    layers get density ``(D * total - fixed connections) / (their size)``
+    among themselves, spread by ``method``. ValueError when the fixed layers
+    alone use the whole budget or every layer is fixed.
+
+    Parameters
+    ----------
+    shapes : sequence of layer shapes, as for :func:`connection_counts`
+    density : float in (0, 1], the global density D
+    fixed : dict {layer index: density in (0, 1]}
+        Layer ``k`` gets ``round(fixed[k] * size_k)`` connections whatever
+        ``method`` would give it (e.g. ``{0: 1.0}``: the first layer dense).
+    method, min_per_row : as for :func:`connection_counts`
+
+    Returns
+    -------
+    list of int
     """
     density = check_density(density)
     sizes = [math.prod(s) for s in shapes]
     budget = int(round(density * sum(sizes)))
-    if len(shapes) == 1 or budget <= sizes[0]:
-        raise ValueError(f"density: {density!r} leaves nothing after the dense first layer "
-                         f"({sizes[0]} of {budget} connections); raise density or drop dense_first")
-    rest = (budget - sizes[0]) / (sum(sizes) - sizes[0])
-    counts = connection_counts(shapes[1:], min(rest, 1.0), method, min_per_row)
-    counts[-1] += budget - sizes[0] - sum(counts)  # rounding of the rescaled density: exact total
-    return [sizes[0]] + counts
+    bad = sorted(k for k in fixed if not 0 <= k < len(shapes))
+    if bad:
+        raise ValueError(f"fixed: layer index(es) {bad} out of range for {len(shapes)} layers")
+    out = {k: int(round(check_density(d) * sizes[k])) for k, d in fixed.items()}
+    free = [k for k in range(len(shapes)) if k not in out]
+    used = sum(out.values())
+    if not free or budget <= used:
+        raise ValueError(f"density: {density!r} leaves nothing for the other layers after the fixed-density ones "
+                         f"({used} of {budget} connections); raise density or lower the fixed densities")
+    rest = (budget - used) / sum(sizes[k] for k in free)
+    counts = connection_counts([shapes[k] for k in free], min(rest, 1.0), method, min_per_row)
+    counts[-1] += budget - used - sum(counts)  # rounding of the rescaled density: exact total
+    out.update(zip(free, counts))
+    return [out[k] for k in range(len(shapes))]
 
 
-def sparse_init(network, density, method="erdos_renyi", seed=0, gain=1.0, min_per_row=0, dense_first=False):
+def dense_first_counts(shapes, density, method="erdos_renyi", min_per_row=0):
+    """Connection counts with the first layer dense and the others sharing the rest by ``method``.
+
+    :func:`fixed_density_counts` with ``{0: 1.0}``. ValueError when the first
+    layer alone exceeds the budget.
+    """
+    return fixed_density_counts(shapes, density, {0: 1.0}, method, min_per_row)
+
+
+def sparse_init(network, density, method="erdos_renyi", seed=0, gain=1.0, min_per_row=0, dense_first=False,
+                layer_density=None):
     """(Re)initialise every sparse layer (SparseLinear, SparseConv2d) of ``network`` in place at global ``density``.
 
     Each layer gets exactly the count of :func:`connection_counts`, placed
@@ -391,6 +422,11 @@ def sparse_init(network, density, method="erdos_renyi", seed=0, gain=1.0, min_pe
     dense_first : bool
         Keep the first sparse layer dense (:func:`dense_first_counts`); the
         global total stays exact.
+    layer_density : dict {layer name: density in (0, 1]} or None
+        Layers held at these densities whatever ``method`` would give them
+        (:func:`fixed_density_counts`; a name given here overrides
+        ``dense_first`` for that layer); the others share the rest of the
+        budget, so the global total stays exact.
 
     Returns
     -------
@@ -404,8 +440,14 @@ def sparse_init(network, density, method="erdos_renyi", seed=0, gain=1.0, min_pe
     if not layers:
         raise ValueError("network: has no SparseLinear layers to initialise")
     shapes = layer_shapes(layers, method)
-    if dense_first:
-        counts = dense_first_counts(shapes, density, method, min_per_row)
+    fixed = {0: 1.0} if dense_first else {}
+    names = [layer.name for layer in layers]
+    for name, d in (layer_density or {}).items():
+        if name not in names:
+            raise ValueError(f"layer_density: {name!r} is not a sparse layer of this network; its sparse layers are {names}")
+        fixed[names.index(name)] = d
+    if fixed:
+        counts = fixed_density_counts(shapes, density, fixed, method, min_per_row)
         p = [c / math.prod(s) for c, s in zip(counts, shapes)]
     else:
         counts = connection_counts(shapes, density, method, min_per_row)
