@@ -505,6 +505,22 @@ def test_trainer_checkpoint_and_plots_with_a_conv_model(tmp_path, pool):
     np.testing.assert_array_equal(np.asarray(back.network.forward(x)), np.asarray(tr.network.forward(x)))
 
 
+def test_eval_batch_size_bounds_the_widest_output_and_does_not_change_the_accuracy():
+    from snn_core.config import TrainConfig
+    from snn_core.training import Trainer
+
+    ds = _tiny_images()
+    common = dict(model="convnet", channels=[3, 6], encoder="direct", density=0.3, init="uniform", quiet=True)
+    tr = Trainer(TrainConfig(**common, steps=3, batch_size=10), ds)
+    assert tr.eval_batch_size() == 200  # 3x8x8 maps x 3 steps: 2.3 KB per sample
+    tr.EVAL_BATCH_BYTES = 3 * 8 * 8 * 3 * 4 * 40  # room for 40 samples
+    assert tr.eval_batch_size() == 40
+    tr.EVAL_BATCH_BYTES = 1
+    assert tr.eval_batch_size() == 10  # never below the training batch
+    # batch norm in eval mode and direct coding: every sample is independent of its batch
+    assert tr.evaluate(ds.x_test, ds.y_test, 7)[0] == tr.evaluate(ds.x_test, ds.y_test, 40)[0]
+
+
 def test_kernel_grid_puts_every_kernel_in_its_tile():
     from snn_core.viz import kernel_grid
 
