@@ -60,8 +60,12 @@ class TrainConfig:
     augment: str = option("none", "training-time augmentation of every batch (never of validation or test "
                                   "images): none | shift (random translation by up to --shift-pixels in each "
                                   "direction, zero fill) | cifar (random crop with 4-pixel padding, then horizontal "
-                                  "flip) | dvs (horizontal flip, then roll by up to 5 pixels)")
-    shift_pixels: int = option(2, "--augment shift: the largest translation in pixels")
+                                  "flip) | dvs (horizontal flip, then roll by up to 5 pixels) | affine (random "
+                                  "rotation by up to --rotate-degrees, zoom by up to --zoom and translation by up to "
+                                  "--shift-pixels, bilinear, zero fill)")
+    shift_pixels: int = option(2, "--augment shift and affine: the largest translation in pixels")
+    rotate_degrees: float = option(10.0, "--augment affine: the largest rotation, in degrees either way")
+    zoom: float = option(0.1, "--augment affine: the largest relative change of scale (0.1: from 0.9x to 1.1x)")
     # network
     model: str = option("mlp", "network family: mlp | convnet | vggsnn | resnet19 (builders in snn_core.models)")
     hidden: list = option(None, "sizes of the hidden LIF layers, e.g. `--hidden 800` or `--hidden 500 300`",
@@ -164,8 +168,11 @@ class TrainConfig:
             need(getattr(self, name) in options, name, f"one of {list(options)}")
 
         choice("encoder", ("bernoulli", "poisson", "direct", "latency", "frames"))
-        choice("augment", ("none", "shift", "cifar", "dvs"))
+        choice("augment", ("none", "shift", "cifar", "dvs", "affine"))
         need(self.shift_pixels >= 1, "shift_pixels", "an integer >= 1")
+        need(math.isfinite(self.rotate_degrees) and 0 <= self.rotate_degrees <= 180, "rotate_degrees",
+             "a value in [0, 180]")
+        need(math.isfinite(self.zoom) and 0 <= self.zoom < 1, "zoom", "a value in [0, 1)")
         need(isinstance(self.steps, int) and self.steps >= 1, "steps", "an integer >= 1")
         need(0 < self.val_fraction < 1, "val_fraction", "a fraction in (0, 1)")
         need(self.max_train is None or (isinstance(self.max_train, int) and self.max_train >= 10), "max_train", "None or an integer >= 10")

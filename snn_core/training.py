@@ -27,7 +27,7 @@ from . import losses
 from .backends import get_backend
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .data.augment import augment_cifar, augment_dvs, random_crop
+from .data.augment import augment_cifar, augment_dvs, random_affine, random_crop
 from .data.datasets import load_dataset, to_float, train_val_split
 from .data.encoders import get_encoder
 from .models import convnet, resnet19, vggsnn
@@ -350,6 +350,9 @@ class Trainer:
         images = x.reshape(x.shape[:-1] + tuple(self.image_shape))
         if kind == "shift":
             out = random_crop(images, rng, padding=self.config.shift_pixels)
+        elif kind == "affine":
+            cfg = self.config
+            out = random_affine(images, rng, cfg.rotate_degrees, cfg.zoom, cfg.shift_pixels)
         elif kind == "cifar":
             out = augment_cifar(images, rng)
         else:

@@ -23,11 +23,13 @@ __all__ = [
     "CIFAR10_STD",
     "CIFAR100_MEAN",
     "CIFAR100_STD",
+    "affine",
     "augment_cifar",
     "augment_dvs",
     "channel_stats",
     "hflip",
     "normalize",
+    "random_affine",
     "random_crop",
     "random_hflip",
     "random_roll",
@@ -97,6 +99,69 @@ def random_crop(x, rng: np.random.Generator, padding: int = 4, fill=0) -> np.nda
     """
     x = _batch(x)
     return translate(x, rng.integers(-padding, padding + 1, size=(x.shape[0], 2)), fill)
+
+
+def affine(x, matrices, fill=0) -> np.ndarray:
+    """Warp each sample by its own 2x3 affine map, with bilinear interpolation.
+
+    Output pixel (i, j) of sample n reads the input at ``A_n @ (i - cy, j - cx, 1)
+    + (cy, cx)``, the image centre being ``(cy, cx) = ((H - 1) / 2, (W - 1) / 2)``,
+    so ``A_n`` maps output to input coordinates (rows first) around the
+    centre. Input pixels outside the image are ``fill``. The identity
+    ``[[1, 0, 0], [0, 1, 0]]`` returns x exactly; an integer translation
+    ``[[1, 0, dy], [0, 1, dx]]`` equals :func:`translate` by (dy, dx).
+
+    Parameters
+    ----------
+    x : array_like
+        (N, ..., H, W), floating point (the interpolation needs it).
+    matrices : array_like
+        (N, 2, 3) float.
+    fill : scalar
+        Value of the pixels that come from outside the image.
+    """
+    x = _batch(x)
+    if x.dtype.kind != "f":
+        raise ValueError(f"affine: expected a floating-point batch, got {x.dtype}")
+    A = np.asarray(matrices, np.float64)
+    if A.shape != (x.shape[0], 2, 3) or not np.isfinite(A).all():
+        raise ValueError(f"matrices must be finite of shape ({x.shape[0]}, 2, 3), got {A.shape}")
+    N, (H, W) = x.shape[0], x.shape[-2:]
+    cy, cx = (H - 1) / 2, (W - 1) / 2
+    i, j = np.meshgrid(np.arange(H) - cy, np.arange(W) - cx, indexing="ij")
+    # source coordinates of every output pixel, (N, H*W) each
+    sy = A[:, 0, 0, None] * i.ravel() + A[:, 0, 1, None] * j.ravel() + A[:, 0, 2, None] + cy
+    sx = A[:, 1, 0, None] * i.ravel() + A[:, 1, 1, None] * j.ravel() + A[:, 1, 2, None] + cx
+    y0, x0 = np.floor(sy).astype(np.int64), np.floor(sx).astype(np.int64)
+    fy, fx = (sy - y0).astype(x.dtype), (sx - x0).astype(x.dtype)
+    # the middle axes (channels, time) share each sample's map; one extra pixel, index H*W, holds
+    # ``fill`` and stands for everything outside the image
+    flat = x.reshape(N, -1, H * W)
+    flat = np.concatenate([flat, np.full(flat.shape[:2] + (1,), fill, x.dtype)], axis=2)
+    rows = np.arange(N)[:, None]
+    out = None
+    for dy, dx, w in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
+        yy, xx = y0 + dy, x0 + dx
+        idx = np.where((yy >= 0) & (yy < H) & (xx >= 0) & (xx < W), yy * W + xx, H * W)
+        term = flat[rows, :, idx] * w[:, :, None]  # (N, H*W, middle)
+        out = term if out is None else out + term
+    return np.ascontiguousarray(np.moveaxis(out, 1, 2)).reshape(x.shape)
+
+
+def random_affine(x, rng: np.random.Generator, degrees: float = 10.0, zoom: float = 0.1, shift: float = 2.0,
+                  fill=0) -> np.ndarray:
+    """:func:`affine` by a random rotation, zoom and translation per sample (MNIST-style augmentation).
+
+    Per sample, uniformly: angle in ``[-degrees, degrees]``, scale in
+    ``[1 - zoom, 1 + zoom]``, (dy, dx) in ``[-shift, shift]`` pixels (one
+    ``rng.uniform`` draw of shape (N, 4)).
+    """
+    x = _batch(x)
+    u = rng.uniform(-1.0, 1.0, size=(x.shape[0], 4))
+    theta, scale = np.deg2rad(degrees) * u[:, 0], 1.0 + zoom * u[:, 1]
+    c, s = np.cos(theta) / scale, np.sin(theta) / scale  # output -> input: the inverse rotation and zoom
+    A = np.stack([np.stack([c, -s, shift * u[:, 2]], 1), np.stack([s, c, shift * u[:, 3]], 1)], 1)
+    return affine(x, A, fill)
 
 
 def hflip(x) -> np.ndarray:
