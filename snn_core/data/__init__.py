@@ -15,11 +15,13 @@ from .augment import (
     CIFAR10_STD,
     CIFAR100_MEAN,
     CIFAR100_STD,
+    affine,
     augment_cifar,
     augment_dvs,
     channel_stats,
     hflip,
     normalize,
+    random_affine,
     random_crop,
     random_hflip,
     random_roll,
@@ -75,6 +77,7 @@ from .errors import DataFormatError
 from .idx import IDXFormatError, read_idx, write_idx
 
 __all__ = [
+    "affine",
     "ARCHIVES",
     "augment_cifar",
     "augment_dvs",
@@ -120,6 +123,7 @@ __all__ = [
     "make_events",
     "normalize",
     "poisson_encode",
+    "random_affine",
     "random_crop",
     "random_hflip",
     "random_roll",
