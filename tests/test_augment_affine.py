@@ -12,20 +12,22 @@ def _eye(n):
     return np.tile(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), (n, 1, 1))
 
 
-def test_identity_and_whole_pixel_shifts_are_exact(rng):
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_identity_and_whole_pixel_shifts_are_exact(rng, backend):
     x = rng.random((5, 3, 2, 9, 11)).astype(np.float32)  # (N, T, C, H, W): frames share the map
-    np.testing.assert_array_equal(affine(x, _eye(5)), x)
+    np.testing.assert_array_equal(affine(x, _eye(5), backend=backend), x)
     shifts = rng.integers(-3, 4, size=(5, 2))
     A = _eye(5)
     A[:, :, 2] = shifts
     for fill in (0.0, 0.5):
-        np.testing.assert_array_equal(affine(x, A, fill), translate(x, shifts, fill))
+        np.testing.assert_array_equal(affine(x, A, fill, backend), translate(x, shifts, fill))
 
 
-def test_quarter_turn_about_the_centre(rng):
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_quarter_turn_about_the_centre(rng, backend):
     x = rng.random((3, 1, 8, 8)).astype(np.float32)
     quarter = np.tile(np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0]]), (3, 1, 1))  # 90 degrees
-    np.testing.assert_allclose(affine(x, quarter), np.rot90(x, -1, axes=(2, 3)), atol=1e-6)
+    np.testing.assert_allclose(affine(x, quarter, backend=backend), np.rot90(x, -1, axes=(2, 3)), atol=1e-6)
 
 
 def test_half_pixel_shift_averages_neighbours_and_fills_outside(rng):
@@ -45,6 +47,17 @@ def test_random_affine_draws_one_map_per_sample(rng):
     np.testing.assert_array_equal(a[:, 0], a[:, 1])  # the channels of a sample move together
     assert a.shape == x.shape and a.dtype == x.dtype
     assert all(not np.allclose(a[n], x[n]) for n in range(6))
+
+
+@pytest.mark.parametrize("shape", [(4, 1, 28, 28), (3, 2, 2, 7, 10)])
+def test_numba_kernel_matches_its_numpy_twin(rng, shape):
+    x = rng.random(shape).astype(np.float32)
+    A = _eye(shape[0]) + rng.normal(0, 0.3, (shape[0], 2, 3))
+    A[:, :, 2] *= 10  # some maps send pixels far outside the image
+    for fill in (0.0, 0.25):
+        np.testing.assert_allclose(affine(x, A, fill), affine(x, A, fill, backend="numpy"), rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="backend"):
+        affine(x, A, backend="torch")
 
 
 def test_affine_rejects_integer_images_and_bad_matrices(rng):

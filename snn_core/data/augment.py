@@ -16,6 +16,7 @@ per-channel statistics below for CIFAR (DVS counts are used as they are).
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 __all__ = [
@@ -101,7 +102,7 @@ def random_crop(x, rng: np.random.Generator, padding: int = 4, fill=0) -> np.nda
     return translate(x, rng.integers(-padding, padding + 1, size=(x.shape[0], 2)), fill)
 
 
-def affine(x, matrices, fill=0) -> np.ndarray:
+def affine(x, matrices, fill=0, backend: str = "numba") -> np.ndarray:
     """Warp each sample by its own 2x3 affine map, with bilinear interpolation.
 
     Output pixel (i, j) of sample n reads the input at ``A_n @ (i - cy, j - cx, 1)
@@ -119,6 +120,9 @@ def affine(x, matrices, fill=0) -> np.ndarray:
         (N, 2, 3) float.
     fill : scalar
         Value of the pixels that come from outside the image.
+    backend : {"numba", "numpy"}
+        The compiled loop (default) or its readable NumPy twin; they agree
+        to float rounding (tests/test_augment_affine.py).
     """
     x = _batch(x)
     if x.dtype.kind != "f":
@@ -126,6 +130,18 @@ def affine(x, matrices, fill=0) -> np.ndarray:
     A = np.asarray(matrices, np.float64)
     if A.shape != (x.shape[0], 2, 3) or not np.isfinite(A).all():
         raise ValueError(f"matrices must be finite of shape ({x.shape[0]}, 2, 3), got {A.shape}")
+    if backend == "numpy":
+        return _affine_numpy(x, A, fill)
+    if backend != "numba":
+        raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
+    N, (H, W) = x.shape[0], x.shape[-2:]
+    flat = np.ascontiguousarray(x).reshape(N, -1, H, W)
+    out = np.empty_like(flat)
+    _affine_numba(flat, A, x.dtype.type(fill), out)
+    return out.reshape(x.shape)
+
+
+def _affine_numpy(x, A, fill):
     N, (H, W) = x.shape[0], x.shape[-2:]
     cy, cx = (H - 1) / 2, (W - 1) / 2
     i, j = np.meshgrid(np.arange(H) - cy, np.arange(W) - cx, indexing="ij")
@@ -146,6 +162,32 @@ def affine(x, matrices, fill=0) -> np.ndarray:
         term = flat[rows, :, idx] * w[:, :, None]  # (N, H*W, middle)
         out = term if out is None else out + term
     return np.ascontiguousarray(np.moveaxis(out, 1, 2)).reshape(x.shape)
+
+
+@numba.njit(cache=True, nogil=True)
+def _affine_numba(x, A, fill, out):
+    """The loop of :func:`_affine_numpy`: x, out (N, M, H, W); A (N, 2, 3) float64."""
+    N, M, H, W = x.shape
+    cy, cx = (H - 1) / 2, (W - 1) / 2
+    one = x.dtype.type(1)
+    for n in range(N):
+        for i in range(H):
+            for j in range(W):
+                di, dj = i - cy, j - cx
+                sy = A[n, 0, 0] * di + A[n, 0, 1] * dj + A[n, 0, 2] + cy
+                sx = A[n, 1, 0] * di + A[n, 1, 1] * dj + A[n, 1, 2] + cx
+                y0, x0 = int(np.floor(sy)), int(np.floor(sx))
+                fy, fx = x.dtype.type(sy - y0), x.dtype.type(sx - x0)
+                w00, w01 = (one - fy) * (one - fx), (one - fy) * fx
+                w10, w11 = fy * (one - fx), fy * fx
+                in_y0, in_y1 = 0 <= y0 < H, 0 <= y0 + 1 < H
+                in_x0, in_x1 = 0 <= x0 < W, 0 <= x0 + 1 < W
+                for m in range(M):
+                    v00 = x[n, m, y0, x0] if in_y0 and in_x0 else fill
+                    v01 = x[n, m, y0, x0 + 1] if in_y0 and in_x1 else fill
+                    v10 = x[n, m, y0 + 1, x0] if in_y1 and in_x0 else fill
+                    v11 = x[n, m, y0 + 1, x0 + 1] if in_y1 and in_x1 else fill
+                    out[n, m, i, j] = w00 * v00 + w01 * v01 + w10 * v10 + w11 * v11
 
 
 def random_affine(x, rng: np.random.Generator, degrees: float = 10.0, zoom: float = 0.1, shift: float = 2.0,
