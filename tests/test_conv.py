@@ -394,6 +394,8 @@ def test_fixed_density_counts_hold_the_named_layers_and_the_total():
     assert abs(c[2] - erk[0]) <= 1 and free[1] > free[0]  # the rest spread by ERK: the small layer denser
     with pytest.raises(ValueError, match="out of range"):
         fixed_density_counts(shapes, 0.1, {4: 0.5})
+    with pytest.raises(ValueError, match=r"only 25 connection\(s\) for 256 output neurons"):
+        fixed_density_counts(shapes, 0.1, {2: 25 / (256 * 6272)})
     with pytest.raises(ValueError, match="leaves nothing"):
         fixed_density_counts(shapes, 0.1, {2: 0.5})  # 0.5 of fc1 alone is over the 10% budget
     with pytest.raises(ValueError, match="leaves nothing"):

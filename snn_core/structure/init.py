@@ -380,6 +380,10 @@ def fixed_density_counts(shapes, density, fixed, method="erdos_renyi", min_per_r
     if bad:
         raise ValueError(f"fixed: layer index(es) {bad} out of range for {len(shapes)} layers")
     out = {k: int(round(check_density(d) * sizes[k])) for k, d in fixed.items()}
+    for k, c in out.items():  # as connection_counts: every output neuron needs its inputs
+        if c < max(min_per_row, 1) * shapes[k][0]:
+            raise ValueError(f"density: {fixed[k]!r} gives layer {k} {tuple(shapes[k])} only {c} connection(s) for "
+                             f"{shapes[k][0]} output neurons (at least {max(min_per_row, 1)} each); raise its density")
     free = [k for k in range(len(shapes)) if k not in out]
     used = sum(out.values())
     if not free or budget <= used:
