@@ -1,4 +1,7 @@
-"""Standard image/frame augmentations as pure NumPy functions with an explicit ``np.random.Generator``.
+"""Standard image/frame augmentations as NumPy functions with an explicit ``np.random.Generator``.
+
+(The bilinear :func:`affine` warp runs as a Numba loop by default; its NumPy
+twin is ``backend="numpy"``.)
 
 All functions take a batch whose last two axes are (H, W): CIFAR images
 (N, 3, 32, 32), DVS frames (N, T, 2, H, W). They never modify their input and
@@ -12,6 +15,8 @@ CIFAR (the usual recipe, torchvision's ``RandomCrop(32, padding=4)`` then
 recipe: flip with probability 0.5, then a circular roll by up to ±5 pixels in
 each direction): :func:`augment_dvs`. Then :func:`normalize` with the
 per-channel statistics below for CIFAR (DVS counts are used as they are).
+Digits (``--augment affine``): :func:`random_affine`, a small random
+rotation, zoom and shift (float images only).
 """
 
 from __future__ import annotations
