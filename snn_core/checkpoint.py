@@ -6,7 +6,9 @@ Layout (format version 2)::
                               snn_core_version, created
     /config            attrs: json (the TrainConfig)
     /network/<layer>   CSR arrays indptr, indices, data (+ bias) for sparse
-                       layers; weight (+ bias) for dense ones
+                       layers; weight (+ bias) for dense ones; members in
+                       network order (older files list them by name, so
+                       readers find layers by name, never by position)
     /best/<layer>      the same for the best-validation model
     /optimizer         attrs: iteration; /optimizer/<i>/<state> arrays
     /rewirer           the rewirer's state_dict (config, RNG, history)
@@ -210,9 +212,10 @@ def check_finite_tree(tree, where, path):
 def _write_state(f, state):
     """Write a ``Trainer.state_dict()`` into the open file ``f`` (layout of the module docstring)."""
     f.create_group("config").attrs["json"] = json.dumps(state["config"])
-    _write_tree(f.create_group("network"), state["network"])
+    # layers in network order (HDF5 lists a group's members by name unless told to keep creation order)
+    _write_tree(f.create_group("network", track_order=True), state["network"])
     if state["best"] is not None:
-        _write_tree(f.create_group("best"), state["best"])
+        _write_tree(f.create_group("best", track_order=True), state["best"])
     opt = state["optimizer"]
     g = f.create_group("optimizer")
     g.attrs["iteration"] = opt["iteration"]

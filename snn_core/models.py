@@ -35,7 +35,7 @@ from .network import Network
 from .neurons import LIFParams
 from .structure.init import sparse_init
 
-__all__ = ["convnet", "vggsnn", "resnet19", "VGGSNN_LAYERS", "RESNET19_STAGES", "MODELS"]
+__all__ = ["convnet", "vggsnn", "resnet19", "VGGSNN_LAYERS", "RESNET19_STAGES", "MODELS", "IO_LAYERS"]
 
 #: the paper's VGGSNN layer list: conv channels, "A" = 2x2 average pooling
 VGGSNN_LAYERS = (64, 128, "A", 256, 256, "A", 512, 512, "A", 512, 512, "A")
@@ -43,6 +43,12 @@ VGGSNN_LAYERS = (64, 128, "A", 256, 256, "A", 512, 512, "A", 512, 512, "A")
 RESNET19_STAGES = ((128, 3, 1), (256, 3, 2), (512, 2, 2))
 #: names ``snn-esl train --model`` accepts
 MODELS = ("mlp", "convnet", "vggsnn", "resnet19")
+#: per conv model, the layers whose shapes fix the network's input and class
+#: count: (first conv, its batch norm, output layer). The first conv keeps the
+#: image size (3x3, stride 1, padding 1), so input features = its input
+#: channels x the pixels of its batch norm. A checkpoint is read through
+#: these names, never through the order of its layers.
+IO_LAYERS = {"convnet": ("conv1", "bn1", "fc"), "vggsnn": ("conv1", "bn1", "fc"), "resnet19": ("conv0", "bn0", "fc2")}
 
 
 def _scaled(c, width):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from .config import TrainConfig
 from .data.augment import augment_cifar, augment_dvs, random_affine, random_crop
 from .data.datasets import load_dataset, to_float, train_val_split
 from .data.encoders import get_encoder
-from .models import convnet, resnet19, vggsnn
+from .models import IO_LAYERS, convnet, resnet19, vggsnn
 from .network import mlp
 from .neurons import LIFParams
 from .optim import SGD, Adam, make_schedule
@@ -69,6 +70,31 @@ def input_shape(config: TrainConfig, n_in: int):
         if c * side * side == n_in:
             return (c, side, side)
     raise ValueError(f"input_shape: cannot infer (channels, height, width) of {n_in} features; set input_shape")
+
+
+def _natural_key(name):
+    """Sort key that puts "fc2" before "fc10"."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def state_io_sizes(config: TrainConfig, state):
+    """(input features, classes) of the network whose :func:`network_state` is ``state``.
+
+    Found by layer name, never by the order of ``state`` (a checkpoint of an
+    earlier release lists its layers alphabetically: ``fc`` before ``fc1``).
+    Conv models: through the layers :data:`snn_core.models.IO_LAYERS` names
+    (``config.input_shape`` when it is set); MLPs: the first and last
+    synaptic layer in name order (``fc1`` ... ``fcN``).
+    """
+    shapes = {name: tuple(int(v) for v in s["shape"]) for name, s in state.items()
+              if isinstance(s, dict) and "shape" in s}
+    if config.model == "mlp":
+        names = sorted(shapes, key=_natural_key)
+        return shapes[names[0]][1], shapes[names[-1]][0]
+    conv, bn, out = IO_LAYERS[config.model]
+    if config.input_shape is not None:
+        return math.prod(config.input_shape), shapes[out][0]
+    return shapes[conv][1] // 9 * shapes[bn][1], shapes[out][0]  # 3x3 kernel: 9 columns per input channel
 
 
 def build_network(config: TrainConfig, n_in: int, n_classes: int):
@@ -579,7 +605,7 @@ class Trainer:
         for group in ("network", "best"):  # a missing layer is damage, never "keep the other copy"
             if state.get(group) is None:
                 continue
-            for layer in self.network.layers:
+            for layer in self.network.modules():  # residual blocks: their layers
                 if layer.parameters() and layer.name not in state[group]:
                     raise ValueError(f"/{group}/{layer.name} is missing (incomplete or damaged file)")
         for name, saved in (state.get("best") or {}).items():  # validate before changing anything
@@ -704,8 +730,7 @@ def network_from_checkpoint(path, last=False):
     try:
         config = TrainConfig.from_dict(ck["config"])
         state = ck["network"] if last or ck["best"] is None else ck["best"]
-        shapes = [tuple(int(v) for v in s["shape"]) for s in state.values()]
-        net = build_network(config, shapes[0][1], shapes[-1][0])
+        net = build_network(config, *state_io_sizes(config, state))
         load_network_state(net, state)
     except (KeyError, IndexError, TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint {path}: incomplete or damaged ({type(e).__name__}: {e})") from None
@@ -763,12 +788,12 @@ def _restore(path, ck, dataset, overrides):
     # resuming with the same config continues bit-identically; raising
     # 'epochs' re-plans both over the longer run (documented in docs/howto.md)
     trainer = Trainer(config, dataset=dataset)
-    shapes = [tuple(int(v) for v in s["shape"]) for s in ck["network"].values()]
-    if config.model == "mlp" and trainer.x_train.shape[-1] != shapes[0][1]:  # conv models: the state check below
-        raise ValueError(f"data: the checkpoint's network takes {shapes[0][1]} input features, the data "
+    n_in, n_classes = state_io_sizes(config, ck["network"])
+    if trainer.x_train.shape[-1] != n_in:
+        raise ValueError(f"data: the checkpoint's network takes {n_in} input features, the data "
                          f"({trainer.dataset_name}) has {trainer.x_train.shape[-1]}")
-    if trainer.n_classes != shapes[-1][0]:
-        raise ValueError(f"data: the checkpoint classifies {shapes[-1][0]} classes, the data "
+    if trainer.n_classes != n_classes:
+        raise ValueError(f"data: the checkpoint classifies {n_classes} classes, the data "
                          f"({trainer.dataset_name}) has {trainer.n_classes}")
     try:
         trainer.load_state_dict(ck)

@@ -507,6 +507,63 @@ def test_trainer_checkpoint_and_plots_with_a_conv_model(tmp_path, pool):
     np.testing.assert_array_equal(np.asarray(back.network.forward(x)), np.asarray(tr.network.forward(x)))
 
 
+@pytest.mark.parametrize("model, kw", [
+    ("convnet", dict(channels=[3, 6], fc_hidden=[12])),  # "fc" sorts before "fc1": read by position, 12 classes
+    ("resnet19", dict(width=1 / 32)),  # "layer4..." sorts last
+    ("vggsnn", dict(width=1 / 32)),  # "bn1" sorts first: 16 x 16 pixels, not 3 x 16 x 16 features
+])
+def test_checkpoints_of_every_conv_model_evaluate_and_resume(tmp_path, model, kw):
+    from snn_core.config import TrainConfig
+    from snn_core.data.datasets import Dataset
+    from snn_core.training import Trainer, network_from_checkpoint, restore_trainer
+
+    rng = np.random.default_rng(0)
+    side = 16
+    y = rng.integers(0, 3, 40).astype(np.uint8)
+    img = rng.integers(0, 255, (40, 3 * side * side)).astype(np.uint8)
+    ds = Dataset(img[:30], y[:30], img[30:], y[30:], "cifar-like", "generated", (side, side))
+    cfg = TrainConfig(model=model, encoder="direct", steps=2, density=0.3, init="erk", epochs=1, batch_size=10,
+                      t_iter=2, quiet=True, out_dir=str(tmp_path / "run"), **kw)
+    tr = Trainer(cfg, ds)
+    tr.fit()
+    net, _ = network_from_checkpoint(tmp_path / "run" / "last.h5", last=True)
+    assert (net.in_features, net.out_features) == (3 * side * side, 3)
+    x = tr._encode(tr.x_test[:4], (3, 0))
+    tr.network.eval(), net.eval()
+    np.testing.assert_array_equal(np.asarray(net.forward(x)), np.asarray(tr.network.forward(x)))
+    back = restore_trainer(tmp_path / "run" / "last.h5", dataset=ds, quiet=True, epochs=2)
+    assert back.epoch == 1 and back.fit()["epochs"] == 2
+    other = Dataset(img[:30, :side * side], y[:30], img[30:, :side * side], y[30:], "gray", "generated", (side, side))
+    with pytest.raises(ValueError, match=f"takes {3 * side * side} input features, the data .gray. has {side * side}"):
+        restore_trainer(tmp_path / "run" / "last.h5", dataset=other, quiet=True)
+
+
+def test_state_io_sizes_finds_layers_by_name_in_a_file_that_lists_them_alphabetically():
+    """Checkpoints of earlier releases list the layers by name; the sizes must not depend on that order."""
+    from snn_core.config import TrainConfig
+    from snn_core.models import IO_LAYERS
+    from snn_core.network import mlp
+    from snn_core.training import state_io_sizes
+
+    for model, build in (("convnet", convnet), ("vggsnn", vggsnn), ("resnet19", resnet19)):  # the table is true
+        net = (build((2, 16, 16), 5, width=1 / 32, density=0.5) if model != "convnet"
+               else build((2, 16, 16), 5, fc_hidden=(9,), density=0.5))
+        conv, bn, out = IO_LAYERS[model]
+        layers = {l.name: l for l in net.modules()}
+        assert net.sparse_layers()[0] is layers[conv] and net.sparse_layers()[-1] is layers[out], model
+        assert isinstance(layers[bn], BatchNorm2d) and layers[conv].geometry.kernel_cols == 2 * 9, model
+        assert state_io_sizes(TrainConfig(model=model), dict(sorted(net.state_dict().items()))) == (512, 5)
+    net = convnet((1, 12, 12), 7, channels=(4, 8), fc_hidden=(20,))
+    alphabetical = dict(sorted(net.state_dict().items()))
+    assert list(alphabetical)[-1] == "fc1"
+    assert state_io_sizes(TrainConfig(model="convnet"), alphabetical) == (144, 7)
+    assert state_io_sizes(TrainConfig(model="convnet", input_shape=[1, 12, 12]), alphabetical) == (144, 7)
+    sizes = [5] + [3] * 10 + [2]  # eleven layers: "fc10" and "fc11" sort before "fc2"
+    deep = dict(sorted(mlp(sizes).state_dict().items()))
+    assert list(deep)[:3] == ["fc1", "fc10", "fc11"]
+    assert state_io_sizes(TrainConfig(model="mlp", hidden=[3] * 10), deep) == (5, 2)
+
+
 def test_eval_batch_size_bounds_the_widest_output_and_does_not_change_the_accuracy():
     from snn_core.config import TrainConfig
     from snn_core.training import Trainer
