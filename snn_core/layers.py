@@ -628,6 +628,10 @@ class _Neurons(Layer):
         self.in_features = self.out_features = check_size(n, f"{name}.n")
         self.name = name
 
+    def reset_state(self):
+        super().reset_state()
+        self.__dict__.pop("_rest", None)
+
     @property
     def kernel_params(self):
         """The :class:`~snn_core.neurons.NeuronKernelParams` record the kernels get (``params`` in ``dtype``)."""
@@ -636,7 +640,13 @@ class _Neurons(Layer):
     def _initial(self, v0, batch):
         bk = self.backend
         if v0 is None:
-            return bk.full((self.out_features, batch), self.params.v_rest, self.dtype)
+            # every call without v0 starts at rest: one filled buffer, kept (the kernels only read it),
+            # instead of a fresh multi-MB array per call (a page fault per 4 KiB page when filled)
+            key = (self.out_features, batch, self.params.v_rest, np.dtype(self.dtype), bk.name)
+            rest = self.__dict__.get("_rest")
+            if rest is None or rest[0] != key:
+                rest = self._rest = (key, bk.full((self.out_features, batch), self.params.v_rest, self.dtype))
+            return rest[1]
         v0 = np.asarray(v0)
         if v0.shape != (batch, self.out_features):
             raise ValueError(f"{self.name} v0: expected shape {(batch, self.out_features)}, got {v0.shape}")
@@ -673,7 +683,8 @@ class LIF(_Neurons):
         # u is internal (kept for backward) and reused across calls unless it
         # is recorded; the returned spikes and v_last are always new arrays.
         u = bk.empty(I.shape, self.dtype) if record else self._scratch_u(I.shape)
-        s, v_last = self.buffer(I.shape), bk.empty((F, B), self.dtype)
+        self.v_last = None  # the pool may reuse the last call's v_last unless a caller still holds it
+        s, v_last = self.buffer(I.shape), self.buffer((F, B))
         bk.lif_forward(I, self._initial(v0, B), prm, u, s, v_last)
         self._cache = (u, s)
         self.v_last = bk.to_host(v_last).T

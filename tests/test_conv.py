@@ -69,6 +69,40 @@ def test_sparse_conv_kernels_match_reference(device, geom, rate, rng):
     close(bk.to_host(out), 2 * R.conv_grad_at(w.indptr, w.indices, G, X, g), "accumulated weight grad")
 
 
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("geom", GEOMS + [(3, 5, (9, 8), 5, 1, 2), (4, 3, (11, 7), 3, 3, 1)])
+def test_row_path_tiles_give_the_untiled_result_bit_for_bit(geom, parallel, rng, monkeypatch):
+    """The cpu row kernels walk bands of image rows (TILE_BYTES); every band size must give the same bits
+    as one band over the whole image (each output keeps its order of terms) and match the twin."""
+    import snn_core.kernels.conv_cpu as KC
+    import snn_core.kernels.cpu as K
+
+    monkeypatch.setattr(K, "PARALLEL_MIN_NS", 0.0 if parallel else float("inf"))
+
+    layer, X, G = _conv_case(rng, geom, rate=0.6, N=5)
+    G = rng.standard_normal(G.shape).astype(np.float32)  # dense: the input gradient takes the row path too
+    g, w = layer.geometry, layer.weight
+    tr = layer.transpose_structure()
+    bias = rng.standard_normal(g.c_out).astype(np.float32)
+
+    def run():
+        Y, out = np.empty((g.out_features, 5), np.float32), np.empty(w.nnz, np.float32)
+        GX = np.empty((g.in_features, 5), np.float32)
+        assert KC.conv_forward(w.indptr, w.indices, w.data, *tr, bias, X, Y, g) is None  # the row path
+        KC.conv_grad_at(w.indptr, w.indices, *tr, G, X, None, out, False, g)
+        KC.conv_backward_input(w.indptr, w.indices, w.data, *tr, G, GX, g)
+        return Y, out, GX
+
+    whole = run()
+    for tile_bytes in (1, 4 * 5 * g.w * g.c_in * (g.kh + g.stride), 4 * 5 * g.w * g.c_in * (g.kh + 3 * g.stride)):
+        monkeypatch.setattr(KC, "TILE_BYTES", tile_bytes)
+        for a, b, what in zip(run(), whole, ("forward", "weight grad", "input grad")):
+            np.testing.assert_array_equal(a, b, err_msg=f"{what}, TILE_BYTES={tile_bytes}")
+    close(whole[0], R.conv_forward(w.indptr, w.indices, w.data, bias, X, g), "forward")
+    close(whole[1], R.conv_grad_at(w.indptr, w.indices, G, X, g), "weight grad")
+    close(whole[2], R.conv_backward_input(w.indptr, w.indices, w.data, G, g), "input grad")
+
+
 def test_reference_conv_is_the_textbook_convolution(rng):
     """im2col/col2im twins against a direct 7-loop convolution and its adjoint identity."""
     g = conv_geometry(2, 3, (5, 4), 3, 2, 1)

@@ -177,7 +177,30 @@ def _bwd_ser(GT, indptr, off, kys, kxs, data, g, GXT):
 # contiguous values (a run of ow*N with stride 1). Cost ~ connections x
 # positions x N at SIMD speed, independent of the spike count: the cheaper
 # path once inputs are dense enough (RATE_EVENT_MAX).
+#
+# Tiles of image rows: every connection of every output channel reads an
+# input channel, so walking the channels over the whole image streams the
+# input once per connection (conv2 of the conv job: 4,011 x 100 KB = 400 MB
+# per call, from L3). The kernels therefore walk a band of rows at a time
+# (``_tile_rows``: the band of every input channel fits in TILE_BYTES) and all
+# channels within it; the band then stays in L2 while the channels reuse it.
+# Each output value still receives its terms in the same order (connections
+# in row order), so the result is bit for bit that of the untiled walk.
 # --------------------------------------------------------------------------
+#: bytes of input rows (all channels) one tile may span: half a 2 MiB L2
+TILE_BYTES = 1 << 20
+
+
+def _tile_rows(channels, rows_per_out, kernel, width, N, itemsize):
+    """Output rows per tile: the most whose input band (``channels`` x rows x ``width`` x N) fits TILE_BYTES.
+
+    ``rows_per_out`` is the stride (input rows per extra output row) and
+    ``kernel`` the kernel height (the band of one output row). At least 1.
+    """
+    row = max(channels * width * N * itemsize, 1)
+    return max(1, (TILE_BYTES // row - kernel) // max(rows_per_out, 1) + 1)
+
+
 @numba.njit(**_jit)
 def _ox_range(kx, s, p, w, ow):
     lo = 0
@@ -190,12 +213,13 @@ def _ox_range(kx, s, p, w, ow):
 
 
 @numba.njit(**_jit)
-def _rows_fwd_channel(co, X, indptr, indices, data, bias, g, Y):
+def _rows_fwd_channel(co, oy0, oy1, X, indptr, indices, data, bias, g, Y):
+    """Output rows oy0 <= oy < oy1 of channel co."""
     c_in, h, w, c_out, oh, ow, kh, kw, s, p = g
     N = X.shape[1]
     Xf, Yf = X.reshape(X.size), Y.reshape(Y.size)
     hw, ohw, kk = h * w, oh * ow, kh * kw
-    for q in range(co * ohw, (co + 1) * ohw):
+    for q in range(co * ohw + oy0 * ow, co * ohw + oy1 * ow):
         Y[q, :] = bias[co]
     for k in range(indptr[co], indptr[co + 1]):
         j = indices[k]
@@ -210,7 +234,7 @@ def _rows_fwd_channel(co, X, indptr, indices, data, bias, g, Y):
         # axpy of (hi-lo+1)*N values covers them; otherwise one row at a time
         run = hi - lo + 1 if s == 1 else 1
         L = run * N
-        for oy in range(oh):
+        for oy in range(oy0, oy1):
             iy = oy * s - p + ky
             if iy < 0 or iy >= h:
                 continue
@@ -223,23 +247,29 @@ def _rows_fwd_channel(co, X, indptr, indices, data, bias, g, Y):
 
 
 @numba.njit(parallel=True, **_jit)
-def _rows_fwd_par(X, indptr, indices, data, bias, g, Y):
-    for co in prange(len(indptr) - 1):
-        _rows_fwd_channel(co, X, indptr, indices, data, bias, g, Y)
+def _rows_fwd_par(X, indptr, indices, data, bias, g, Y, R):
+    oh, c_out = g[4], len(indptr) - 1
+    nt = (oh + R - 1) // R
+    # (tile, channel) pairs in tile order: each thread takes a run of whole tiles, all channels
+    for i in prange(nt * c_out):
+        t, co = i // c_out, i % c_out
+        _rows_fwd_channel(co, t * R, min(oh, t * R + R), X, indptr, indices, data, bias, g, Y)
 
 
 @numba.njit(**_jit)
-def _rows_fwd_ser(X, indptr, indices, data, bias, g, Y):
-    for co in range(len(indptr) - 1):
-        _rows_fwd_channel(co, X, indptr, indices, data, bias, g, Y)
+def _rows_fwd_ser(X, indptr, indices, data, bias, g, Y, R):
+    oh = g[4]
+    for oy0 in range(0, oh, R):
+        for co in range(len(indptr) - 1):
+            _rows_fwd_channel(co, oy0, min(oh, oy0 + R), X, indptr, indices, data, bias, g, Y)
 
 
 @numba.njit(**_jit)
-def _rows_grad_channel(co, G, X, indptr, indices, g, out):
+def _rows_grad_channel(co, oy0, oy1, G, X, indptr, indices, g, out):
+    """Adds the terms of output rows oy0 <= oy < oy1 to out[k] for the connections k of channel co."""
     c_in, h, w, c_out, oh, ow, kh, kw, s, p = g
     N = X.shape[1]
     Gf, Xf = G.reshape(G.size), X.reshape(X.size)
-    zero = out.dtype.type(0.0)  # accumulate in the data dtype: the float32 sums vectorise
     hw, ohw, kk = h * w, oh * ow, kh * kw
     for k in range(indptr[co], indptr[co + 1]):
         j = indices[k]
@@ -249,8 +279,8 @@ def _rows_grad_channel(co, G, X, indptr, indices, g, out):
         lo, hi = _ox_range(kx, s, p, w, ow)
         run = hi - lo + 1 if s == 1 else 1  # stride 1: one dot product over adjacent rows
         L = run * N
-        acc = zero
-        for oy in range(oh):
+        acc = out[k]  # accumulate in the data dtype: the float32 sums vectorise
+        for oy in range(oy0, oy1):
             iy = oy * s - p + ky
             if iy < 0 or iy >= h or hi < lo:
                 continue
@@ -264,24 +294,31 @@ def _rows_grad_channel(co, G, X, indptr, indices, g, out):
 
 
 @numba.njit(parallel=True, **_jit)
-def _rows_grad_par(G, X, indptr, indices, g, out):
-    for co in prange(len(indptr) - 1):
-        _rows_grad_channel(co, G, X, indptr, indices, g, out)
+def _rows_grad_par(G, X, indptr, indices, g, out, R):
+    oh = g[4]
+    out[:] = 0
+    for oy0 in range(0, oh, R):  # tiles in order: every out[k] sums its rows top to bottom
+        for co in prange(len(indptr) - 1):
+            _rows_grad_channel(co, oy0, min(oh, oy0 + R), G, X, indptr, indices, g, out)
 
 
 @numba.njit(**_jit)
-def _rows_grad_ser(G, X, indptr, indices, g, out):
-    for co in range(len(indptr) - 1):
-        _rows_grad_channel(co, G, X, indptr, indices, g, out)
+def _rows_grad_ser(G, X, indptr, indices, g, out, R):
+    oh = g[4]
+    out[:] = 0
+    for oy0 in range(0, oh, R):
+        for co in range(len(indptr) - 1):
+            _rows_grad_channel(co, oy0, min(oh, oy0 + R), G, X, indptr, indices, g, out)
 
 
 @numba.njit(**_jit)
-def _rows_bwd_channel(ci, G, t_indptr, t_indices, t_perm, data, g, GX):
+def _rows_bwd_channel(ci, iy0, iy1, G, t_indptr, t_indices, t_perm, data, g, GX):
+    """Input rows iy0 <= iy < iy1 of channel ci."""
     c_in, h, w, c_out, oh, ow, kh, kw, s, p = g
     N = G.shape[1]
     Gf, GXf = G.reshape(G.size), GX.reshape(GX.size)
     hw, ohw, kk = h * w, oh * ow, kh * kw
-    for f in range(ci * hw, (ci + 1) * hw):
+    for f in range(ci * hw + iy0 * w, ci * hw + iy1 * w):
         GX[f, :] = 0
     for j in range(ci * kk, (ci + 1) * kk):
         ky = (j - ci * kk) // kw
@@ -291,13 +328,14 @@ def _rows_bwd_channel(ci, G, t_indptr, t_indices, t_perm, data, g, GX):
             continue
         run = hi - lo + 1 if s == 1 else 1  # stride 1: one axpy over adjacent rows
         L = run * N
+        # the output rows whose input row oy*s - p + ky falls in the band
+        oy_lo = max(0, (iy0 + p - ky + s - 1) // s) if iy0 + p - ky > 0 else 0
+        oy_hi = min(oh, (iy1 - 1 + p - ky) // s + 1) if iy1 - 1 + p - ky >= 0 else 0
         for t in range(t_indptr[j], t_indptr[j + 1]):
             co = t_indices[t]
             wt = data[t_perm[t]]
-            for oy in range(oh):
+            for oy in range(oy_lo, oy_hi):
                 iy = oy * s - p + ky
-                if iy < 0 or iy >= h:
-                    continue
                 for ox in range(lo, hi + 1, run):
                     gb = (co * ohw + oy * ow + ox) * N
                     xb = (ci * hw + iy * w + ox * s - p + kx) * N
@@ -307,15 +345,19 @@ def _rows_bwd_channel(ci, G, t_indptr, t_indices, t_perm, data, g, GX):
 
 
 @numba.njit(parallel=True, **_jit)
-def _rows_bwd_par(G, t_indptr, t_indices, t_perm, data, g, GX):
-    for ci in prange(g[0]):
-        _rows_bwd_channel(ci, G, t_indptr, t_indices, t_perm, data, g, GX)
+def _rows_bwd_par(G, t_indptr, t_indices, t_perm, data, g, GX, R):
+    h = g[1]
+    for iy0 in range(0, h, R):
+        for ci in prange(g[0]):
+            _rows_bwd_channel(ci, iy0, min(h, iy0 + R), G, t_indptr, t_indices, t_perm, data, g, GX)
 
 
 @numba.njit(**_jit)
-def _rows_bwd_ser(G, t_indptr, t_indices, t_perm, data, g, GX):
-    for ci in range(g[0]):
-        _rows_bwd_channel(ci, G, t_indptr, t_indices, t_perm, data, g, GX)
+def _rows_bwd_ser(G, t_indptr, t_indices, t_perm, data, g, GX, R):
+    h = g[1]
+    for iy0 in range(0, h, R):
+        for ci in range(g[0]):
+            _rows_bwd_channel(ci, iy0, min(h, iy0 + R), G, t_indptr, t_indices, t_perm, data, g, GX)
 
 
 #: inputs with more than this fraction of nonzero values take the row path
@@ -346,8 +388,9 @@ def conv_forward(indptr, indices, data, t_indptr, t_indices, t_perm, bias, X, Y,
     """
     nz = np.count_nonzero(X)
     if nz > RATE_EVENT_MAX * X.size:
+        R = _tile_rows(g.c_in, g.stride, g.kh, g.w, X.shape[1], X.itemsize)
         pick_version(_rows_fwd_ser, _rows_fwd_par, rows_ns(g, len(indices), X.shape[1]))(
-            X, indptr, indices, data, bias, _ints(g), Y)
+            X, indptr, indices, data, bias, _ints(g), Y, R)
         return None
     XT = np.ascontiguousarray(X.T)
     YT = np.empty((X.shape[1], Y.shape[0]), Y.dtype)
@@ -366,8 +409,9 @@ def conv_grad_at(indptr, indices, t_indptr, t_indices, t_perm, G, X, XT, out, ac
     """
     if XT is None:
         d = np.empty(len(indices), out.dtype)
+        R = _tile_rows(g.c_in, g.stride, g.kh, g.w, X.shape[1], X.itemsize)
         pick_version(_rows_grad_ser, _rows_grad_par, rows_ns(g, len(indices), X.shape[1]))(
-            G, X, indptr, indices, _ints(g), d)
+            G, X, indptr, indices, _ints(g), d, R)
         if accumulate:
             out += d
         else:
@@ -394,8 +438,10 @@ def conv_backward_input(indptr, indices, data, t_indptr, t_indices, t_perm, G, G
     Readable twin: :func:`snn_core.kernels.reference.conv_backward_input`.
     """
     if np.count_nonzero(G) > RATE_EVENT_MAX * G.size:
+        # a band of R input rows reads about R / stride + kernel output rows of every output channel
+        R = max(1, _tile_rows(g.c_out, 1, g.kh, g.ow, G.shape[1], G.itemsize) - 1) * g.stride
         pick_version(_rows_bwd_ser, _rows_bwd_par, rows_ns(g, len(indices), G.shape[1]))(
-            G, t_indptr, t_indices, t_perm, data, _ints(g), GX)
+            G, t_indptr, t_indices, t_perm, data, _ints(g), GX, R)
         return
     GT = np.ascontiguousarray(G.T)
     GXT = np.empty((G.shape[1], GX.shape[0]), GX.dtype)
