@@ -70,10 +70,12 @@ def test_sparse_conv_kernels_match_reference(device, geom, rate, rng):
 
 
 @pytest.mark.parametrize("parallel", [False, True])
-@pytest.mark.parametrize("geom", GEOMS + [(3, 5, (9, 8), 5, 1, 2), (4, 3, (11, 7), 3, 3, 1)])
+@pytest.mark.parametrize("geom", GEOMS + [(3, 5, (9, 8), 5, 1, 2), (4, 3, (11, 7), 3, 3, 1), (2, 13, (7, 6), 3, 1, 1)])
 def test_row_path_tiles_give_the_untiled_result_bit_for_bit(geom, parallel, rng, monkeypatch):
     """The cpu row kernels walk bands of image rows (TILE_BYTES); every band size must give the same bits
-    as one band over the whole image (each output keeps its order of terms) and match the twin."""
+    as one band over the whole image (each output keeps its order of terms) and match the twin. The last
+    geometry has 13 output channels: its kernel columns hold enough connections for the four-at-a-time
+    input-gradient loop."""
     import snn_core.kernels.conv_cpu as KC
     import snn_core.kernels.cpu as K
 

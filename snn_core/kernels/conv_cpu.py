@@ -32,6 +32,9 @@ from numba import prange
 from .cpu import pick_version
 
 _jit = dict(cache=True, nogil=True, error_model="numpy", fastmath=True)
+#: fast-math without reassociation: sums keep the order they are written in (contraction to FMA stays,
+#: as under fastmath=True), so a kernel that adds several terms per pass gives the one-term loop's bits
+_jit_ordered = dict(_jit, fastmath={"contract", "nnan", "ninf", "nsz", "arcp", "afn"})
 
 #: serial cost of one scattered/gathered update (ns), for the serial/parallel choice
 _NS_EVENT = 0.8
@@ -311,9 +314,16 @@ def _rows_grad_ser(G, X, indptr, indices, g, out, R):
             _rows_grad_channel(co, oy0, min(oh, oy0 + R), G, X, indptr, indices, g, out)
 
 
-@numba.njit(**_jit)
+@numba.njit(**_jit_ordered)
 def _rows_bwd_channel(ci, iy0, iy1, G, t_indptr, t_indices, t_perm, data, g, GX):
-    """Input rows iy0 <= iy < iy1 of channel ci."""
+    """Input rows iy0 <= iy < iy1 of channel ci.
+
+    The connections of one kernel column j share (ky, kx), so four of them go
+    through the rows in one pass: one load and store of GX per four
+    multiply-adds. The terms are added one after the other, as in the
+    one-connection loop (``_jit_ordered``: no reassociation), so the result
+    is bit for bit the same.
+    """
     c_in, h, w, c_out, oh, ow, kh, kw, s, p = g
     N = G.shape[1]
     Gf, GXf = G.reshape(G.size), GX.reshape(GX.size)
@@ -331,7 +341,23 @@ def _rows_bwd_channel(ci, iy0, iy1, G, t_indptr, t_indices, t_perm, data, g, GX)
         # the output rows whose input row oy*s - p + ky falls in the band
         oy_lo = max(0, (iy0 + p - ky + s - 1) // s) if iy0 + p - ky > 0 else 0
         oy_hi = min(oh, (iy1 - 1 + p - ky) // s + 1) if iy1 - 1 + p - ky >= 0 else 0
-        for t in range(t_indptr[j], t_indptr[j + 1]):
+        t, e = t_indptr[j], t_indptr[j + 1]
+        while t + 4 <= e:
+            b0, b1 = t_indices[t] * ohw * N, t_indices[t + 1] * ohw * N
+            b2, b3 = t_indices[t + 2] * ohw * N, t_indices[t + 3] * ohw * N
+            w0, w1, w2, w3 = data[t_perm[t]], data[t_perm[t + 1]], data[t_perm[t + 2]], data[t_perm[t + 3]]
+            for oy in range(oy_lo, oy_hi):
+                iy = oy * s - p + ky
+                for ox in range(lo, hi + 1, run):
+                    q = (oy * ow + ox) * N
+                    xb = (ci * hw + iy * w + ox * s - p + kx) * N
+                    xv = GXf[xb:xb + L]
+                    g0, g1 = Gf[b0 + q:b0 + q + L], Gf[b1 + q:b1 + q + L]
+                    g2, g3 = Gf[b2 + q:b2 + q + L], Gf[b3 + q:b3 + q + L]
+                    for i in range(L):
+                        xv[i] = (((xv[i] + w0 * g0[i]) + w1 * g1[i]) + w2 * g2[i]) + w3 * g3[i]
+            t += 4
+        while t < e:
             co = t_indices[t]
             wt = data[t_perm[t]]
             for oy in range(oy_lo, oy_hi):
@@ -342,6 +368,7 @@ def _rows_bwd_channel(ci, iy0, iy1, G, t_indptr, t_indices, t_perm, data, g, GX)
                     xv, gv = GXf[xb:xb + L], Gf[gb:gb + L]
                     for i in range(L):
                         xv[i] += wt * gv[i]
+            t += 1
 
 
 @numba.njit(parallel=True, **_jit)
