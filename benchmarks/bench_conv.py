@@ -14,6 +14,10 @@ by NUMBA_NUM_THREADS (the table in docs/benchmarks.md uses 1).
 Usage::
 
     NUMBA_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_conv.py [--reps 15] [--densities 0.1 0.01]
+    # conv2 of the conv job (docs/results.md): 32 -> 128 channels, 14x14, T = 2, batch 64,
+    # pooled spikes in 15% of the inputs, a dense gradient (arctan surrogate, batch norm)
+    NUMBA_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_conv.py --in-channels 32 --channels 128 --size 14 \
+        --steps 2 --batch 64 --rate 0.15 --grad-rate 1 --densities 0.1088
 """
 from __future__ import annotations
 
@@ -49,16 +53,20 @@ def main(argv=None):
     ap.add_argument("--rate", type=float, default=0.1, help="fraction of input entries that are spikes")
     ap.add_argument("--grad-rate", type=float, default=0.2,
                     help="fraction of nonzero output-gradient entries (a surrogate gradient is zero away from threshold)")
-    ap.add_argument("--channels", type=int, default=64, help="input and output channels")
+    ap.add_argument("--channels", type=int, default=64, help="output channels (and input channels unless --in-channels)")
+    ap.add_argument("--in-channels", type=int, default=None, help="input channels (default: --channels)")
     ap.add_argument("--size", type=int, default=16, help="height = width of the maps")
+    ap.add_argument("--steps", type=int, default=4, help="time steps T")
+    ap.add_argument("--batch", type=int, default=16, help="batch size B (N = T * B columns)")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
-    c, s, T, B = args.channels, args.size, 4, 16
+    c, s, T, B = args.channels, args.size, args.steps, args.batch
+    c_in = c if args.in_channels is None else args.in_channels
     kw = dict(input_size=(s, s), padding=1, seed=0)
-    dense = Conv2d(c, c, 3, **kw)
+    dense = Conv2d(c_in, c, 3, **kw)
     layers = {"dense": dense}
     for d in args.densities:
-        layers[f"sparse {d:g}"] = SparseConv2d(c, c, 3, density=d, **kw)
+        layers[f"sparse {d:g}"] = SparseConv2d(c_in, c, 3, density=d, **kw)
     for layer in layers.values():
         layer.need_input_grad = True
     # as inside a network: the (T, B, F) views of feature-major (F, T, B) buffers that the layers
@@ -75,7 +83,7 @@ def main(argv=None):
     base = med(times["dense"])
     emit({"machine": machine(), "threads": os.environ.get("NUMBA_NUM_THREADS", "all"), "rate": args.rate,
           "grad_rate": args.grad_rate,
-          "shape": f"{c}x{s}x{s} -> {c}x{s}x{s}, 3x3, N={T * B}"})
+          "shape": f"{c_in}x{s}x{s} -> {c}x{s}x{s}, 3x3, N={T * B}"})
     print("| layer | connections | forward+backward (ms) | speed-up vs dense |")
     print("|---|---|---|---|")
     for k, layer in layers.items():
