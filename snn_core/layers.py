@@ -201,13 +201,14 @@ class Layer:
         full[...] = Y
         return self.backend.time_major(full)
 
-    @staticmethod
-    def frame_gradient(G3, repeats):
+    def frame_gradient(self, G3, repeats):
         """dL/d(one repeated frame's output): ``G3`` (F, T, B) summed over time as (F, B); (F, T*B) if not repeated."""
         F, T, B = G3.shape
         if repeats == 1:
             return G3.reshape(F, T * B)
-        return np.ascontiguousarray(G3.sum(axis=1, dtype=G3.dtype))
+        out = self.buffer((F, B))
+        self.backend.time_sum(G3, out)
+        return out
 
     def buffer(self, shape):
         """An output buffer of the layer's backend and dtype from its pool (reused once unreferenced)."""

@@ -81,3 +81,22 @@ def test_direct_coded_conv_network_loss_and_gradients_match(device, rng):
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
     for p, q in zip(a.parameters(), b.parameters()):
         np.testing.assert_allclose(p.grad, q.grad, rtol=1e-4, atol=1e-6, err_msg=p.name)
+
+
+@pytest.mark.parametrize("device", ["reference", "cpu"])
+@pytest.mark.parametrize("T", [2, 3, 8])
+def test_time_sum_adds_the_steps_in_order_bit_for_bit(device, T, rng):
+    """The gradient of a repeated frame: every backend's time_sum equals NumPy's sum over time exactly
+    (values spanning six decades, so a different order of additions would show)."""
+    from snn_core.backends import get_backend
+    from snn_core.kernels import reference as R
+
+    G3 = (rng.standard_normal((37, T, 11)) * 10.0 ** rng.uniform(-3, 3, (37, T, 11))).astype(np.float32)
+    out = np.empty((37, 11), np.float32)
+    get_backend(device).time_sum(G3, out)
+    np.testing.assert_array_equal(out, R.time_sum(G3))
+    np.testing.assert_array_equal(out, G3.sum(axis=1))
+    sequential = G3[:, 0].copy()
+    for t in range(1, T):
+        sequential += G3[:, t]
+    np.testing.assert_array_equal(out, sequential)

@@ -216,6 +216,10 @@ class Backend:
         else:
             G.sum(axis=1, out=out)
 
+    def time_sum(self, G3, out):
+        """out (F, B) = G3 (F, T, B) summed over time, step after step (a repeated frame's gradient)."""
+        out[...] = R.time_sum(G3)
+
     def scale_rows(self, g, X, Y):
         """Y[f, :] = g[f] * X[f, :] for X, Y (F, N) (a per-feature gain)."""
         np.multiply(g[:, None], X, out=Y)

@@ -80,6 +80,9 @@ class CpuBackend(KernelModuleBackend):
                               self._split(scratch, len(indices)))
         return rownz
 
+    def time_sum(self, G3, out):
+        K.time_sum(G3, out)
+
     def csr_backward_input(self, t_indptr, t_indices, t_perm, data, G, GX, rownz=None):
         if rownz is None:
             K.csr_backward_input(t_indptr, t_indices, t_perm, data, G, GX)

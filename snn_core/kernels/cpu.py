@@ -488,6 +488,43 @@ def readout_backward(gu, prm, gI):
 
 
 # --------------------------------------------------------------------------
+# Sum over time of a repeated frame's output gradient
+# --------------------------------------------------------------------------
+@numba.njit(**_jit)
+def _time_sum_row(f, G3, out):
+    T, B = G3.shape[1], G3.shape[2]
+    for b in range(B):
+        out[f, b] = G3[f, 0, b]
+    for t in range(1, T):  # the steps in order, as NumPy's sum over a non-contiguous axis: the same bits
+        for b in range(B):
+            out[f, b] += G3[f, t, b]
+
+
+@numba.njit(parallel=True, **_jit)
+def _time_sum_par(G3, out):
+    for f in prange(G3.shape[0]):
+        _time_sum_row(f, G3, out)
+
+
+@numba.njit(**_jit)
+def _time_sum_ser(G3, out):
+    for f in range(G3.shape[0]):
+        _time_sum_row(f, G3, out)
+
+
+def time_sum(G3, out):
+    """out (F, B) = G3 (F, T, B) summed over the T steps in order.
+
+    NumPy's ``G3.sum(axis=1)`` over this short middle axis took 8.5 ms for the
+    conv job's first layer (25,088 x 2 x 64), this loop one pass.
+
+    Readable twin: :func:`snn_core.kernels.reference.time_sum`.
+    """
+    k = pick_version(_time_sum_ser, _time_sum_par, G3.size * _NS_STREAM)
+    k(G3, out)
+
+
+# --------------------------------------------------------------------------
 # Sparse synapses: CSR weights (n_out, n_in) times feature-major activations
 # --------------------------------------------------------------------------
 # Dense-row kernels handle four connections per pass over the output row:

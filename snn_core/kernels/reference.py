@@ -126,6 +126,14 @@ def csr_backward_input_t(t_indptr, t_indices, t_perm, data, G):
     return csr_forward(t_indptr, t_indices, data[t_perm], zero, G)
 
 
+def time_sum(G3):
+    """Returns G3 (F, T, B) summed over time, (F, B): step 0 plus step 1 plus ..., in that order.
+
+    The gradient of a frame computed once and shown at every step (direct coding).
+    """
+    return G3.sum(axis=1)                                        # NumPy adds the T slices one after the other
+
+
 def csr_grad_at(indptr, indices, G, X):
     """Returns dL/dW at the existing connections: (nnz,) aligned with data."""
     out = np.empty(len(indices), G.dtype)
