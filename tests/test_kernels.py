@@ -367,6 +367,15 @@ def test_sgd_update_parity(momentum, nesterov, wd, n, mode):
             np.testing.assert_array_equal(buf, 0)  # buffer untouched without momentum
 
 
+@pytest.mark.parametrize("T", [2, 5])
+def test_time_sum_parity(T, mode):
+    rng = np.random.default_rng(T)
+    G3 = (rng.normal(size=(301, T, 17)) * 10.0 ** rng.uniform(-3, 3, (301, T, 17))).astype(F32)
+    out = np.empty((301, 17), F32)
+    cpu.time_sum(G3, out)
+    np.testing.assert_array_equal(out, ref.time_sum(G3))  # the same additions in the same order
+
+
 def test_every_public_kernel_is_covered():
     # a new kernel in cpu.py needs a parity test here
     public = {name for name, obj in vars(cpu).items()
@@ -374,7 +383,7 @@ def test_every_public_kernel_is_covered():
     public -= {"pick_version"}  # the serial/parallel chooser, not a kernel
     covered = {"nonfinite_count", "lif_forward", "lif_backward", "readout_forward", "readout_backward", "csr_forward",
                "csr_backward_input", "csr_backward_input_nz", "csr_grad_at", "csr_grad_dense", "spike_pack",
-               "csr_forward_spikes", "csr_grad_spikes", "spike_work_ns", "adam_update", "sgd_update"}
+               "csr_forward_spikes", "csr_grad_spikes", "spike_work_ns", "adam_update", "sgd_update", "time_sum"}
     assert public <= covered, f"kernels without a parity test: {sorted(public - covered)}"
 
 

@@ -127,10 +127,24 @@ def _env_ns(name, default):
 PARALLEL_MIN_NS = _env_ns("SNN_CORE_PARALLEL_MIN_NS", 3_000_000.0)
 
 # Serial costs per element (ns), measured on the 2-core AMD EPYC (Zen 4) of
-# docs/benchmarks.md; only their order of magnitude matters.
-_NS_LIF_FWD = 0.25     # one (neuron, step, sample) of the LIF/readout forward
-_NS_LIF_BWD = 0.4      # one (neuron, step, sample) of the LIF/readout backward
+# docs/benchmarks.md; only their order of magnitude matters. The LIF costs are
+# those of populations too large for the caches (the conv job's 25,088 x 2 x
+# 64 maps: 1.5 and 2.1 ns on the Emerald Rapids guest), where a second core
+# adds memory bandwidth: such a layer runs in parallel, while the MLP's
+# cache-sized layers (800 x 8 x 100: about 1 ms) stay serial.
+_NS_LIF_FWD = 1.5      # one (neuron, step, sample) of the LIF/readout forward
+_NS_LIF_BWD = 2.0      # one (neuron, step, sample) of the LIF/readout backward
 _NS_STREAM = 0.06      # one float of a vectorised multiply-add over a row
+# ... when the rows it gathers (one per connection) come from an operand larger
+# than L2 (half of 2 MiB): the conv job's fc1 reads 3.2 MB of pooled maps, at
+# 0.4 ns per multiply-add on the Emerald Rapids guest, so it runs in parallel
+_NS_GATHER_FAR = 0.4
+_L2_BYTES = 1 << 20
+
+
+def _ns_stream(gathered):
+    """Serial ns per multiply-add of a row kernel whose rows are gathered from the array ``gathered``."""
+    return _NS_GATHER_FAR if gathered.nbytes > _L2_BYTES else _NS_STREAM
 _NS_EVENT = 0.65       # one scattered/gathered spike event
 _NS_PACK = 0.15        # one element of spike_pack
 _NS_UPDATE = 0.6       # one optimizer element
@@ -571,7 +585,7 @@ def csr_forward(indptr, indices, data, bias, X, Y):
 
     Readable twin: :func:`snn_core.kernels.reference.csr_forward`.
     """
-    ns = (len(indices) + Y.shape[0]) * Y.shape[1] * _NS_STREAM
+    ns = (len(indices) + Y.shape[0]) * Y.shape[1] * _ns_stream(X)
     k = pick_version(_csr_forward_ser, _csr_forward_par, ns)
     k(indptr, indices, data, bias, X, Y)
 
@@ -677,7 +691,7 @@ def csr_grad_dense(indptr, indices, G, X, out, accumulate, gb, rownz):
 
     Readable twin: :func:`snn_core.kernels.reference.csr_grad_dense`.
     """
-    ns = (len(indices) + G.shape[0]) * G.shape[1] * _NS_STREAM
+    ns = (len(indices) + G.shape[0]) * G.shape[1] * _ns_stream(X)
     k = pick_version(_csr_grad_dense_ser, _csr_grad_dense_par, ns)
     k(indptr, indices, G, X, out, accumulate, gb, rownz)
 
@@ -752,7 +766,7 @@ def csr_backward_input_nz(t_indptr, t_indices, t_perm, data, G, rownz, GX):
 
     Readable twin: :func:`snn_core.kernels.reference.csr_backward_input_nz`.
     """
-    ns = (len(t_indices) + GX.shape[0]) * GX.shape[1] * _NS_STREAM
+    ns = (len(t_indices) + GX.shape[0]) * GX.shape[1] * _ns_stream(G)
     k = pick_version(_csr_backward_input_ser, _csr_backward_input_par, ns)
     k(t_indptr, t_indices, t_perm, data, G, rownz, GX)
 
