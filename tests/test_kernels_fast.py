@@ -339,7 +339,11 @@ def test_buffers_are_reused_once_released():
     layer.forward(x)  # the first output is still cached for backward: a second buffer
     del base
     layer.forward(x)
-    assert len(layer._buffers._bufs) == 2
+    # two output buffers (one still cached), and one v_last buffer reused by every call
+    assert sorted(b.shape for b in layer._buffers._bufs) == [(20, 3, 4), (20, 3, 4), (20, 4)]
+    kept = layer.v_last
+    layer.forward(x)  # a caller holds the last v_last: the next call must not overwrite it
+    assert not np.shares_memory(kept, layer.v_last)
 
 
 def test_recorded_arrays_stay_valid():
