@@ -682,7 +682,8 @@ class LIF(_Neurons):
         F, T, B = I.shape
         prm = self.kernel_params
         # u is internal (kept for backward) and reused across calls unless it
-        # is recorded; the returned spikes and v_last are always new arrays.
+        # is recorded; the returned spikes and v_last come from the buffer pool,
+        # which never hands out an array that a caller still holds.
         u = bk.empty(I.shape, self.dtype) if record else self._scratch_u(I.shape)
         self.v_last = None  # the pool may reuse the last call's v_last unless a caller still holds it
         s, v_last = self.buffer(I.shape), self.buffer((F, B))

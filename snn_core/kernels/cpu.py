@@ -135,9 +135,13 @@ PARALLEL_MIN_NS = _env_ns("SNN_CORE_PARALLEL_MIN_NS", 3_000_000.0)
 _NS_LIF_FWD = 1.5      # one (neuron, step, sample) of the LIF/readout forward
 _NS_LIF_BWD = 2.0      # one (neuron, step, sample) of the LIF/readout backward
 _NS_STREAM = 0.06      # one float of a vectorised multiply-add over a row
-# ... when the rows it gathers (one per connection) come from an operand larger
-# than L2 (half of 2 MiB): the conv job's fc1 reads 3.2 MB of pooled maps, at
-# 0.4 ns per multiply-add on the Emerald Rapids guest, so it runs in parallel
+_NS_EVENT = 0.65       # one scattered/gathered spike event
+_NS_PACK = 0.15        # one element of spike_pack
+_NS_UPDATE = 0.6       # one optimizer element
+# _NS_STREAM when the rows a kernel gathers (one per connection) come from an
+# operand larger than L2 (half of 2 MiB): the conv job's fc1 reads 3.2 MB of
+# pooled maps at 0.4 ns per multiply-add on the Emerald Rapids guest, so it
+# runs in parallel
 _NS_GATHER_FAR = 0.4
 _L2_BYTES = 1 << 20
 
@@ -145,9 +149,6 @@ _L2_BYTES = 1 << 20
 def _ns_stream(gathered):
     """Serial ns per multiply-add of a row kernel whose rows are gathered from the array ``gathered``."""
     return _NS_GATHER_FAR if gathered.nbytes > _L2_BYTES else _NS_STREAM
-_NS_EVENT = 0.65       # one scattered/gathered spike event
-_NS_PACK = 0.15        # one element of spike_pack
-_NS_UPDATE = 0.6       # one optimizer element
 
 
 #: Above PARALLEL_MIN_NS, choose between the serial and the parallel version
