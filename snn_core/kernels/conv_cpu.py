@@ -338,9 +338,9 @@ def _rows_bwd_channel(ci, iy0, iy1, G, t_indptr, t_indices, t_perm, data, g, GX)
             continue
         run = hi - lo + 1 if s == 1 else 1  # stride 1: one axpy over adjacent rows
         L = run * N
-        # the output rows whose input row oy*s - p + ky falls in the band
-        oy_lo = max(0, (iy0 + p - ky + s - 1) // s) if iy0 + p - ky > 0 else 0
-        oy_hi = min(oh, (iy1 - 1 + p - ky) // s + 1) if iy1 - 1 + p - ky >= 0 else 0
+        # the output rows whose input row oy*s - p + ky falls in the band (// floors, as in Python)
+        oy_lo = max(0, (iy0 + p - ky + s - 1) // s)
+        oy_hi = min(oh, (iy1 - 1 + p - ky) // s + 1)
         t, e = t_indptr[j], t_indptr[j + 1]
         while t + 4 <= e:
             b0, b1 = t_indices[t] * ohw * N, t_indices[t + 1] * ohw * N
