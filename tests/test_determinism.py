@@ -93,3 +93,71 @@ def test_the_parallel_threshold_comes_from_the_environment_or_a_clear_error(monk
         monkeypatch.setenv("SNN_X_NS", bad)
         with pytest.raises(ValueError, match=f"SNN_X_NS: expected a number of nanoseconds >= 0, got '{bad}'"):
             cpu._env_ns("SNN_X_NS", 3e6)
+
+
+def _adam_in_child(queue):
+    """Runs in a forked child: which version would a large kernel take, and Adam's result."""
+    import numpy as np
+
+    from snn_core.kernels import cpu
+
+    w, g, m, v = (np.linspace(-1, 1, 5000, dtype=np.float32) + k for k in range(4))
+    cpu.adam_update(w, g, m, v, *(np.float32(x) for x in (1e-3, 0.9, 0.999, 1e-8, 0.5, 0.5, 0.0)))
+    queue.put((cpu._parallel(1e12), w.tobytes()))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_child_forked_after_parallel_kernels_runs_them_serially(monkeypatch):
+    """GNU OpenMP is not fork-safe: Numba terminates a forked child that starts a parallel region
+    in a process whose OpenMP pool ran. So the parent runs a parallel kernel, then a forked child
+    (multiprocessing's default on Linux before Python 3.14) must take the serial versions even with
+    the threshold at 0, survive, and compute the same bits."""
+    import multiprocessing
+
+    import numpy as np
+
+    from snn_core.kernels import cpu
+
+    monkeypatch.setattr(cpu, "PARALLEL_MIN_NS", 0.0)
+    assert cpu._parallel(1.0), "the parent should run the parallel version"
+    w, g, m, v = (np.linspace(-1, 1, 5000, dtype=np.float32) + k for k in range(4))
+    cpu.adam_update(w, g, m, v, *(np.float32(x) for x in (1e-3, 0.9, 0.999, 1e-8, 0.5, 0.5, 0.0)))
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_adam_in_child, args=(queue,))
+    child.start()
+    child.join(120)
+    assert child.exitcode == 0, f"the forked child died (exit code {child.exitcode})"
+    took_parallel, w_child = queue.get(timeout=10)
+    assert took_parallel is False
+    assert w_child == w.tobytes()
+
+
+@pytest.mark.parametrize("env, layer, threshold", [
+    ({"NUMBA_THREADING_LAYER": "workqueue"}, "workqueue", 3e6),
+    ({"SNN_CORE_PARALLEL_MIN_NS": "1234"}, None, 1234.0),
+    ({}, None, None),  # the default: the entry of the layer that loaded (OpenMP where Numba finds it)
+])
+def test_the_threshold_follows_the_threading_layer_unless_set(env, layer, threshold):
+    """The serial/parallel threshold is resolved on first use from the layer Numba loaded (the
+    work-queue layer's slow start keeps its 3 ms), or taken from SNN_CORE_PARALLEL_MIN_NS; the
+    OpenMP waiting policy is passive unless the user chose one."""
+    from snn_core.kernels import cpu
+
+    code = ("import os; from snn_core.kernels import cpu; "
+            "print(cpu.PARALLEL_MIN_NS, cpu.parallel_min_ns(), cpu.threading_layer(), os.environ['OMP_WAIT_POLICY'])")
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("NUMBA_THREADING_LAYER", "SNN_CORE_PARALLEL_MIN_NS", "OMP_WAIT_POLICY")}
+    for policy in (None, "active"):
+        run_env = dict(base, PYTHONPATH=str(ROOT), **env)
+        if policy:
+            run_env["OMP_WAIT_POLICY"] = policy
+        r = subprocess.run([sys.executable, "-c", code], env=run_env, cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        before, resolved, used, wait = r.stdout.split()
+        assert before == ("None" if "SNN_CORE_PARALLEL_MIN_NS" not in env else str(threshold))
+        assert float(resolved) == (threshold or cpu.LAYER_MIN_NS[used])
+        if layer:
+            assert used == layer
+        assert wait == (policy or "passive")

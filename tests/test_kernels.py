@@ -380,7 +380,7 @@ def test_every_public_kernel_is_covered():
     # a new kernel in cpu.py needs a parity test here
     public = {name for name, obj in vars(cpu).items()
               if callable(obj) and not name.startswith("_") and getattr(obj, "__module__", "") == cpu.__name__}
-    public -= {"pick_version"}  # the serial/parallel chooser, not a kernel
+    public -= {"pick_version", "parallel_min_ns", "threading_layer"}  # the serial/parallel choice, not kernels
     covered = {"nonfinite_count", "lif_forward", "lif_backward", "readout_forward", "readout_backward", "csr_forward",
                "csr_backward_input", "csr_backward_input_nz", "csr_grad_at", "csr_grad_dense", "spike_pack",
                "csr_forward_spikes", "csr_grad_spikes", "spike_work_ns", "adam_update", "sgd_update", "time_sum"}

@@ -14,19 +14,20 @@ by the callers so that float32 stays float32 (no silent upcast, no second
 compile). Every kernel has a plain NumPy twin in ``reference.py``; the tests
 compare them.
 
-Serial or parallel. A ``parallel=True`` call costs 70-90 us of thread
-wake-up with the work-queue layer on this kind of machine, as much as
-streaming a few MB, and when another process keeps the second core busy
-the region waits for a descheduled thread. Every public kernel below is
-therefore a thin Python function that estimates the work of the call and
-runs either the ``prange`` version (``_<name>_par``) or the serial one
-(``_<name>_ser``) of the same row function; the results are bit-identical
-(no kernel uses fastmath, see "Determinism" below).
-Below ``PARALLEL_MIN_NS`` of estimated serial work the serial version runs,
-above it the parallel one: a choice fixed by the shapes (and both versions
-give the same bits), so runs are bit-reproducible. ``ADAPTIVE_PARALLEL``
-(off by default) instead picks the faster of the two by timing every call,
-see :func:`pick_version`.
+Serial or parallel. Starting a ``parallel=True`` region costs ~20 us with
+the OpenMP layer and passive waiting (the default here, see the comment at
+the imports) and 35-110 us with the work-queue layer, which Numba falls
+back to without an OpenMP runtime. Every public kernel below is therefore a
+thin Python function that estimates the work of the call and runs either
+the ``prange`` version (``_<name>_par``) or the serial one (``_<name>_ser``)
+of the same row function; the results are bit-identical (no kernel uses
+fastmath, see "Determinism" below). Below ``PARALLEL_MIN_NS`` of estimated
+serial work (50 us with OpenMP, 3 ms with the work-queue layer:
+:data:`LAYER_MIN_NS`) the serial version runs, above it the parallel one: a
+choice fixed by the shapes and the layer (and both versions give the same
+bits), so runs are bit-reproducible. ``ADAPTIVE_PARALLEL`` (off by default)
+instead picks the faster of the two by timing every call, see
+:func:`pick_version`.
 
 Spiking inputs. When a synaptic layer's input holds only 0 and 1 (spikes),
 :func:`spike_pack` condenses it once per forward pass into ``X8`` (uint8,
@@ -85,12 +86,21 @@ from numba.core import types as nbtypes
 from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
-# The OpenMP layer's barriers spin: on a 2-core laptop with anything else
-# running, every parallel call then stalls for milliseconds (measured 7 ms
-# for a 10x800 kernel). The work-queue layer does not; users can still choose
-# with NUMBA_THREADING_LAYER.
+# Threading layer: OpenMP first. A parallel region starts in ~5-20 us there
+# against 35-110 us with the work-queue layer (docs/benchmarks.md, "Both
+# cores"), which is what lets every kernel of a training step above ~50 us
+# use the second core. Its threads must not spin: with GNU OpenMP's default
+# spin-waiting, two training processes on a 2-core machine ran 10x slower
+# (each process's spinning thread took the core the other needed), so the
+# waiting policy is passive unless the user set one. Without an OpenMP
+# runtime Numba falls back to TBB, then to the work-queue layer (and the
+# threshold follows, see parallel_min_ns). NUMBA_THREADING_LAYER and
+# OMP_WAIT_POLICY in the environment still decide when set; libgomp reads
+# the latter when Numba first loads it, after this import.
 if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
+    numba.config.THREADING_LAYER = "default"
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 from ..surrogate import smooth_spike, surrogate_grad
 
@@ -113,25 +123,63 @@ def _env_ns(name, default):
     return value
 
 
-#: Estimated serial run time (ns) from which a kernel runs in parallel.
-#: A parallel launch costs ~80 us (work-queue wake-up) and gains nothing
-#: when the other core is busy; on the 2-core machine of docs/benchmarks.md
-#: the parallel version only paid off for calls above ~3 ms of serial work.
-#: On the Emerald Rapids guest the fc1 kernels of the MNIST network ran
-#: 1.4-1.8x faster in parallel when timed alone, yet made the training loop
-#: 7-15% slower (the serial kernels around them then read data the other
-#: core had written), so the threshold stayed. ``SNN_CORE_PARALLEL_MIN_NS``
-#: in the environment sets it for a process. The choice depends only on
-#: shapes, nnz and spike counts, and both builds give the same bits
-#: (tests/test_determinism.py).
-PARALLEL_MIN_NS = _env_ns("SNN_CORE_PARALLEL_MIN_NS", 3_000_000.0)
+#: Estimated serial run time (ns) from which a kernel runs in parallel, by
+#: threading layer: a parallel region must save more than it costs to start
+#: (OpenMP with passive waiting: ~20 us; the work-queue layer: 35-110 us,
+#: and there, on the 2-core machines of docs/benchmarks.md, parallel calls
+#: only paid off above ~3 ms of serial work). TBB is priced like OpenMP
+#: (9-20 us measured) but not otherwise tuned.
+LAYER_MIN_NS = {"omp": 50_000.0, "tbb": 50_000.0, "workqueue": 3_000_000.0}
+
+#: The threshold in force: ``SNN_CORE_PARALLEL_MIN_NS`` from the environment
+#: if set, else None until the first kernel call, which starts Numba's
+#: threading layer and takes its entry of ``LAYER_MIN_NS``
+#: (:func:`parallel_min_ns`). The choice depends only on shapes, nnz, spike
+#: counts and the layer, and both builds of every kernel give the same bits
+#: (tests/test_determinism.py), so it never changes a result.
+PARALLEL_MIN_NS = _env_ns("SNN_CORE_PARALLEL_MIN_NS", None)
+
+# The process that first ran a parallel kernel. A child forked from it must
+# not start a parallel region: GNU OpenMP is not fork-safe, and Numba
+# terminates such a child ("fork() called from a process already using GNU
+# OpenMP"). Forked children (multiprocessing's default start method on
+# Linux before Python 3.14) therefore run every kernel serially, with the
+# same results.
+_parallel_pid = None
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _start_threads(a):
+    for i in prange(a.size):
+        a[i] = i
+
+
+def parallel_min_ns():
+    """The serial/parallel threshold in ns (:data:`PARALLEL_MIN_NS`), resolved on first use (not a kernel: no twin)."""
+    global PARALLEL_MIN_NS, _parallel_pid
+    if PARALLEL_MIN_NS is None:
+        _start_threads(np.zeros(2, np.int64))
+        _parallel_pid = os.getpid()
+        PARALLEL_MIN_NS = LAYER_MIN_NS.get(numba.threading_layer(), LAYER_MIN_NS["workqueue"])
+    return PARALLEL_MIN_NS
+
+
+def threading_layer():
+    """The threading layer of the parallel kernels ('omp', 'tbb' or 'workqueue'), started if needed (not a kernel: no twin)."""
+    global _parallel_pid
+    if _parallel_pid is None:
+        _start_threads(np.zeros(2, np.int64))
+        _parallel_pid = os.getpid()
+    return numba.threading_layer()
+
 
 # Serial costs per element (ns), measured on the 2-core AMD EPYC (Zen 4) of
 # docs/benchmarks.md; only their order of magnitude matters. The LIF costs are
 # those of populations too large for the caches (the conv job's 25,088 x 2 x
 # 64 maps: 1.5 and 2.1 ns on the Emerald Rapids guest), where a second core
-# adds memory bandwidth: such a layer runs in parallel, while the MLP's
-# cache-sized layers (800 x 8 x 100: about 1 ms) stay serial.
+# adds memory bandwidth; with the work-queue layer's 3 ms threshold such a
+# layer runs in parallel while the MLP's cache-sized ones (800 x 8 x 100:
+# about 1 ms) stay serial, with OpenMP's 50 us both run in parallel.
 _NS_LIF_FWD = 1.5      # one (neuron, step, sample) of the LIF/readout forward
 _NS_LIF_BWD = 2.0      # one (neuron, step, sample) of the LIF/readout backward
 _NS_STREAM = 0.06      # one float of a vectorised multiply-add over a row
@@ -166,7 +214,13 @@ _EXPLORE = 32
 
 
 def _parallel(ns):
-    return ns >= PARALLEL_MIN_NS
+    global _parallel_pid
+    if ns < parallel_min_ns():
+        return False
+    pid = os.getpid()
+    if _parallel_pid is None:
+        _parallel_pid = pid
+    return pid == _parallel_pid
 
 
 class _Choice:
@@ -1409,28 +1463,28 @@ def nonfinite_count(arr):
 # --------------------------------------------------------------------------
 # Optimizer updates (in place, one pass, O(n))
 # --------------------------------------------------------------------------
-@numba.njit(**_jit)
-def _adam_span(i0, i1, w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
-    for i in range(i0, i1):
-        gi = g[i] + wd * w[i]
-        m[i] = b1 * m[i] + (1 - b1) * gi
-        v[i] = b2 * v[i] + (1 - b2) * gi * gi
-        w[i] -= lr * (m[i] / bc1) / (np.sqrt(v[i] / bc2) + eps)
-
-
-_CHUNK = 4096
+# One element per call, inlined into both loops: a prange body that calls a
+# span function (a loop over i0..i1) did not vectorise (scalar sqrt and
+# division, 3x slower than the serial loop on the Emerald Rapids guest),
+# while a prange over the elements themselves does.
+@numba.njit(inline="always", **_jit)
+def _adam_elem(i, w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
+    gi = g[i] + wd * w[i]
+    m[i] = b1 * m[i] + (1 - b1) * gi
+    v[i] = b2 * v[i] + (1 - b2) * gi * gi
+    w[i] -= lr * (m[i] / bc1) / (np.sqrt(v[i] / bc2) + eps)
 
 
 @numba.njit(parallel=True, **_jit)
 def _adam_par(w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
-    n = w.size
-    for c in prange((n + _CHUNK - 1) // _CHUNK):
-        _adam_span(c * _CHUNK, min(n, (c + 1) * _CHUNK), w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd)
+    for i in prange(w.size):
+        _adam_elem(i, w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd)
 
 
 @numba.njit(**_jit)
 def _adam_ser(w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
-    _adam_span(0, w.size, w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd)
+    for i in range(w.size):
+        _adam_elem(i, w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd)
 
 
 def adam_update(w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
@@ -1442,26 +1496,25 @@ def adam_update(w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
     k(w, g, m, v, lr, b1, b2, eps, bc1, bc2, wd)
 
 
-@numba.njit(**_jit)
-def _sgd_span(i0, i1, w, g, buf, lr, momentum, nesterov, wd):
-    for i in range(i0, i1):
-        gi = g[i] + wd * w[i]
-        if momentum != 0:
-            buf[i] = momentum * buf[i] + gi
-            gi = gi + momentum * buf[i] if nesterov else buf[i]
-        w[i] -= lr * gi
+@numba.njit(inline="always", **_jit)
+def _sgd_elem(i, w, g, buf, lr, momentum, nesterov, wd):
+    gi = g[i] + wd * w[i]
+    if momentum != 0:
+        buf[i] = momentum * buf[i] + gi
+        gi = gi + momentum * buf[i] if nesterov else buf[i]
+    w[i] -= lr * gi
 
 
 @numba.njit(parallel=True, **_jit)
 def _sgd_par(w, g, buf, lr, momentum, nesterov, wd):
-    n = w.size
-    for c in prange((n + _CHUNK - 1) // _CHUNK):
-        _sgd_span(c * _CHUNK, min(n, (c + 1) * _CHUNK), w, g, buf, lr, momentum, nesterov, wd)
+    for i in prange(w.size):
+        _sgd_elem(i, w, g, buf, lr, momentum, nesterov, wd)
 
 
 @numba.njit(**_jit)
 def _sgd_ser(w, g, buf, lr, momentum, nesterov, wd):
-    _sgd_span(0, w.size, w, g, buf, lr, momentum, nesterov, wd)
+    for i in range(w.size):
+        _sgd_elem(i, w, g, buf, lr, momentum, nesterov, wd)
 
 
 def sgd_update(w, g, buf, lr, momentum, nesterov, wd):
