@@ -510,6 +510,10 @@ def test_history_turnover_and_arrays():
     cur = position_keys(layer.weight.indptr, layer.weight.indices, layer.in_features)
     assert np.isclose(f1["frac_grown"][-1], np.isin(cur, h.ever_grown_keys("fc1")).mean())
     assert np.isin(h.alive_initial_keys("fc1"), cur).all()
+    ever = h.ever_grown_keys("fc1")
+    assert np.array_equal(ever, np.unique(ever))  # sorted, each position once
+    explored = len(np.union1d(h.initial_keys("fc1"), ever)) / (layer.out_features * layer.in_features)
+    assert np.isclose(f1["frac_explored"][-1], explored)
     snaps = h.snapshots("fc1")
     assert [s[0] for s in snaps] == [0, 6, 12, 18, 24]
     last_snap = snaps[-1]

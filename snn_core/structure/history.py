@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .init import in_sorted, position_keys, sorted_unique
+from .init import in_sorted, position_keys
 
 #: per-event columns, in order, with their dtypes
 COLUMNS = {"iteration": np.int64, "zeta": np.float64, "n_pruned": np.int64, "n_grown": np.int64,
@@ -51,8 +51,19 @@ class _LayerTrack:
         self.initial = initial
         self.alive_initial = initial.copy()
         self.ever_grown = np.empty(0, np.int64)
+        self.n_grown_initial = 0  # |ever_grown & initial|, kept up to date by record()
         self.n_events = 0
         self.snapshots = []  # (iteration, indptr, indices)
+
+
+def _remove_sorted(a, b):
+    """The sorted array ``a`` without the elements of the sorted array ``b``; O(len(b) log len(a) + len(a))."""
+    i = np.searchsorted(a, b)
+    inside = i < len(a)
+    i, b = i[inside], b[inside]
+    keep = np.ones(len(a), bool)
+    keep[i[a[i] == b]] = False
+    return a[keep]
 
 
 class RewiringHistory:
@@ -95,20 +106,29 @@ class RewiringHistory:
 
         ``pruned_keys`` / ``grown_keys``: sorted int64 flat keys of the
         connections removed / added; ``indptr, indices``: the structure after
-        the event. Returns the record dict. O(nnz log nnz).
+        the event. Returns the record dict. O(k log nnz + nnz) for k rewired
+        connections: the searches go over the event's keys, not over the
+        structure (an event on the main job's 784 x 800 layer spent 14 of its
+        25 ms here when every key of the structure was searched).
+
+        Structure changes only through events, so every current connection
+        is an initial one never pruned (``alive_initial``) or was grown at
+        some event, never both: the fraction grown is ``1 - |alive_initial| / nnz``.
         """
         t = self._layers[name]
         n_out, n_in = t.shape
-        t.alive_initial = t.alive_initial[~in_sorted(t.alive_initial, np.asarray(pruned_keys, np.int64))]
-        t.ever_grown = sorted_unique(np.concatenate([t.ever_grown, np.asarray(grown_keys, np.int64)]))
+        pruned, grown = np.asarray(pruned_keys, np.int64), np.asarray(grown_keys, np.int64)
+        t.alive_initial = _remove_sorted(t.alive_initial, pruned)
+        new = grown[~in_sorted(grown, t.ever_grown)]  # positions grown for the first time (sorted)
+        t.ever_grown = np.insert(t.ever_grown, np.searchsorted(t.ever_grown, new), new)
+        t.n_grown_initial += int(in_sorted(new, t.initial).sum())
         t.n_events += 1
-        current = position_keys(indptr, indices, n_in)
-        nnz = len(current)
-        explored = len(t.initial) + len(t.ever_grown) - int(in_sorted(t.ever_grown, t.initial).sum())
+        nnz = int(indptr[-1])
+        explored = len(t.initial) + len(t.ever_grown) - t.n_grown_initial
         rec = {"iteration": int(iteration), "layer": name, "zeta": float(zeta), "n_pruned": len(pruned_keys),
                "n_grown": len(grown_keys), "nnz": nnz, "density": nnz / (n_out * n_in),
                "frac_initial_kept": len(t.alive_initial) / max(len(t.initial), 1),
-               "frac_grown": float(in_sorted(current, t.ever_grown).mean()) if nnz else 0.0,
+               "frac_grown": (nnz - len(t.alive_initial)) / nnz if nnz else 0.0,
                "n_ever_grown": len(t.ever_grown), "frac_explored": explored / (n_out * n_in)}
         self.records.append(rec)
         if self.snapshot_every and t.n_events % self.snapshot_every == 0:
@@ -185,6 +205,7 @@ class RewiringHistory:
             t = _LayerTrack(shape, np.asarray(arrays[f"layers/{i}/initial"], np.int64))
             t.alive_initial = np.asarray(arrays[f"layers/{i}/alive_initial"], np.int64)
             t.ever_grown = np.asarray(arrays[f"layers/{i}/ever_grown"], np.int64)
+            t.n_grown_initial = int(in_sorted(t.ever_grown, t.initial).sum())
             t.n_events = int(n_ev)
             if h.snapshot_every:
                 its = np.asarray(arrays[f"layers/{i}/snapshot_iteration"], np.int64)
