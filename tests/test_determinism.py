@@ -161,3 +161,13 @@ def test_the_threshold_follows_the_threading_layer_unless_set(env, layer, thresh
         if layer:
             assert used == layer
         assert wait == (policy or "passive")
+
+
+def test_the_threshold_without_the_jit():
+    """NUMBA_DISABLE_JIT=1 (debugging the kernels in Python) starts no threads: no layer, the slow one's threshold."""
+    code = "from snn_core.kernels import cpu; print(cpu.parallel_min_ns(), cpu.threading_layer())"
+    env = {k: v for k, v in os.environ.items() if k not in ("SNN_CORE_PARALLEL_MIN_NS", "NUMBA_THREADING_LAYER")}
+    env.update(NUMBA_DISABLE_JIT="1", PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["3000000.0", "None"]

@@ -154,23 +154,25 @@ def _start_threads(a):
         a[i] = i
 
 
-def parallel_min_ns():
-    """The serial/parallel threshold in ns (:data:`PARALLEL_MIN_NS`), resolved on first use (not a kernel: no twin)."""
-    global PARALLEL_MIN_NS, _parallel_pid
-    if PARALLEL_MIN_NS is None:
-        _start_threads(np.zeros(2, np.int64))
-        _parallel_pid = os.getpid()
-        PARALLEL_MIN_NS = LAYER_MIN_NS.get(numba.threading_layer(), LAYER_MIN_NS["workqueue"])
-    return PARALLEL_MIN_NS
-
-
 def threading_layer():
-    """The threading layer of the parallel kernels ('omp', 'tbb' or 'workqueue'), started if needed (not a kernel: no twin)."""
+    """The threading layer of the parallel kernels ('omp', 'tbb' or 'workqueue'), started if needed;
+    None when Numba's JIT is disabled (``NUMBA_DISABLE_JIT=1``: no threads). Not a kernel: no twin."""
     global _parallel_pid
     if _parallel_pid is None:
         _start_threads(np.zeros(2, np.int64))
         _parallel_pid = os.getpid()
-    return numba.threading_layer()
+    try:
+        return numba.threading_layer()
+    except ValueError:  # no parallel region has run: the JIT is disabled
+        return None
+
+
+def parallel_min_ns():
+    """The serial/parallel threshold in ns (:data:`PARALLEL_MIN_NS`), resolved on first use (not a kernel: no twin)."""
+    global PARALLEL_MIN_NS
+    if PARALLEL_MIN_NS is None:
+        PARALLEL_MIN_NS = LAYER_MIN_NS.get(threading_layer(), LAYER_MIN_NS["workqueue"])
+    return PARALLEL_MIN_NS
 
 
 # Serial costs per element (ns), measured on the 2-core AMD EPYC (Zen 4) of
