@@ -168,7 +168,8 @@ def run_worker(a):
         "syn_events_per_s": 2 * ev * iters_per_s,
         "connections": int(sum(_fanout(l).sum() for l in net.layers if _fanout(l) is not None)),
         "loss": "ce_count", "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
-        "parallel_min_ns": cpu.parallel_min_ns(), "threading_layer": cpu.threading_layer(), "load_avg_1min": os.getloadavg()[0],
+        "parallel_min_ns": cpu.parallel_min_ns(), "threading_layer": cpu.threading_layer(),
+        "load_avg_1min": os.getloadavg()[0],
     })
 
 

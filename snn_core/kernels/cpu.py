@@ -14,9 +14,9 @@ by the callers so that float32 stays float32 (no silent upcast, no second
 compile). Every kernel has a plain NumPy twin in ``reference.py``; the tests
 compare them.
 
-Serial or parallel. Starting a ``parallel=True`` region costs ~20 us with
-the OpenMP layer and passive waiting (the default here, see the comment at
-the imports) and 35-110 us with the work-queue layer, which Numba falls
+Serial or parallel. Starting a ``parallel=True`` region costs ~15-45 us
+with the OpenMP layer and passive waiting (the default here, see the
+comment at the imports) and 30-120 us with the work-queue layer, which Numba falls
 back to without an OpenMP runtime. Every public kernel below is therefore a
 thin Python function that estimates the work of the call and runs either
 the ``prange`` version (``_<name>_par``) or the serial one (``_<name>_ser``)
@@ -86,8 +86,8 @@ from numba.core import types as nbtypes
 from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
-# Threading layer: OpenMP first. A parallel region starts in ~5-20 us there
-# against 35-110 us with the work-queue layer (docs/benchmarks.md, "Both
+# Threading layer: OpenMP first. A parallel region starts in ~15-45 us there
+# (passive waiting) against 30-120 us with the work-queue layer (docs/benchmarks.md, "Both
 # cores"), which is what lets every kernel of a training step above ~50 us
 # use the second core. Its threads must not spin: with GNU OpenMP's default
 # spin-waiting, two training processes on a 2-core machine ran 10x slower
@@ -125,7 +125,7 @@ def _env_ns(name, default):
 
 #: Estimated serial run time (ns) from which a kernel runs in parallel, by
 #: threading layer: a parallel region must save more than it costs to start
-#: (OpenMP with passive waiting: ~20 us; the work-queue layer: 35-110 us,
+#: (OpenMP with passive waiting: ~15-45 us; the work-queue layer: 30-120 us,
 #: and there, on the 2-core machines of docs/benchmarks.md, parallel calls
 #: only paid off above ~3 ms of serial work). TBB is priced like OpenMP
 #: (9-20 us measured) but not otherwise tuned.
