@@ -113,9 +113,23 @@ def cmd_train(args):
     if args.profile:
         samples = len(trainer.x_train) * (trainer.epoch - start_epoch)
         print(f"where the time went ({trainer.epoch - start_epoch} epochs, device {cfg.device}):")
+        if cfg.device == "cpu":
+            print(_threads_line())
         print(format_profile(trainer.profiler.as_dict(samples)))
         print(format_layer_profile(trainer.layer_profiler))
     return 0
+
+
+def _threads_line():
+    """How the cpu kernels use the cores: threads, Numba's threading layer, the serial/parallel threshold."""
+    import numba
+
+    from .kernels import cpu as kernels
+
+    layer = kernels.threading_layer()
+    wait = f", OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}" if layer == "omp" else ""
+    return (f"threads: {numba.get_num_threads()} ({layer} layer{wait}); a kernel runs in parallel above "
+            f"{kernels.parallel_min_ns() / 1e3:g} us of estimated work")
 
 
 def _trainer_from_checkpoint(path, data_dir=None, device="cpu"):

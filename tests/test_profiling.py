@@ -118,11 +118,17 @@ def test_profiled_fit_counts_every_phase_and_changes_no_result():
 def test_cli_train_profile_prints_where_the_time_went(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO), MPLBACKEND="Agg")
     env.pop("SNN_CORE_DATA", None)
+    env.pop("SNN_CORE_PARALLEL_MIN_NS", None)  # the threshold of the layer, checked below
     proc = subprocess.run([sys.executable, "-m", "snn_core", "train", "--profile", "--max-train", "200",
                            "--hidden", "32", "--epochs", "1", "--quiet", "--out-dir", str(tmp_path / "run")],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "where the time went (1 epochs, device cpu)" in proc.stdout
+    from snn_core.kernels import cpu
+
+    layer = cpu.threading_layer()  # the same layer and threshold the child process resolved
+    assert f"({layer} layer" in proc.stdout
+    assert f"a kernel runs in parallel above {cpu.LAYER_MIN_NS[layer] / 1e3:g} us" in proc.stdout
     for phase in ("*forward", "*backward", " validation", " checkpoints"):
         assert phase in proc.stdout, phase
     assert "overhead" in proc.stdout
