@@ -139,13 +139,24 @@ LAYER_MIN_NS = {"omp": 50_000.0, "tbb": 50_000.0, "workqueue": 3_000_000.0}
 #: (tests/test_determinism.py), so it never changes a result.
 PARALLEL_MIN_NS = _env_ns("SNN_CORE_PARALLEL_MIN_NS", None)
 
-# The process that first ran a parallel kernel. A child forked from it must
-# not start a parallel region: GNU OpenMP is not fork-safe, and Numba
-# terminates such a child ("fork() called from a process already using GNU
-# OpenMP"). Forked children (multiprocessing's default start method on
-# Linux before Python 3.14) therefore run every kernel serially, with the
-# same results.
-_parallel_pid = None
+# Whether this process has started Numba's thread pool, and whether it is a
+# child forked after its parent (or an ancestor) had. GNU OpenMP is not
+# fork-safe: Numba terminates such a child when it starts a parallel region
+# ("fork() called from a process already using GNU OpenMP"). Forked children
+# (multiprocessing's default start method on Linux before Python 3.14)
+# therefore run every kernel serially, with the same results; the fork hook
+# sets the flag, so the kernels' hot path only reads it.
+_pool_started = False
+_forked_after_pool = False
+
+
+def _after_fork_in_child():
+    global _forked_after_pool
+    _forked_after_pool = _forked_after_pool or _pool_started
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -157,10 +168,10 @@ def _start_threads(a):
 def threading_layer():
     """The threading layer of the parallel kernels ('omp', 'tbb' or 'workqueue'), started if needed;
     None when Numba's JIT is disabled (``NUMBA_DISABLE_JIT=1``: no threads). Not a kernel: no twin."""
-    global _parallel_pid
-    if _parallel_pid is None:
+    global _pool_started
+    if not _pool_started:
         _start_threads(np.zeros(2, np.int64))
-        _parallel_pid = os.getpid()
+        _pool_started = True
     try:
         return numba.threading_layer()
     except ValueError:  # no parallel region has run: the JIT is disabled
@@ -216,13 +227,11 @@ _EXPLORE = 32
 
 
 def _parallel(ns):
-    global _parallel_pid
-    if ns < parallel_min_ns():
+    global _pool_started
+    if ns < parallel_min_ns() or _forked_after_pool:
         return False
-    pid = os.getpid()
-    if _parallel_pid is None:
-        _parallel_pid = pid
-    return pid == _parallel_pid
+    _pool_started = True  # the parallel kernel about to run starts it
+    return True
 
 
 class _Choice:
