@@ -685,16 +685,33 @@ class LIF(_Neurons):
         # is recorded; the returned spikes and v_last come from the buffer pool,
         # which never hands out an array that a caller still holds.
         u = bk.empty(I.shape, self.dtype) if record else self._scratch_u(I.shape)
-        self.v_last = None  # the pool may reuse the last call's v_last unless a caller still holds it
+        self._v_last = self._v_last_host = None  # the pool may reuse the last call's buffer unless a caller holds it
         s, v_last = self.buffer(I.shape), self.buffer((F, B))
         bk.lif_forward(I, self._initial(v0, B), prm, u, s, v_last)
         self._cache = (u, s)
-        self.v_last = bk.to_host(v_last).T
+        # kept where the kernel wrote it: on a device backend, copying it to
+        # the host here would wait for the device at every step of every LIF
+        # layer, although nothing in training reads it (see the v_last property)
+        self._v_last = v_last
         if record:
             uh, sh = bk.to_host(u), bk.to_host(s)  # host backends: the arrays themselves, no copy
             v = reset_membrane(uh, sh, prm)
             self.recorded = {"u": time_major(uh), "v": time_major(v), "spikes": time_major(sh)}
         return bk.time_major(s)
+
+    _v_last = _v_last_host = None
+
+    @property
+    def v_last(self):
+        """The final membrane (batch, n) of the last forward call, a host array.
+
+        None before the first call and after :meth:`reset_state` (or
+        :meth:`to`). On the ``cuda`` backend it is copied from the device
+        when first read after a call, not by ``forward`` itself.
+        """
+        if self._v_last_host is None and self._v_last is not None:
+            self._v_last_host = self.backend.to_host(self._v_last).T
+        return self._v_last_host
 
     def _scratch_u(self, shape):
         buf = self.__dict__.get("_u_buf")
@@ -705,6 +722,7 @@ class LIF(_Neurons):
     def reset_state(self):
         super().reset_state()
         self.__dict__.pop("_u_buf", None)
+        self._v_last = self._v_last_host = None  # of the backend the layer may be leaving (see to)
 
     def backward(self, grad_y):
         u, s = self._needs_cache()

@@ -190,6 +190,30 @@ def test_gradients_and_training_step_match_cpu(device, sparse):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_lif_forward_leaves_v_last_on_the_backend_until_read(device, monkeypatch):
+    """LIF.forward copies nothing to the host (on cuda a copy would wait for the device at every
+    step); v_last is copied when read, once per call, and equals the reference's final membrane."""
+    rng = np.random.default_rng(5)
+    prm = LIFParams(tau_m=3.0, reset="soft")
+    x = rng.normal(1.0, 1.0, size=(4, 3, 6)).astype(F32)
+    layer = LIF(6, prm).to(device)
+    copies = []
+    real = layer.backend.to_host
+    monkeypatch.setattr(layer.backend, "to_host", lambda a: copies.append(a.shape) or real(a))
+    out = layer.forward(x)
+    assert copies == []
+    v = layer.v_last
+    assert copies == [(6, 3)] and layer.v_last is v  # one copy, cached until the next call
+    _, _, vr = R.lif_forward(np.ascontiguousarray(x.transpose(2, 0, 1)), np.zeros((6, 3), F32),
+                             prm.kernel_params(F32))
+    close(v, vr.T, "v_last")
+    assert np.array_equal(real(out), layer.forward(x))
+    assert layer.v_last is not v  # a new call, a new v_last
+    layer.reset_state()
+    assert layer.v_last is None
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_to_moves_model_and_optimizer_state(device):
     """Two steps on cpu, move, two more steps == four steps on cpu (Adam moments and step count follow)."""
     x, y = _batch(1)
