@@ -670,6 +670,8 @@ class LIF(_Neurons):
     """
 
     output_key = "spikes"
+    # the last call's final membrane: the backend's array, and its host copy once read (see v_last)
+    _v_last = _v_last_host = None
 
     @property
     def emits_spikes(self):
@@ -698,8 +700,6 @@ class LIF(_Neurons):
             v = reset_membrane(uh, sh, prm)
             self.recorded = {"u": time_major(uh), "v": time_major(v), "spikes": time_major(sh)}
         return bk.time_major(s)
-
-    _v_last = _v_last_host = None
 
     @property
     def v_last(self):
