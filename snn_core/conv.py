@@ -99,6 +99,7 @@ class SparseConv2d(SparseLinear):
     """
 
     packs_spikes = False  # the event-driven kernels read the input as it is
+    takes_row_masks = False  # its backward reads and writes every row (the mask rules: snn_core.layers)
 
     def __init__(self, in_channels, out_channels, kernel, stride=1, padding=0, density=1.0, input_size=None,
                  bias=False, seed=None, gain=1.0, dtype=np.float32, weight=None, name="conv"):

@@ -31,6 +31,17 @@ The layer contract (what the network, optimizers and rewiring rely on):
 - ``backward(grad_y) -> grad_x`` accumulates parameter gradients and returns
   the gradient w.r.t. the input (``None`` when ``need_input_grad`` is False);
 - ``parameters()`` lists :class:`~snn_core.parameter.Parameter` objects;
+- a layer whose ``takes_row_masks`` is True (``SparseLinear`` and ``LIF`` on
+  a backend with ``row_masks``) also accepts ``backward(grad_y, live=None,
+  mask_out=False)``: ``live`` (uint8, one entry per output feature) marks
+  with 0 the features whose gradient rows are zero, which are then not read
+  (their values may be anything); with ``mask_out=True`` rows of the
+  returned gradient that are zero may be left unwritten, and
+  ``input_grad_live`` says which (0) or is None when all were written.
+  :meth:`~snn_core.network.Network.backward` passes these masks between
+  neighbours that both take them, so that the rows of neurons without a path
+  to the loss (e.g. hidden neurons without outgoing connections) cost
+  nothing in BPTT; the gradients are the same bits as without masks;
 - ``in_features`` / ``out_features`` give the sizes for shape checks.
 
 Backends. A layer computes through ``self.backend`` (see
@@ -158,6 +169,10 @@ class Layer:
     #: (and changing no state); ``input_was_spikes`` then says whether the last input passed
     packs_spikes: bool = False
     input_was_spikes: bool = False
+    #: True when ``backward`` takes row masks (see the module docstring); the mask of the last
+    #: ``backward(..., mask_out=True)``'s returned gradient, or None when every row was written
+    takes_row_masks: bool = False
+    input_grad_live = None
 
     def __init__(self):
         self.recorded = {}
@@ -209,6 +224,18 @@ class Layer:
         out = self.buffer((F, B))
         self.backend.time_sum(G3, out)
         return out
+
+    def _row_mask_args(self, live, mask_out):
+        """Check a backward's row-mask arguments; the uint8 mask for the returned gradient (or None)."""
+        if (live is not None or mask_out) and not self.takes_row_masks:
+            raise ValueError(f"{self.name}: backward takes no row masks here (takes_row_masks is False)")
+        self.input_grad_live = None
+        if not mask_out:
+            return None
+        buf = self.__dict__.get("_live_in")
+        if buf is None or buf.shape[0] != self.in_features:
+            buf = self._live_in = np.empty(self.in_features, np.uint8)
+        return buf
 
     def buffer(self, shape):
         """An output buffer of the layer's backend and dtype from its pool (reused once unreferenced)."""
@@ -570,9 +597,15 @@ class SparseLinear(Layer):
         self.recorded = {"current": out} if record else {}  # the input current I[t] of the next layer
         return out
 
-    def backward(self, grad_y):
+    @property
+    def takes_row_masks(self):
+        """True on a backend with row masks, unless the output gradient is retained (it must then be whole)."""
+        return self.backend.row_masks and not self.retain_output_grad
+
+    def backward(self, grad_y, live=None, mask_out=False):
         X, pack, reps = self._needs_cache()
         check_grad_columns(grad_y, X.shape[1] * reps, f"{self.name} grad")  # before any gradient is touched
+        live_in = self._row_mask_args(live, mask_out)
         bk = self.backend
         G3 = bk.feature_major(grad_y, self.out_features, self.dtype, f"{self.name} grad")
         _, T, B = G3.shape
@@ -583,9 +616,10 @@ class SparseLinear(Layer):
         gb = self._scratch.get("gb")
         if gb is None or gb.shape[0] != self.out_features:
             gb = self._scratch["gb"] = bk.empty(self.out_features, self.dtype)
-        rownz = bk.csr_grad(indptr, indices, Gw, X, p.grad, not p.grad_is_zero, gb, pack, self._scratch)
-        if reps > 1:  # a row of G summed over time may cancel to zero: the input gradient reads all rows
-            rownz = None
+        masks = {} if live is None else {"live": live}
+        rownz = bk.csr_grad(indptr, indices, Gw, X, p.grad, not p.grad_is_zero, gb, pack, self._scratch, **masks)
+        if reps > 1:  # a row of G summed over time may cancel to zero: the input gradient reads all live rows
+            rownz = live
         p.grad_is_zero = False
         if self.bias is not None:
             if self.bias.grad_is_zero:  # swap buffers instead of copying: gb becomes the gradient
@@ -599,7 +633,10 @@ class SparseLinear(Layer):
             return None
         t_indptr, t_indices, perm = self._backend_transpose()
         GX = self.buffer((self.in_features, T, B))
-        bk.csr_backward_input(t_indptr, t_indices, perm, p.value, G, GX.reshape(self.in_features, T * B), rownz)
+        masks = {} if live_in is None else {"live_out": live_in}
+        bk.csr_backward_input(t_indptr, t_indices, perm, p.value, G, GX.reshape(self.in_features, T * B), rownz,
+                              **masks)
+        self.input_grad_live = live_in
         return bk.time_major(GX)
 
     def dense_weight_grad(self):
@@ -724,13 +761,23 @@ class LIF(_Neurons):
         self.__dict__.pop("_u_buf", None)
         self._v_last = self._v_last_host = None  # of the backend the layer may be leaving (see to)
 
-    def backward(self, grad_y):
+    @property
+    def takes_row_masks(self):
+        """True on a backend with row masks (see the module docstring)."""
+        return self.backend.row_masks
+
+    def backward(self, grad_y, live=None, mask_out=False):
         u, s = self._needs_cache()
         check_grad_shape(grad_y, (u.shape[1], u.shape[2], u.shape[0]), f"{self.name} grad")
+        live_in = self._row_mask_args(live, mask_out)
         bk = self.backend
         gs = bk.feature_major(grad_y, self.out_features, self.dtype, f"{self.name} grad")
         gI = self.buffer(gs.shape)
-        bk.lif_backward(gs, u, s, self.kernel_params, gI)
+        if live is None and live_in is None:
+            bk.lif_backward(gs, u, s, self.kernel_params, gI)
+        else:
+            bk.lif_backward(gs, u, s, self.kernel_params, gI, live, live_in)
+        self.input_grad_live = live_in
         return bk.time_major(gI)
 
 

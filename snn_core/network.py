@@ -121,10 +121,17 @@ class Network:
         ``grad_out`` has the output's shape ``(T, batch, out_features)``;
         ``timer`` as in :meth:`forward` (phases ``"<layer name> backward"``).
         """
-        g = grad_out
-        for layer in reversed(self.layers):
+        g, live = grad_out, None
+        layers = self.layers
+        for i in range(len(layers) - 1, -1, -1):
+            layer = layers[i]
             with _UNTIMED if timer is None else timer(f"{layer.name} backward"):
-                g = layer.backward(g)
+                if layer.takes_row_masks:  # pass on which gradient rows are zero (layers module docstring)
+                    g = layer.backward(g, live=live, mask_out=i > 0 and layers[i - 1].takes_row_masks)
+                    live = layer.input_grad_live
+                else:
+                    g = layer.backward(g)
+                    live = None
 
     def parameters(self):
         """Every layer's :class:`~snn_core.parameter.Parameter`, in layer order."""

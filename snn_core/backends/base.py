@@ -94,11 +94,18 @@ class Backend:
         True when arrays are NumPy arrays in host memory (``to_host`` is free).
     dtypes : tuple of numpy dtypes
         The float dtypes this backend computes in.
+    row_masks : bool
+        True when ``lif_backward`` takes ``live``/``live_out``, ``csr_grad``
+        takes ``live`` and ``csr_backward_input`` takes ``live_out``: uint8
+        row masks through which layers pass on which gradient rows are known
+        to be zero, so that those rows are neither read nor written (rules:
+        :func:`snn_core.kernels.cpu.lif_backward`). Only ``cpu``.
     """
 
     name = "base"
     is_host = True
     dtypes = (np.dtype(np.float32), np.dtype(np.float64))
+    row_masks = False
 
     # -- arrays ----------------------------------------------------------------
     def empty(self, shape, dtype):

@@ -27,6 +27,10 @@ class CpuBackend(KernelModuleBackend):
 
     name = "cpu"
     kernels = K
+    row_masks = True
+
+    def lif_backward(self, gs, u, s, prm, gI, live=None, live_out=None):
+        K.lif_backward(gs, u, s, prm, gI, live, live_out)
 
     # -- sparse synapses -------------------------------------------------------------
     def pack_spikes(self, X, n_out, nnz, scratch, force=None):
@@ -67,27 +71,28 @@ class CpuBackend(KernelModuleBackend):
         K.csr_forward_spikes(indptr, indices, data, bias, X8, cnt, cols, thr, Y, work, Xb,
                              self._split({} if scratch is None else scratch, len(data)))
 
-    def csr_grad(self, indptr, indices, G, X, out, accumulate, gb, pack=None, scratch=None):
+    def csr_grad(self, indptr, indices, G, X, out, accumulate, gb, pack=None, scratch=None, live=None):
         scratch = {} if scratch is None else scratch
         rownz = scratch.get("rownz")
         if rownz is None or rownz.shape[0] != G.shape[0]:
             rownz = scratch["rownz"] = np.empty(G.shape[0], np.uint8)
         if pack is None:
-            K.csr_grad_dense(indptr, indices, G, X, out, accumulate, gb, rownz)
+            K.csr_grad_dense(indptr, indices, G, X, out, accumulate, gb, rownz, live)
         else:
             X8, cnt, cols, thr, work, Xb = pack
             K.csr_grad_spikes(indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz, work, Xb,
-                              self._split(scratch, len(indices)))
+                              self._split(scratch, len(indices)), live)
         return rownz
 
     def time_sum(self, G3, out):
         K.time_sum(G3, out)
 
-    def csr_backward_input(self, t_indptr, t_indices, t_perm, data, G, GX, rownz=None):
-        if rownz is None:
+    def csr_backward_input(self, t_indptr, t_indices, t_perm, data, G, GX, rownz=None, live_out=None):
+        if rownz is None and live_out is None:
             K.csr_backward_input(t_indptr, t_indices, t_perm, data, G, GX)
         else:
-            K.csr_backward_input_nz(t_indptr, t_indices, t_perm, data, G, rownz, GX)
+            rownz = np.ones(G.shape[0], np.uint8) if rownz is None else rownz
+            K.csr_backward_input_nz(t_indptr, t_indices, t_perm, data, G, rownz, GX, live_out)
 
     # -- sparse convolution: event-driven (kernels/conv_cpu.py); dense conv: im2col + BLAS (base) ----
     def conv_forward(self, g, indptr, indices, t_indptr, t_indices, t_perm, data, bias, X, Y, scratch):

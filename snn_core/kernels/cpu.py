@@ -109,6 +109,36 @@ from ..surrogate import smooth_spike, surrogate_grad
 _jit = dict(cache=True, nogil=True, error_model="numpy")
 
 
+@intrinsic
+def _borrow(typingctx, a):
+    """``a`` without its reference-counting handle (meminfo): a borrowed view for the row loops.
+
+    Every array passed to a row function costs an atomic increment and
+    decrement of its reference count per call, even inlined: ~20 ns each on
+    the Emerald Rapids guest, 200-300 ns per row for the 9-16 arrays a row
+    takes, which was 0.2-0.3 ms per call of an 800-row serial kernel (more
+    than many kernels' work at density 0.01). A view whose meminfo is null
+    skips that count (Numba's ``NRT_incref`` returns at once on null), and
+    with the row function inlined the count disappears altogether
+    (docs/benchmarks.md, "Row-call overhead"). Safe only where the kernel's
+    caller keeps ``a`` alive for the whole call and the view never leaves
+    the kernel (not returned, not stored): how the ``_ser``/``_par``
+    kernels below use it.
+    """
+    if not isinstance(a, nbtypes.Array):
+        raise numba.TypingError(f"_borrow takes an array, got {a}")
+
+    def codegen(context, builder, sig, args):
+        src = cgutils.create_struct_proxy(sig.args[0])(context, builder, value=args[0])
+        view = cgutils.create_struct_proxy(sig.return_type)(context, builder)
+        for field in ("parent", "nitems", "itemsize", "data", "shape", "strides"):
+            setattr(view, field, getattr(src, field))
+        view.meminfo = cgutils.get_null_value(view.meminfo.type)
+        return view._getvalue()
+
+    return a(a), codegen
+
+
 def _env_ns(name, default):
     """A non-negative number of nanoseconds from the environment variable ``name``, else ``default``."""
     raw = os.environ.get(name)
@@ -293,7 +323,7 @@ def pick_version(ser, par, ns):
 # samples) lives in v_out[f, :] and every inner loop runs over the B
 # contiguous samples of one step, which the compiler vectorises. No
 # fastmath: the arithmetic is the reference's, operation for operation.
-@numba.njit(**_jit)
+@numba.njit(inline="always", **_jit)
 def _lif_forward_row(f, I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth, u_out, s_out, v_out):
     T, B = I.shape[1], I.shape[2]
     one = s_out.dtype.type(1.0)
@@ -340,12 +370,14 @@ def _lif_forward_row(f, I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smoot
 
 @numba.njit(parallel=True, **_jit)
 def _lif_forward_par(I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth, u_out, s_out, v_out):
+    I, v0, u_out, s_out, v_out = _borrow(I), _borrow(v0), _borrow(u_out), _borrow(s_out), _borrow(v_out)
     for f in prange(I.shape[0]):
         _lif_forward_row(f, I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth, u_out, s_out, v_out)
 
 
 @numba.njit(**_jit)
 def _lif_forward_ser(I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth, u_out, s_out, v_out):
+    I, v0, u_out, s_out, v_out = _borrow(I), _borrow(v0), _borrow(u_out), _borrow(s_out), _borrow(v_out)
     for f in range(I.shape[0]):
         _lif_forward_row(f, I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth, u_out, s_out, v_out)
 
@@ -402,23 +434,29 @@ def _sigma(u, stored, rect, v_th, half, inv, zero):
     return stored
 
 
-@numba.njit(**_jit)
-def _lif_backward_row(f, gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, gI):
+@numba.njit(inline="always", **_jit)
+def _lif_backward_row(f, gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, gI, live, live_out):
     T, B = gs.shape[1], gs.shape[2]
     one = gI.dtype.type(1.0)
     zero = gI.dtype.type(0.0)
     # A neuron whose output gradient is zero at every step (e.g. one without
     # outgoing connections) gets a zero input gradient: skip u, s entirely.
+    # A row marked dead in ``live`` is zero by the caller's word (not read);
+    # with ``live_out`` a zero result row is marked there instead of written.
     nz = 0
-    for t in range(T):
-        for b in range(B):
-            nz += gs[f, t, b] != zero
-        if nz:
-            break
-    if nz == 0:
+    if live.size == 0 or live[f]:
         for t in range(T):
             for b in range(B):
-                gI[f, t, b] = zero
+                nz += gs[f, t, b] != zero
+            if nz:
+                break
+    if live_out.size:
+        live_out[f] = nz != 0
+    if nz == 0:
+        if live_out.size == 0:
+            for t in range(T):
+                for b in range(B):
+                    gI[f, t, b] = zero
         return
     # Pass 1, backwards in time: gI[f, t] <- gu[t] (unscaled; gv = alpha *
     # gu[t+1] is read back from gI[f, t+1]); pass 2: gI[f] *= c. Each inner
@@ -470,18 +508,39 @@ def _lif_backward_row(f, gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, 
 
 
 @numba.njit(parallel=True, **_jit)
-def _lif_backward_par(gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, gI):
+def _lif_backward_par(gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, gI, live, live_out):
+    gs, u, s, gI, live, live_out = _borrow(gs), _borrow(u), _borrow(s), _borrow(gI), _borrow(live), _borrow(live_out)
     for f in prange(gs.shape[0]):
-        _lif_backward_row(f, gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, gI)
+        _lif_backward_row(f, gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, gI, live, live_out)
 
 
 @numba.njit(**_jit)
-def _lif_backward_ser(gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, gI):
+def _lif_backward_ser(gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, gI, live, live_out):
+    gs, u, s, gI, live, live_out = _borrow(gs), _borrow(u), _borrow(s), _borrow(gI), _borrow(live), _borrow(live_out)
     for f in range(gs.shape[0]):
-        _lif_backward_row(f, gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, gI)
+        _lif_backward_row(f, gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, gI, live, live_out)
 
 
-def lif_backward(gs, u, s, prm, gI):
+_ALL_ROWS = np.zeros(0, np.uint8)  # "no row mask": every row is live, every output row is written
+
+
+def _row_mask(mask, n, what):
+    """``mask`` (uint8, n) as the kernels take it, or the empty "no mask" array for None."""
+    if mask is None:
+        return _ALL_ROWS
+    if mask.dtype != np.uint8 or mask.shape != (n,):
+        raise ValueError(f"{what}: expected a uint8 row mask of shape ({n},), got {mask.dtype} {mask.shape}")
+    return mask
+
+
+def _live_work(n_rows, live):
+    """The fraction of rows a masked kernel visits (for its serial/parallel choice)."""
+    if live is None or n_rows == 0:
+        return 1.0
+    return max(1, int(np.count_nonzero(live))) / n_rows
+
+
+def lif_backward(gs, u, s, prm, gI, live=None, live_out=None):
     """BPTT through a LIF population: dL/dI from dL/ds (all (F, T, B)); ``prm`` as in :func:`lif_forward`.
 
     Readable twin: :func:`snn_core.kernels.reference.lif_backward`.
@@ -495,13 +554,22 @@ def lif_backward(gs, u, s, prm, gI):
 
     ``s`` is read only for the hard reset. Neurons whose ``gs`` is zero at
     every step are skipped (their ``gI`` is zero).
+
+    Row masks (uint8, one entry per neuron; what ``Network.backward`` passes
+    between layers so that the rows of neurons without a gradient path are
+    neither read nor written): ``live[f] == 0`` says that ``gs[f]`` is zero
+    (it is not read); when ``live_out`` is given, a zero row of ``gI`` is
+    left unwritten and ``live_out[f]`` is set to 0 (1 for a written row).
+    Without ``live_out`` every row of ``gI`` is written.
     """
-    k = pick_version(_lif_backward_ser, _lif_backward_par, gs.size * _NS_LIF_BWD)
+    F = gs.shape[0]
+    live_k, out_k = _row_mask(live, F, "lif_backward live"), _row_mask(live_out, F, "lif_backward live_out")
+    k = pick_version(_lif_backward_ser, _lif_backward_par, gs.size * _NS_LIF_BWD * _live_work(F, live))
     k(gs, u, s, prm.alpha, prm.c, prm.v_th, prm.v_reset, prm.reset, bool(prm.detach), prm.surrogate, prm.surrogate_p,
-      gI)
+      gI, live_k, out_k)
 
 
-@numba.njit(**_jit)
+@numba.njit(inline="always", **_jit)
 def _readout_forward_row(f, I, v0, alpha, k0, c, u_out):
     T, B = I.shape[1], I.shape[2]
     for b in range(B):
@@ -513,12 +581,14 @@ def _readout_forward_row(f, I, v0, alpha, k0, c, u_out):
 
 @numba.njit(parallel=True, **_jit)
 def _readout_forward_par(I, v0, alpha, k0, c, u_out):
+    I, v0, u_out = _borrow(I), _borrow(v0), _borrow(u_out)
     for f in prange(I.shape[0]):
         _readout_forward_row(f, I, v0, alpha, k0, c, u_out)
 
 
 @numba.njit(**_jit)
 def _readout_forward_ser(I, v0, alpha, k0, c, u_out):
+    I, v0, u_out = _borrow(I), _borrow(v0), _borrow(u_out)
     for f in range(I.shape[0]):
         _readout_forward_row(f, I, v0, alpha, k0, c, u_out)
 
@@ -532,7 +602,7 @@ def readout_forward(I, v0, prm, u_out):
     k(I, v0, prm.alpha, prm.k0, prm.c, u_out)
 
 
-@numba.njit(**_jit)
+@numba.njit(inline="always", **_jit)
 def _readout_backward_row(f, gu, alpha, c, gI):
     T, B = gu.shape[1], gu.shape[2]
     for b in range(B):
@@ -548,12 +618,14 @@ def _readout_backward_row(f, gu, alpha, c, gI):
 
 @numba.njit(parallel=True, **_jit)
 def _readout_backward_par(gu, alpha, c, gI):
+    gu, gI = _borrow(gu), _borrow(gI)
     for f in prange(gu.shape[0]):
         _readout_backward_row(f, gu, alpha, c, gI)
 
 
 @numba.njit(**_jit)
 def _readout_backward_ser(gu, alpha, c, gI):
+    gu, gI = _borrow(gu), _borrow(gI)
     for f in range(gu.shape[0]):
         _readout_backward_row(f, gu, alpha, c, gI)
 
@@ -570,7 +642,7 @@ def readout_backward(gu, prm, gI):
 # --------------------------------------------------------------------------
 # Sum over time of a repeated frame's output gradient
 # --------------------------------------------------------------------------
-@numba.njit(**_jit)
+@numba.njit(inline="always", **_jit)
 def _time_sum_row(f, G3, out):
     T, B = G3.shape[1], G3.shape[2]
     for b in range(B):
@@ -582,12 +654,14 @@ def _time_sum_row(f, G3, out):
 
 @numba.njit(parallel=True, **_jit)
 def _time_sum_par(G3, out):
+    G3, out = _borrow(G3), _borrow(out)
     for f in prange(G3.shape[0]):
         _time_sum_row(f, G3, out)
 
 
 @numba.njit(**_jit)
 def _time_sum_ser(G3, out):
+    G3, out = _borrow(G3), _borrow(out)
     for f in range(G3.shape[0]):
         _time_sum_row(f, G3, out)
 
@@ -610,7 +684,7 @@ def time_sum(G3, out):
 # Dense-row kernels handle four connections per pass over the output row:
 # one load/store of Y[r, n] per four multiply-adds instead of per one (the
 # single-connection loop is bound by those stores).
-@numba.njit(**_jit)
+@numba.njit(inline="always", **_jit)
 def _csr_forward_row(r, indptr, indices, data, bias, X, Y):
     N = Y.shape[1]
     for n in range(N):
@@ -633,12 +707,16 @@ def _csr_forward_row(r, indptr, indices, data, bias, X, Y):
 
 @numba.njit(parallel=True, **_jit)
 def _csr_forward_par(indptr, indices, data, bias, X, Y):
+    indptr, indices, data = _borrow(indptr), _borrow(indices), _borrow(data)
+    bias, X, Y = _borrow(bias), _borrow(X), _borrow(Y)
     for r in prange(Y.shape[0]):
         _csr_forward_row(r, indptr, indices, data, bias, X, Y)
 
 
 @numba.njit(**_jit)
 def _csr_forward_ser(indptr, indices, data, bias, X, Y):
+    indptr, indices, data = _borrow(indptr), _borrow(indices), _borrow(data)
+    bias, X, Y = _borrow(bias), _borrow(X), _borrow(Y)
     for r in range(Y.shape[0]):
         _csr_forward_row(r, indptr, indices, data, bias, X, Y)
 
@@ -691,13 +769,23 @@ def _row_sum_nz(r, G, gb, rownz):
     return nz != 0
 
 
-@numba.njit(**_jit)
-def _csr_grad_dense_row(r, indptr, indices, G, X, out, accumulate, gb, rownz):
+@numba.njit(inline="always", **_jit)
+def _dead_row(r, G, gb, rownz, live):
+    """True (and gb[r] = 0, rownz[r] = 0) when the mask says row r of G is zero; it is then not read."""
+    if live.size == 0 or live[r]:
+        return False
+    gb[r] = G.dtype.type(0.0)
+    rownz[r] = 0
+    return True
+
+
+@numba.njit(inline="always", **_jit)
+def _csr_grad_dense_row(r, indptr, indices, G, X, out, accumulate, gb, rownz, live):
     N = G.shape[1]
     zero = G.dtype.type(0.0)
     k = indptr[r]
     e = indptr[r + 1]
-    if not _row_sum_nz(r, G, gb, rownz):
+    if _dead_row(r, G, gb, rownz, live) or not _row_sum_nz(r, G, gb, rownz):
         if not accumulate:
             for kk in range(k, e):
                 out[kk] = zero
@@ -738,28 +826,34 @@ def _csr_grad_dense_row(r, indptr, indices, G, X, out, accumulate, gb, rownz):
 
 
 @numba.njit(parallel=True, **_jit)
-def _csr_grad_dense_par(indptr, indices, G, X, out, accumulate, gb, rownz):
+def _csr_grad_dense_par(indptr, indices, G, X, out, accumulate, gb, rownz, live):
+    indptr, indices, G, X = _borrow(indptr), _borrow(indices), _borrow(G), _borrow(X)
+    out, gb, rownz, live = _borrow(out), _borrow(gb), _borrow(rownz), _borrow(live)
     for r in prange(G.shape[0]):
-        _csr_grad_dense_row(r, indptr, indices, G, X, out, accumulate, gb, rownz)
+        _csr_grad_dense_row(r, indptr, indices, G, X, out, accumulate, gb, rownz, live)
 
 
 @numba.njit(**_jit)
-def _csr_grad_dense_ser(indptr, indices, G, X, out, accumulate, gb, rownz):
+def _csr_grad_dense_ser(indptr, indices, G, X, out, accumulate, gb, rownz, live):
+    indptr, indices, G, X = _borrow(indptr), _borrow(indices), _borrow(G), _borrow(X)
+    out, gb, rownz, live = _borrow(out), _borrow(gb), _borrow(rownz), _borrow(live)
     for r in range(G.shape[0]):
-        _csr_grad_dense_row(r, indptr, indices, G, X, out, accumulate, gb, rownz)
+        _csr_grad_dense_row(r, indptr, indices, G, X, out, accumulate, gb, rownz, live)
 
 
-def csr_grad_dense(indptr, indices, G, X, out, accumulate, gb, rownz):
+def csr_grad_dense(indptr, indices, G, X, out, accumulate, gb, rownz, live=None):
     """:func:`csr_grad_at` plus, in the same pass over G, the bias gradient
     ``gb[r] = sum_n G[r, n]`` and ``rownz[r] = any(G[r, :] != 0)`` (uint8).
 
     Rows of G that are entirely zero skip their connections (gradient 0).
+    ``live`` (uint8, n_out, optional): ``live[r] == 0`` says that G[r] is
+    zero; such a row is not read (as :func:`lif_backward`'s row masks).
 
     Readable twin: :func:`snn_core.kernels.reference.csr_grad_dense`.
     """
-    ns = (len(indices) + G.shape[0]) * G.shape[1] * _ns_stream(X)
+    ns = (len(indices) + G.shape[0]) * G.shape[1] * _ns_stream(X) * _live_work(G.shape[0], live)
     k = pick_version(_csr_grad_dense_ser, _csr_grad_dense_par, ns)
-    k(indptr, indices, G, X, out, accumulate, gb, rownz)
+    k(indptr, indices, G, X, out, accumulate, gb, rownz, _row_mask(live, G.shape[0], "csr_grad_dense live"))
 
 
 def csr_grad_at(indptr, indices, G, X, out, accumulate):
@@ -774,10 +868,17 @@ def csr_grad_at(indptr, indices, G, X, out, accumulate):
     csr_grad_dense(indptr, indices, G, X, out, accumulate, np.empty(n_out, G.dtype), np.empty(n_out, np.uint8))
 
 
-@numba.njit(**_jit)
-def _csr_backward_input_row(j, t_indptr, t_indices, t_perm, data, G, rownz, GX):
+@numba.njit(inline="always", **_jit)
+def _csr_backward_input_row(j, t_indptr, t_indices, t_perm, data, G, rownz, GX, live_out):
     N = GX.shape[1]
     zero = GX.dtype.type(0.0)
+    if live_out.size:  # a row with no connection from a nonzero row of G is zero: marked, not written
+        live = 0
+        for k in range(t_indptr[j], t_indptr[j + 1]):
+            live |= rownz[t_indices[k]]
+        live_out[j] = live
+        if not live:
+            return
     for n in range(N):
         GX[j, n] = zero
     # connections from rows of G that are entirely zero contribute nothing
@@ -813,28 +914,35 @@ def _csr_backward_input_row(j, t_indptr, t_indices, t_perm, data, G, rownz, GX):
 
 
 @numba.njit(parallel=True, **_jit)
-def _csr_backward_input_par(t_indptr, t_indices, t_perm, data, G, rownz, GX):
+def _csr_backward_input_par(t_indptr, t_indices, t_perm, data, G, rownz, GX, live_out):
+    t_indptr, t_indices, t_perm, data = _borrow(t_indptr), _borrow(t_indices), _borrow(t_perm), _borrow(data)
+    G, rownz, GX, live_out = _borrow(G), _borrow(rownz), _borrow(GX), _borrow(live_out)
     for j in prange(GX.shape[0]):
-        _csr_backward_input_row(j, t_indptr, t_indices, t_perm, data, G, rownz, GX)
+        _csr_backward_input_row(j, t_indptr, t_indices, t_perm, data, G, rownz, GX, live_out)
 
 
 @numba.njit(**_jit)
-def _csr_backward_input_ser(t_indptr, t_indices, t_perm, data, G, rownz, GX):
+def _csr_backward_input_ser(t_indptr, t_indices, t_perm, data, G, rownz, GX, live_out):
+    t_indptr, t_indices, t_perm, data = _borrow(t_indptr), _borrow(t_indices), _borrow(t_perm), _borrow(data)
+    G, rownz, GX, live_out = _borrow(G), _borrow(rownz), _borrow(GX), _borrow(live_out)
     for j in range(GX.shape[0]):
-        _csr_backward_input_row(j, t_indptr, t_indices, t_perm, data, G, rownz, GX)
+        _csr_backward_input_row(j, t_indptr, t_indices, t_perm, data, G, rownz, GX, live_out)
 
 
-def csr_backward_input_nz(t_indptr, t_indices, t_perm, data, G, rownz, GX):
+def csr_backward_input_nz(t_indptr, t_indices, t_perm, data, G, rownz, GX, live_out=None):
     """:func:`csr_backward_input` skipping rows r of G with ``rownz[r] == 0``.
 
     ``rownz`` (uint8, n_out) must be 1 wherever G[r, :] has a nonzero
     (:func:`csr_grad_dense` / :func:`csr_grad_spikes` produce it).
+    ``live_out`` (uint8, n_in, optional): rows j of GX without a connection
+    from a row with ``rownz`` 1 are then left unwritten and marked 0 there
+    (1 for a written row), as :func:`lif_backward`'s ``live_out``.
 
     Readable twin: :func:`snn_core.kernels.reference.csr_backward_input_nz`.
     """
     ns = (len(t_indices) + GX.shape[0]) * GX.shape[1] * _ns_stream(G)
     k = pick_version(_csr_backward_input_ser, _csr_backward_input_par, ns)
-    k(t_indptr, t_indices, t_perm, data, G, rownz, GX)
+    k(t_indptr, t_indices, t_perm, data, G, rownz, GX, _row_mask(live_out, GX.shape[0], "csr_backward_input live_out"))
 
 
 def csr_backward_input(t_indptr, t_indices, t_perm, data, G, GX):
@@ -1070,7 +1178,7 @@ def _dot16x4(typingctx, G, r, Xb, nw, j0, j1, j2, j3, one):
 # --------------------------------------------------------------------------
 # Spiking inputs: pack once, then cost follows connections x spikes
 # --------------------------------------------------------------------------
-@numba.njit(**_jit)
+@numba.njit(inline="always", **_jit)
 def _spike_pack_row(j, X, X8, cnt, cols, thr, Xb, use_bits):
     N = X.shape[1]
     zero = X.dtype.type(0.0)
@@ -1116,6 +1224,7 @@ def _spike_pack_row(j, X, X8, cnt, cols, thr, Xb, use_bits):
 
 @numba.njit(parallel=True, **_jit)
 def _spike_pack_par(X, X8, cnt, cols, thr, Xb, use_bits):
+    X, X8, cnt, cols, Xb = _borrow(X), _borrow(X8), _borrow(cnt), _borrow(cols), _borrow(Xb)
     bad = 0
     for j in prange(X.shape[0]):
         bad += _spike_pack_row(j, X, X8, cnt, cols, thr, Xb, use_bits)
@@ -1124,6 +1233,7 @@ def _spike_pack_par(X, X8, cnt, cols, thr, Xb, use_bits):
 
 @numba.njit(**_jit)
 def _spike_pack_ser(X, X8, cnt, cols, thr, Xb, use_bits):
+    X, X8, cnt, cols, Xb = _borrow(X), _borrow(X8), _borrow(cnt), _borrow(cols), _borrow(Xb)
     bad = 0
     for j in range(X.shape[0]):
         bad += _spike_pack_row(j, X, X8, cnt, cols, thr, Xb, use_bits)
@@ -1239,7 +1349,7 @@ def _split_row(kb, ke, indices, cnt, thr, ks):
     return nd, nl
 
 
-@numba.njit(**_jit)
+@numba.njit(inline="always", **_jit)
 def _csr_forward_spikes_row(r, indptr, indices, data, bias, X8, cnt, cols, thr, Y, Xb, use_bits, one, ks):
     nnz = indices.shape[0]
     kb = indptr[r]
@@ -1259,12 +1369,16 @@ def _csr_forward_spikes_row(r, indptr, indices, data, bias, X8, cnt, cols, thr, 
 
 @numba.njit(parallel=True, **_jit)
 def _csr_forward_spikes_par(indptr, indices, data, bias, X8, cnt, cols, thr, Y, Xb, use_bits, one, ks):
+    indptr, indices, data, bias, X8 = _borrow(indptr), _borrow(indices), _borrow(data), _borrow(bias), _borrow(X8)
+    cnt, cols, Y, Xb, ks = _borrow(cnt), _borrow(cols), _borrow(Y), _borrow(Xb), _borrow(ks)
     for r in prange(Y.shape[0]):
         _csr_forward_spikes_row(r, indptr, indices, data, bias, X8, cnt, cols, thr, Y, Xb, use_bits, one, ks)
 
 
 @numba.njit(**_jit)
 def _csr_forward_spikes_ser(indptr, indices, data, bias, X8, cnt, cols, thr, Y, Xb, use_bits, one, ks):
+    indptr, indices, data, bias, X8 = _borrow(indptr), _borrow(indices), _borrow(data), _borrow(bias), _borrow(X8)
+    cnt, cols, Y, Xb, ks = _borrow(cnt), _borrow(cols), _borrow(Y), _borrow(Xb), _borrow(ks)
     for r in range(Y.shape[0]):
         _csr_forward_spikes_row(r, indptr, indices, data, bias, X8, cnt, cols, thr, Y, Xb, use_bits, one, ks)
 
@@ -1348,14 +1462,14 @@ def _put(out, k, a, accumulate):
         out[k] = a
 
 
-@numba.njit(**_jit)
+@numba.njit(inline="always", **_jit)
 def _csr_grad_spikes_row(r, indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz, Xb, use_bits, one,
-                         ks):
+                         ks, live):
     zero = G.dtype.type(0.0)
     nnz = indices.shape[0]
     kb = indptr[r]
     ke = indptr[r + 1]
-    if not _row_sum_nz(r, G, gb, rownz):
+    if _dead_row(r, G, gb, rownz, live) or not _row_sum_nz(r, G, gb, rownz):
         if not accumulate:
             for k in range(kb, ke):
                 out[k] = zero
@@ -1406,37 +1520,45 @@ def _csr_grad_spikes_row(r, indptr, indices, X8, cnt, cols, thr, G, out, accumul
 
 
 @numba.njit(parallel=True, **_jit)
-def _csr_grad_spikes_par(indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz, Xb, use_bits, one, ks):
+def _csr_grad_spikes_par(indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz, Xb, use_bits, one, ks,
+                         live):
+    indptr, indices, X8, cnt = _borrow(indptr), _borrow(indices), _borrow(X8), _borrow(cnt)
+    cols, G = _borrow(cols), _borrow(G)
+    out, gb, rownz, Xb, ks, live = _borrow(out), _borrow(gb), _borrow(rownz), _borrow(Xb), _borrow(ks), _borrow(live)
     for r in prange(G.shape[0]):
         _csr_grad_spikes_row(r, indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz, Xb, use_bits,
-                             one, ks)
+                             one, ks, live)
 
 
 @numba.njit(**_jit)
-def _csr_grad_spikes_ser(indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz, Xb, use_bits, one, ks):
+def _csr_grad_spikes_ser(indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz, Xb, use_bits, one, ks,
+                         live):
+    indptr, indices, X8, cnt = _borrow(indptr), _borrow(indices), _borrow(X8), _borrow(cnt)
+    cols, G = _borrow(cols), _borrow(G)
+    out, gb, rownz, Xb, ks, live = _borrow(out), _borrow(gb), _borrow(rownz), _borrow(Xb), _borrow(ks), _borrow(live)
     for r in range(G.shape[0]):
         _csr_grad_spikes_row(r, indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz, Xb, use_bits,
-                             one, ks)
+                             one, ks, live)
 
 
 def csr_grad_spikes(indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz, work_ns=None, Xb=None,
-                    scratch=None):
+                    scratch=None, live=None):
     """Weight gradient at the connections for a packed spike input.
 
     out[k] (+)= sum over the active columns n of input j = indices[k] of
     G[r, n]; also gb[r] = sum_n G[r, n] (bias gradient) and rownz[r] =
     any(G[r] != 0) from the same pass over G. Rows of G that are all zero
     and silent inputs are skipped; ``Xb`` (bit words) and ``scratch`` as in
-    :func:`csr_forward_spikes`.
+    :func:`csr_forward_spikes`; ``live`` as in :func:`csr_grad_dense`.
 
     Readable twin: :func:`snn_core.kernels.reference.csr_grad_spikes`.
     """
     if work_ns is None:
         work_ns = spike_work_ns(G.shape[0], len(indices), X8.shape[0], G.shape[1], int(cnt.sum()))
-    k = pick_version(_csr_grad_spikes_ser, _csr_grad_spikes_par, work_ns)
+    k = pick_version(_csr_grad_spikes_ser, _csr_grad_spikes_par, work_ns * _live_work(G.shape[0], live))
     use_bits = Xb is not None
     k(indptr, indices, _c(X8), cnt, cols, thr, _c(G), out, accumulate, gb, rownz, Xb if use_bits else _NO_BITS,
-      use_bits, G.dtype.type(1.0), _split_scratch(scratch, len(indices)))
+      use_bits, G.dtype.type(1.0), _split_scratch(scratch, len(indices)), _row_mask(live, G.shape[0], "csr_grad_spikes live"))
 
 
 # --------------------------------------------------------------------------
