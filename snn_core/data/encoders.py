@@ -44,7 +44,7 @@ import numbers
 import numba
 import numpy as np
 
-from ..kernels.cpu import pick_version
+from ..kernels.cpu import borrow, pick_version
 from .dvs import frames_to_sequence
 
 __all__ = [
@@ -121,7 +121,7 @@ def _threshold16(p):
     return np.uint64(p * _SCALE16 + _HALF)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _bernoulli_row(f, p_fb, state, out):
     """Draws of one input feature f: out[f, t, b] for all t, b (see the module docstring)."""
     T, B = out.shape[1], out.shape[2]
@@ -151,12 +151,14 @@ def _bernoulli_row(f, p_fb, state, out):
 
 @numba.njit(cache=True, nogil=True)
 def _bernoulli_ser(p_fb, state, out):
+    p_fb, out = borrow(p_fb), borrow(out)  # no reference counting per row (see kernels.cpu.borrow)
     for f in range(out.shape[0]):
         _bernoulli_row(f, p_fb, state, out)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _bernoulli_par(p_fb, state, out):
+    p_fb, out = borrow(p_fb), borrow(out)
     for f in numba.prange(out.shape[0]):
         _bernoulli_row(f, p_fb, state, out)
 

@@ -110,7 +110,7 @@ _jit = dict(cache=True, nogil=True, error_model="numpy")
 
 
 @intrinsic
-def _borrow(typingctx, a):
+def borrow(typingctx, a):
     """``a`` without its reference-counting handle (meminfo): a borrowed view for the row loops.
 
     Every array passed to a row function costs an atomic increment and
@@ -126,7 +126,7 @@ def _borrow(typingctx, a):
     kernels below use it.
     """
     if not isinstance(a, nbtypes.Array):
-        raise numba.TypingError(f"_borrow takes an array, got {a}")
+        raise numba.TypingError(f"borrow takes an array, got {a}")
 
     def codegen(context, builder, sig, args):
         src = cgutils.create_struct_proxy(sig.args[0])(context, builder, value=args[0])
@@ -370,14 +370,14 @@ def _lif_forward_row(f, I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smoot
 
 @numba.njit(parallel=True, **_jit)
 def _lif_forward_par(I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth, u_out, s_out, v_out):
-    I, v0, u_out, s_out, v_out = _borrow(I), _borrow(v0), _borrow(u_out), _borrow(s_out), _borrow(v_out)
+    I, v0, u_out, s_out, v_out = borrow(I), borrow(v0), borrow(u_out), borrow(s_out), borrow(v_out)
     for f in prange(I.shape[0]):
         _lif_forward_row(f, I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth, u_out, s_out, v_out)
 
 
 @numba.njit(**_jit)
 def _lif_forward_ser(I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth, u_out, s_out, v_out):
-    I, v0, u_out, s_out, v_out = _borrow(I), _borrow(v0), _borrow(u_out), _borrow(s_out), _borrow(v_out)
+    I, v0, u_out, s_out, v_out = borrow(I), borrow(v0), borrow(u_out), borrow(s_out), borrow(v_out)
     for f in range(I.shape[0]):
         _lif_forward_row(f, I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth, u_out, s_out, v_out)
 
@@ -509,14 +509,14 @@ def _lif_backward_row(f, gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, 
 
 @numba.njit(parallel=True, **_jit)
 def _lif_backward_par(gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, gI, live, live_out):
-    gs, u, s, gI, live, live_out = _borrow(gs), _borrow(u), _borrow(s), _borrow(gI), _borrow(live), _borrow(live_out)
+    gs, u, s, gI, live, live_out = borrow(gs), borrow(u), borrow(s), borrow(gI), borrow(live), borrow(live_out)
     for f in prange(gs.shape[0]):
         _lif_backward_row(f, gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, gI, live, live_out)
 
 
 @numba.njit(**_jit)
 def _lif_backward_ser(gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, gI, live, live_out):
-    gs, u, s, gI, live, live_out = _borrow(gs), _borrow(u), _borrow(s), _borrow(gI), _borrow(live), _borrow(live_out)
+    gs, u, s, gI, live, live_out = borrow(gs), borrow(u), borrow(s), borrow(gI), borrow(live), borrow(live_out)
     for f in range(gs.shape[0]):
         _lif_backward_row(f, gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, gI, live, live_out)
 
@@ -581,14 +581,14 @@ def _readout_forward_row(f, I, v0, alpha, k0, c, u_out):
 
 @numba.njit(parallel=True, **_jit)
 def _readout_forward_par(I, v0, alpha, k0, c, u_out):
-    I, v0, u_out = _borrow(I), _borrow(v0), _borrow(u_out)
+    I, v0, u_out = borrow(I), borrow(v0), borrow(u_out)
     for f in prange(I.shape[0]):
         _readout_forward_row(f, I, v0, alpha, k0, c, u_out)
 
 
 @numba.njit(**_jit)
 def _readout_forward_ser(I, v0, alpha, k0, c, u_out):
-    I, v0, u_out = _borrow(I), _borrow(v0), _borrow(u_out)
+    I, v0, u_out = borrow(I), borrow(v0), borrow(u_out)
     for f in range(I.shape[0]):
         _readout_forward_row(f, I, v0, alpha, k0, c, u_out)
 
@@ -618,14 +618,14 @@ def _readout_backward_row(f, gu, alpha, c, gI):
 
 @numba.njit(parallel=True, **_jit)
 def _readout_backward_par(gu, alpha, c, gI):
-    gu, gI = _borrow(gu), _borrow(gI)
+    gu, gI = borrow(gu), borrow(gI)
     for f in prange(gu.shape[0]):
         _readout_backward_row(f, gu, alpha, c, gI)
 
 
 @numba.njit(**_jit)
 def _readout_backward_ser(gu, alpha, c, gI):
-    gu, gI = _borrow(gu), _borrow(gI)
+    gu, gI = borrow(gu), borrow(gI)
     for f in range(gu.shape[0]):
         _readout_backward_row(f, gu, alpha, c, gI)
 
@@ -654,14 +654,14 @@ def _time_sum_row(f, G3, out):
 
 @numba.njit(parallel=True, **_jit)
 def _time_sum_par(G3, out):
-    G3, out = _borrow(G3), _borrow(out)
+    G3, out = borrow(G3), borrow(out)
     for f in prange(G3.shape[0]):
         _time_sum_row(f, G3, out)
 
 
 @numba.njit(**_jit)
 def _time_sum_ser(G3, out):
-    G3, out = _borrow(G3), _borrow(out)
+    G3, out = borrow(G3), borrow(out)
     for f in range(G3.shape[0]):
         _time_sum_row(f, G3, out)
 
@@ -707,16 +707,16 @@ def _csr_forward_row(r, indptr, indices, data, bias, X, Y):
 
 @numba.njit(parallel=True, **_jit)
 def _csr_forward_par(indptr, indices, data, bias, X, Y):
-    indptr, indices, data = _borrow(indptr), _borrow(indices), _borrow(data)
-    bias, X, Y = _borrow(bias), _borrow(X), _borrow(Y)
+    indptr, indices, data = borrow(indptr), borrow(indices), borrow(data)
+    bias, X, Y = borrow(bias), borrow(X), borrow(Y)
     for r in prange(Y.shape[0]):
         _csr_forward_row(r, indptr, indices, data, bias, X, Y)
 
 
 @numba.njit(**_jit)
 def _csr_forward_ser(indptr, indices, data, bias, X, Y):
-    indptr, indices, data = _borrow(indptr), _borrow(indices), _borrow(data)
-    bias, X, Y = _borrow(bias), _borrow(X), _borrow(Y)
+    indptr, indices, data = borrow(indptr), borrow(indices), borrow(data)
+    bias, X, Y = borrow(bias), borrow(X), borrow(Y)
     for r in range(Y.shape[0]):
         _csr_forward_row(r, indptr, indices, data, bias, X, Y)
 
@@ -827,16 +827,16 @@ def _csr_grad_dense_row(r, indptr, indices, G, X, out, accumulate, gb, rownz, li
 
 @numba.njit(parallel=True, **_jit)
 def _csr_grad_dense_par(indptr, indices, G, X, out, accumulate, gb, rownz, live):
-    indptr, indices, G, X = _borrow(indptr), _borrow(indices), _borrow(G), _borrow(X)
-    out, gb, rownz, live = _borrow(out), _borrow(gb), _borrow(rownz), _borrow(live)
+    indptr, indices, G, X = borrow(indptr), borrow(indices), borrow(G), borrow(X)
+    out, gb, rownz, live = borrow(out), borrow(gb), borrow(rownz), borrow(live)
     for r in prange(G.shape[0]):
         _csr_grad_dense_row(r, indptr, indices, G, X, out, accumulate, gb, rownz, live)
 
 
 @numba.njit(**_jit)
 def _csr_grad_dense_ser(indptr, indices, G, X, out, accumulate, gb, rownz, live):
-    indptr, indices, G, X = _borrow(indptr), _borrow(indices), _borrow(G), _borrow(X)
-    out, gb, rownz, live = _borrow(out), _borrow(gb), _borrow(rownz), _borrow(live)
+    indptr, indices, G, X = borrow(indptr), borrow(indices), borrow(G), borrow(X)
+    out, gb, rownz, live = borrow(out), borrow(gb), borrow(rownz), borrow(live)
     for r in range(G.shape[0]):
         _csr_grad_dense_row(r, indptr, indices, G, X, out, accumulate, gb, rownz, live)
 
@@ -915,16 +915,16 @@ def _csr_backward_input_row(j, t_indptr, t_indices, t_perm, data, G, rownz, GX, 
 
 @numba.njit(parallel=True, **_jit)
 def _csr_backward_input_par(t_indptr, t_indices, t_perm, data, G, rownz, GX, live_out):
-    t_indptr, t_indices, t_perm, data = _borrow(t_indptr), _borrow(t_indices), _borrow(t_perm), _borrow(data)
-    G, rownz, GX, live_out = _borrow(G), _borrow(rownz), _borrow(GX), _borrow(live_out)
+    t_indptr, t_indices, t_perm, data = borrow(t_indptr), borrow(t_indices), borrow(t_perm), borrow(data)
+    G, rownz, GX, live_out = borrow(G), borrow(rownz), borrow(GX), borrow(live_out)
     for j in prange(GX.shape[0]):
         _csr_backward_input_row(j, t_indptr, t_indices, t_perm, data, G, rownz, GX, live_out)
 
 
 @numba.njit(**_jit)
 def _csr_backward_input_ser(t_indptr, t_indices, t_perm, data, G, rownz, GX, live_out):
-    t_indptr, t_indices, t_perm, data = _borrow(t_indptr), _borrow(t_indices), _borrow(t_perm), _borrow(data)
-    G, rownz, GX, live_out = _borrow(G), _borrow(rownz), _borrow(GX), _borrow(live_out)
+    t_indptr, t_indices, t_perm, data = borrow(t_indptr), borrow(t_indices), borrow(t_perm), borrow(data)
+    G, rownz, GX, live_out = borrow(G), borrow(rownz), borrow(GX), borrow(live_out)
     for j in range(GX.shape[0]):
         _csr_backward_input_row(j, t_indptr, t_indices, t_perm, data, G, rownz, GX, live_out)
 
@@ -1224,7 +1224,7 @@ def _spike_pack_row(j, X, X8, cnt, cols, thr, Xb, use_bits):
 
 @numba.njit(parallel=True, **_jit)
 def _spike_pack_par(X, X8, cnt, cols, thr, Xb, use_bits):
-    X, X8, cnt, cols, Xb = _borrow(X), _borrow(X8), _borrow(cnt), _borrow(cols), _borrow(Xb)
+    X, X8, cnt, cols, Xb = borrow(X), borrow(X8), borrow(cnt), borrow(cols), borrow(Xb)
     bad = 0
     for j in prange(X.shape[0]):
         bad += _spike_pack_row(j, X, X8, cnt, cols, thr, Xb, use_bits)
@@ -1233,7 +1233,7 @@ def _spike_pack_par(X, X8, cnt, cols, thr, Xb, use_bits):
 
 @numba.njit(**_jit)
 def _spike_pack_ser(X, X8, cnt, cols, thr, Xb, use_bits):
-    X, X8, cnt, cols, Xb = _borrow(X), _borrow(X8), _borrow(cnt), _borrow(cols), _borrow(Xb)
+    X, X8, cnt, cols, Xb = borrow(X), borrow(X8), borrow(cnt), borrow(cols), borrow(Xb)
     bad = 0
     for j in range(X.shape[0]):
         bad += _spike_pack_row(j, X, X8, cnt, cols, thr, Xb, use_bits)
@@ -1369,16 +1369,16 @@ def _csr_forward_spikes_row(r, indptr, indices, data, bias, X8, cnt, cols, thr, 
 
 @numba.njit(parallel=True, **_jit)
 def _csr_forward_spikes_par(indptr, indices, data, bias, X8, cnt, cols, thr, Y, Xb, use_bits, one, ks):
-    indptr, indices, data, bias, X8 = _borrow(indptr), _borrow(indices), _borrow(data), _borrow(bias), _borrow(X8)
-    cnt, cols, Y, Xb, ks = _borrow(cnt), _borrow(cols), _borrow(Y), _borrow(Xb), _borrow(ks)
+    indptr, indices, data, bias, X8 = borrow(indptr), borrow(indices), borrow(data), borrow(bias), borrow(X8)
+    cnt, cols, Y, Xb, ks = borrow(cnt), borrow(cols), borrow(Y), borrow(Xb), borrow(ks)
     for r in prange(Y.shape[0]):
         _csr_forward_spikes_row(r, indptr, indices, data, bias, X8, cnt, cols, thr, Y, Xb, use_bits, one, ks)
 
 
 @numba.njit(**_jit)
 def _csr_forward_spikes_ser(indptr, indices, data, bias, X8, cnt, cols, thr, Y, Xb, use_bits, one, ks):
-    indptr, indices, data, bias, X8 = _borrow(indptr), _borrow(indices), _borrow(data), _borrow(bias), _borrow(X8)
-    cnt, cols, Y, Xb, ks = _borrow(cnt), _borrow(cols), _borrow(Y), _borrow(Xb), _borrow(ks)
+    indptr, indices, data, bias, X8 = borrow(indptr), borrow(indices), borrow(data), borrow(bias), borrow(X8)
+    cnt, cols, Y, Xb, ks = borrow(cnt), borrow(cols), borrow(Y), borrow(Xb), borrow(ks)
     for r in range(Y.shape[0]):
         _csr_forward_spikes_row(r, indptr, indices, data, bias, X8, cnt, cols, thr, Y, Xb, use_bits, one, ks)
 
@@ -1522,9 +1522,9 @@ def _csr_grad_spikes_row(r, indptr, indices, X8, cnt, cols, thr, G, out, accumul
 @numba.njit(parallel=True, **_jit)
 def _csr_grad_spikes_par(indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz, Xb, use_bits, one, ks,
                          live):
-    indptr, indices, X8, cnt = _borrow(indptr), _borrow(indices), _borrow(X8), _borrow(cnt)
-    cols, G = _borrow(cols), _borrow(G)
-    out, gb, rownz, Xb, ks, live = _borrow(out), _borrow(gb), _borrow(rownz), _borrow(Xb), _borrow(ks), _borrow(live)
+    indptr, indices, X8, cnt = borrow(indptr), borrow(indices), borrow(X8), borrow(cnt)
+    cols, G = borrow(cols), borrow(G)
+    out, gb, rownz, Xb, ks, live = borrow(out), borrow(gb), borrow(rownz), borrow(Xb), borrow(ks), borrow(live)
     for r in prange(G.shape[0]):
         _csr_grad_spikes_row(r, indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz, Xb, use_bits,
                              one, ks, live)
@@ -1533,9 +1533,9 @@ def _csr_grad_spikes_par(indptr, indices, X8, cnt, cols, thr, G, out, accumulate
 @numba.njit(**_jit)
 def _csr_grad_spikes_ser(indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz, Xb, use_bits, one, ks,
                          live):
-    indptr, indices, X8, cnt = _borrow(indptr), _borrow(indices), _borrow(X8), _borrow(cnt)
-    cols, G = _borrow(cols), _borrow(G)
-    out, gb, rownz, Xb, ks, live = _borrow(out), _borrow(gb), _borrow(rownz), _borrow(Xb), _borrow(ks), _borrow(live)
+    indptr, indices, X8, cnt = borrow(indptr), borrow(indices), borrow(X8), borrow(cnt)
+    cols, G = borrow(cols), borrow(G)
+    out, gb, rownz, Xb, ks, live = borrow(out), borrow(gb), borrow(rownz), borrow(Xb), borrow(ks), borrow(live)
     for r in range(G.shape[0]):
         _csr_grad_spikes_row(r, indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz, Xb, use_bits,
                              one, ks, live)
