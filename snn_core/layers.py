@@ -673,7 +673,12 @@ class _Neurons(Layer):
     @property
     def kernel_params(self):
         """The :class:`~snn_core.neurons.NeuronKernelParams` record the kernels get (``params`` in ``dtype``)."""
-        return self.params.kernel_params(self.dtype)
+        # built once per (params, dtype): LIFParams is frozen, so the same object means the same record
+        # (building it took ~10 us, twice per layer and training step)
+        cached = self.__dict__.get("_kernel_params")
+        if cached is None or cached[0] is not self.params or cached[1] != self.dtype:
+            cached = self._kernel_params = (self.params, self.dtype, self.params.kernel_params(self.dtype))
+        return cached[2]
 
     def _initial(self, v0, batch):
         bk = self.backend
