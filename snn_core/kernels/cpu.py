@@ -123,7 +123,7 @@ def borrow(typingctx, a):
     (docs/benchmarks.md, "Row-call overhead"). Safe only where the kernel's
     caller keeps ``a`` alive for the whole call and the view never leaves
     the kernel (not returned, not stored): how the ``_ser``/``_par``
-    kernels below use it.
+    kernels below use it. Not a kernel (a view of an array): no reference twin.
     """
     if not isinstance(a, nbtypes.Array):
         raise numba.TypingError(f"borrow takes an array, got {a}")
