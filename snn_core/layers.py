@@ -626,6 +626,8 @@ class SparseLinear(Layer):
                 self.bias.grad, self._scratch["gb"] = gb, self.bias.grad
                 self.bias.grad_is_zero = False
             else:  # accumulating over several backwards (rare): add the row sums again
+                if live is not None:  # rows marked zero may hold stale values: make them the zeros they stand for
+                    Gw[live == 0] = 0
                 bk.row_sum(Gw, self.bias.grad, True)
         if self.retain_output_grad:
             self._last_output_grad = Gw

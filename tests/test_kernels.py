@@ -381,10 +381,42 @@ def test_every_public_kernel_is_covered():
     public = {name for name, obj in vars(cpu).items()
               if callable(obj) and not name.startswith("_") and getattr(obj, "__module__", "") == cpu.__name__}
     public -= {"pick_version", "parallel_min_ns", "threading_layer"}  # the serial/parallel choice, not kernels
+    public -= {"borrow"}  # the views every kernel takes of its arrays (test_borrow_is_a_view_of_the_same_memory)
     covered = {"nonfinite_count", "lif_forward", "lif_backward", "readout_forward", "readout_backward", "csr_forward",
                "csr_backward_input", "csr_backward_input_nz", "csr_grad_at", "csr_grad_dense", "spike_pack",
                "csr_forward_spikes", "csr_grad_spikes", "spike_work_ns", "adam_update", "sgd_update", "time_sum"}
     assert public <= covered, f"kernels without a parity test: {sorted(public - covered)}"
+
+
+def test_borrow_is_a_view_of_the_same_memory():
+    import sys
+
+    import numba
+
+    @numba.njit
+    def fill_and_sum(a, b):
+        va, vb = cpu.borrow(a), cpu.borrow(b)
+        for i in range(va.shape[0]):
+            va[i] = i
+        total = 0.0
+        for i in range(vb.shape[0]):  # a strided 2-D view keeps its shape and strides
+            for j in range(vb.shape[1]):
+                total += vb[i, j] * (j + 1)
+        return total
+
+    a = np.zeros(6, F32)
+    b = np.arange(12, dtype=np.float64).reshape(3, 4).T  # (4, 3), not C-contiguous
+    refs = sys.getrefcount(a), sys.getrefcount(b)
+    assert fill_and_sum(a, b) == float(sum(b[i, j] * (j + 1) for i in range(4) for j in range(3)))
+    np.testing.assert_array_equal(a, np.arange(6))
+    assert (sys.getrefcount(a), sys.getrefcount(b)) == refs  # a borrowed view owns no reference
+
+    @numba.njit
+    def not_an_array(x):
+        return cpu.borrow(x)
+
+    with pytest.raises(numba.TypingError, match="borrow takes an array"):
+        not_an_array(1.0)
 
 
 # --------------------------------------------------------------------------

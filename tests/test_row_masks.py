@@ -128,28 +128,31 @@ def test_input_gradient_leaves_rows_without_live_connections(seed, mode):
     assert np.all(got[~reached] == 7.0) and np.all(want[~reached] == 0.0)
 
 
-def _train_grads(monkeypatch, masks, density, steps=3):
-    """Gradients of ``steps`` forward/backward passes of a sparse MLP whose fresh buffers hold NaN."""
+def _train_grads(monkeypatch, masks, density, steps=3, accumulate=False):
+    """Gradients of ``steps`` forward/backward passes of a sparse MLP whose fresh buffers hold NaN
+    (``accumulate``: summed over the passes, zero_grad only before the first)."""
     monkeypatch.setattr(CpuBackend, "row_masks", masks)
     monkeypatch.setattr(CpuBackend, "empty", lambda self, shape, dtype: np.full(shape, np.nan, dtype))
     p = LIFParams.from_decay(0.9, reset="hard")
     net = mlp([40, 60, 30, 5], density=density, hidden=p, readout=p, output="lif", sparse=True, seed=3)
     rng = np.random.default_rng(4)
     grads, masks_seen = [], []
-    for _ in range(steps):
+    for step in range(steps):
         x = (rng.random((6, 8, 40)) < 0.4).astype(F32)
         _, g = ce_count(net.forward(x), rng.integers(0, 5, 8))
-        net.zero_grad()
+        if step == 0 or not accumulate:
+            net.zero_grad()
         net.backward(g)
         grads.append([np.array(q.grad, copy=True) for q in net.parameters()])
         masks_seen.append([None if m.input_grad_live is None else m.input_grad_live.copy() for m in net.layers])
     return net, grads, masks_seen
 
 
+@pytest.mark.parametrize("accumulate", [False, True])
 @pytest.mark.parametrize("density", [0.1, 0.4])
-def test_network_gradients_are_the_same_bits_with_row_masks(monkeypatch, density, mode):
-    _, want, _ = _train_grads(monkeypatch, False, density)
-    net, got, seen = _train_grads(monkeypatch, True, density)
+def test_network_gradients_are_the_same_bits_with_row_masks(monkeypatch, density, accumulate, mode):
+    _, want, _ = _train_grads(monkeypatch, False, density, accumulate=accumulate)
+    net, got, seen = _train_grads(monkeypatch, True, density, accumulate=accumulate)
     for a, b in zip(want, got):
         for x, y in zip(a, b):
             assert np.all(np.isfinite(y))
