@@ -1562,7 +1562,8 @@ def csr_grad_spikes(indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb,
     k = pick_version(_csr_grad_spikes_ser, _csr_grad_spikes_par, work_ns * _live_work(G.shape[0], live))
     use_bits = Xb is not None
     k(indptr, indices, _c(X8), cnt, cols, thr, _c(G), out, accumulate, gb, rownz, Xb if use_bits else _NO_BITS,
-      use_bits, G.dtype.type(1.0), _split_scratch(scratch, len(indices)), _row_mask(live, G.shape[0], "csr_grad_spikes live"))
+      use_bits, G.dtype.type(1.0), _split_scratch(scratch, len(indices)),
+      _row_mask(live, G.shape[0], "csr_grad_spikes live"))
 
 
 # --------------------------------------------------------------------------
