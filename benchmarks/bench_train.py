@@ -237,8 +237,6 @@ def run_profile_worker(a):
 
     from snn_core import Adam, ce_count
     from snn_core.data.encoders import bernoulli_encode
-    from snn_core.layers import check_finite
-
     T, B = a.steps, a.batch
     images, labels = load_mnist(4 * B)
     clock = time.process_time if a.cpu_time else time.perf_counter
@@ -255,7 +253,7 @@ def run_profile_worker(a):
         return r
 
     @contextlib.contextmanager
-    def phase_timer(d, key):  # Network.backward's timer: the layers pass row masks to each other there
+    def phase_timer(d, key):  # the timer of Network.forward and backward
         t0 = clock()
         yield
         acc[d].setdefault(key, []).append(clock() - t0)
@@ -264,12 +262,9 @@ def run_profile_worker(a):
         net, k = nets[d], i % 4
         t0 = clock()
         x = timed_call(d, "encode", lambda: bernoulli_encode(images[k * B:(k + 1) * B], T, seed=rng, out=bufs[d]))
-        h = x
-        for layer in net.layers:
-            h = timed_call(d, f"forward {layer.name}", layer.forward, h)
-            if layer is net.layers[0]:  # as Network.forward: a pass over x only if packing did not check it
-                timed_call(d, "input check (Network.forward)",
-                           lambda: None if layer.input_was_spikes else check_finite(x, "x"))
+        # through Network.forward and backward, as training runs them: the layers pass row masks to each other
+        # there (the input check, a pass over x only when packing did not check it, counts in TOTAL only)
+        h = net.forward(x, timer=lambda phase: phase_timer(d, "forward " + phase.rsplit(" ", 1)[0]))
         _, g = timed_call(d, "loss ce_count", ce_count, h, labels[k * B:(k + 1) * B])
         net.zero_grad()
         net.backward(g, timer=lambda phase: phase_timer(d, "backward " + phase.rsplit(" ", 1)[0]))

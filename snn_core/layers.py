@@ -42,6 +42,20 @@ The layer contract (what the network, optimizers and rewiring rely on):
   neighbours that both take them, so that the rows of neurons without a path
   to the loss (e.g. hidden neurons without outgoing connections) cost
   nothing in BPTT; the gradients are the same bits as without masks;
+- such a layer also accepts ``forward(x, record=False, live=None,
+  live_in=None)``: ``live`` (uint8, one entry per output feature) marks
+  with 0 the output rows that nothing reads, which are then not computed
+  (left unwritten), and ``live_in`` marks with 0 the rows of ``x`` that hold
+  no values (a masked forward of the layer before). ``input_rows_needed(live)``
+  says which input rows the layer reads for the output rows ``live``.
+  :meth:`~snn_core.network.Network.forward` (without ``record``) passes
+  these masks down the layers, so that neurons whose spikes reach nothing
+  (hidden neurons without outgoing connections) are not simulated: the
+  network's output and every gradient are the same bits, and what such
+  a neuron would have done is not known (with ``record=True`` every row is
+  computed). A ``LIF`` whose last forward was masked marks the final
+  membrane of the skipped neurons NaN in ``v_last``, and its ``backward``
+  refuses a gradient for them that is not zero;
 - ``in_features`` / ``out_features`` give the sizes for shape checks.
 
 Backends. A layer computes through ``self.backend`` (see
@@ -224,6 +238,25 @@ class Layer:
         out = self.buffer((F, B))
         self.backend.time_sum(G3, out)
         return out
+
+    def input_rows_needed(self, live=None):
+        """The input features whose values ``forward`` reads when only the output rows ``live`` are wanted.
+
+        A uint8 mask (1 = read) or None for all of them; ``live`` is such a
+        mask of output features (None: all). Layers that take row masks say
+        which inputs they can do without; the default reads every input.
+        """
+        return None
+
+    def _forward_mask_args(self, live, live_in, record):
+        """Check a forward's row masks (see the module docstring); True when there are any."""
+        if live is None and live_in is None:
+            return False
+        if not self.takes_row_masks:
+            raise ValueError(f"{self.name}: forward takes no row masks here (takes_row_masks is False)")
+        if record:
+            raise ValueError(f"{self.name}: record=True computes every row; it takes no row masks")
+        return True
 
     def _row_mask_args(self, live, mask_out):
         """Check a backward's row-mask arguments; the uint8 mask for the returned gradient (or None)."""
@@ -446,6 +479,7 @@ class SparseLinear(Layer):
     """
 
     packs_spikes = True
+    _input_live = None  # the last forward's live_in (rows of its input that held no values), or None
 
     def __init__(self, in_features, out_features, density=1.0, bias=True, seed=None, gain=1.0,
                  dtype=np.float32, weight=None, name="sparse_linear"):
@@ -580,7 +614,8 @@ class SparseLinear(Layer):
             self._zeros = self.backend.zeros(self._csr.shape[0], self.dtype)
         return self._zeros
 
-    def forward(self, x, record=False):
+    def forward(self, x, record=False, live=None, live_in=None):
+        masked = self._forward_mask_args(live, live_in, record)
         bk = self.backend
         x, reps = self.split_repeated_frame(x)
         X3 = bk.feature_major(x, self.in_features, self.dtype, f"{self.name} input")
@@ -588,19 +623,42 @@ class SparseLinear(Layer):
         X = X3.reshape(F, T * B)
         indptr, indices = self._struct
         Y = self.buffer((self.out_features, T, B))
-        pack = bk.pack_spikes(X, self.out_features, self.nnz, self._scratch, self.spike_input)
+        pack_masks = {} if live_in is None else {"live": live_in}
+        pack = bk.pack_spikes(X, self.out_features, self.nnz, self._scratch, self.spike_input, **pack_masks)
         self.input_was_spikes = pack is not None
+        masks = {} if live is None else {"live": live}
         bk.csr_forward(indptr, indices, self.weight_param.value, self._bias_or_zeros(), X,
-                       Y.reshape(self.out_features, T * B), pack, self._scratch)
+                       Y.reshape(self.out_features, T * B), pack, self._scratch, **masks)
         self._cache = (X, pack, reps)
+        self._input_live = live_in if masked else None  # rows of X that hold no values (dense_weight_grad)
         out = self.repeat_frame(Y, reps)
         self.recorded = {"current": out} if record else {}  # the input current I[t] of the next layer
         return out
 
     @property
     def takes_row_masks(self):
-        """True on a backend with row masks, unless the output gradient is retained (it must then be whole)."""
+        """True on a backend with row masks, unless the output gradient is retained (it must then be whole,
+        and so must the input, which :meth:`dense_weight_grad` multiplies with it)."""
         return self.backend.row_masks and not self.retain_output_grad
+
+    def input_rows_needed(self, live=None):
+        """Inputs with at least one connection into an output row of ``live`` (uint8; None: all inputs are).
+
+        Cached until the structure changes (rewiring): one mask per forward
+        of a network.
+        """
+        cached = self.__dict__.get("_rows_needed")
+        if cached is not None and cached[0] is self._csr and (
+                cached[1] is live or (live is not None and cached[1] is not None and np.array_equal(cached[1], live))):
+            return cached[2]
+        indptr, indices = self._csr.indptr, self._csr.indices
+        if live is not None:
+            indices = indices[np.repeat(np.asarray(live, bool), np.diff(indptr))]
+        read = np.zeros(self._csr.shape[1], np.uint8)
+        read[indices] = 1
+        needed = None if read.all() else read
+        self._rows_needed = (self._csr, None if live is None else np.array(live, copy=True), needed)
+        return needed
 
     def backward(self, grad_y, live=None, mask_out=False):
         X, pack, reps = self._needs_cache()
@@ -650,6 +708,9 @@ class SparseLinear(Layer):
         """
         if self._last_output_grad is None or self._cache is None:
             raise RuntimeError(f"{self.name}: set retain_output_grad=True and run forward/backward first")
+        if self._input_live is not None:
+            raise RuntimeError(f"{self.name}: the last forward's input was masked (rows without connections were not "
+                               "computed); set retain_output_grad=True before the forward")
         G, X = self.backend.to_host(self._last_output_grad), self.backend.to_host(self._cache[0])
         self._last_output_grad = None
         return G @ X.T
@@ -710,19 +771,24 @@ class LIF(_Neurons):
     between batches or between networks. After ``forward(..., record=True)``,
     ``recorded`` holds ``u`` (membrane before reset, what the threshold
     sees), ``v`` (after reset) and ``spikes``, each ``(T, batch, n)`` host
-    arrays. ``v_last`` is the final membrane (batch, n) of the last call.
+    arrays. ``v_last`` is the final membrane (batch, n) of the last call
+    (NaN for the neurons a row-masked forward skipped: the module docstring).
     """
 
     output_key = "spikes"
     # the last call's final membrane: the backend's array, and its host copy once read (see v_last)
     _v_last = _v_last_host = None
+    _forward_live = None  # the last forward's row mask (neurons computed), or None: all were
 
     @property
     def emits_spikes(self):
         """True: outputs are exactly 0/1 (False in the test-only smooth mode)."""
         return self.params.spike_fn == "heaviside"
 
-    def forward(self, x, record=False, v0=None):
+    def forward(self, x, record=False, v0=None, live=None, live_in=None):
+        masked = self._forward_mask_args(live, live_in, record)
+        if masked and live_in is not None and (live is None or np.any(live > live_in)):
+            raise ValueError(f"{self.name}: live must mark only neurons whose input rows live_in marks")
         bk = self.backend
         I = bk.feature_major(x, self.in_features, self.dtype, f"{self.name} input")
         F, T, B = I.shape
@@ -733,8 +799,12 @@ class LIF(_Neurons):
         u = bk.empty(I.shape, self.dtype) if record else self._scratch_u(I.shape)
         self._v_last = self._v_last_host = None  # the pool may reuse the last call's buffer unless a caller holds it
         s, v_last = self.buffer(I.shape), self.buffer((F, B))
-        bk.lif_forward(I, self._initial(v0, B), prm, u, s, v_last)
+        if live is None:
+            bk.lif_forward(I, self._initial(v0, B), prm, u, s, v_last)
+        else:  # only the neurons whose spikes something reads (the module docstring)
+            bk.lif_forward(I, self._initial(v0, B), prm, u, s, v_last, live)
         self._cache = (u, s)
+        self._forward_live = live
         # kept where the kernel wrote it: on a device backend, copying it to
         # the host here would wait for the device at every step of every LIF
         # layer, although nothing in training reads it (see the v_last property)
@@ -767,11 +837,16 @@ class LIF(_Neurons):
         super().reset_state()
         self.__dict__.pop("_u_buf", None)
         self._v_last = self._v_last_host = None  # of the backend the layer may be leaving (see to)
+        self._forward_live = None
 
     @property
     def takes_row_masks(self):
         """True on a backend with row masks (see the module docstring)."""
         return self.backend.row_masks
+
+    def input_rows_needed(self, live=None):
+        """``live`` itself: neuron f reads only its own input row f."""
+        return live
 
     def backward(self, grad_y, live=None, mask_out=False):
         u, s = self._needs_cache()
@@ -779,6 +854,15 @@ class LIF(_Neurons):
         live_in = self._row_mask_args(live, mask_out)
         bk = self.backend
         gs = bk.feature_major(grad_y, self.out_features, self.dtype, f"{self.name} grad")
+        skipped = self._forward_live
+        if skipped is not None:  # the last forward did not simulate some neurons: their gradient must be zero
+            if live is None:  # a call of its own (Network.backward passes masks): check those rows
+                if np.any(bk.to_host(gs)[skipped == 0]):
+                    raise ValueError(f"{self.name}: gradient for neurons the last forward did not compute (it was "
+                                     "row-masked: Network.forward without record); run forward with record=True")
+                live = skipped
+            elif np.any(live > skipped):
+                raise ValueError(f"{self.name}: live marks neurons the last forward did not compute")
         gI = self.buffer(gs.shape)
         if live is None and live_in is None:
             bk.lif_backward(gs, u, s, self.kernel_params, gI)

@@ -88,6 +88,11 @@ class Network:
             Input spikes or currents, the layers' dtype (float32 by default).
         record : bool
             Keep every layer's membrane and spikes in ``self.recorded``.
+            Without it, neurons whose spikes reach nothing (hidden neurons
+            without outgoing connections, on the ``cpu`` backend) are not
+            simulated: the output and the gradients are the same bits,
+            and the work follows the connections that exist (the layers
+            module docstring, "row masks"). With it, every neuron is.
         timer : callable or None
             ``timer(name)`` returns a context manager that times one call
             (a :class:`~snn_core.profiling.PhaseTimer`); each top-level
@@ -105,13 +110,37 @@ class Network:
         if host and not deferred:
             check_finite(x, "network input")
         h = x
-        for layer in self.layers:
+        masks = None if record else self._forward_masks()
+        for i, layer in enumerate(self.layers):
             with _UNTIMED if timer is None else timer(f"{layer.name} forward"):
-                h = layer.forward(h, record=record)
+                if masks is None or masks[i] is None:
+                    h = layer.forward(h, record=record)
+                else:
+                    h = layer.forward(h, live=masks[i][0], live_in=masks[i][1])
             if deferred and layer is first and not first.input_was_spikes:
                 check_finite(x, "network input")
         self.recorded = {m.name: m.recorded for m in self.modules() if record and m.recorded}
         return h
+
+    def _forward_masks(self):
+        """Per layer, (live, live_in) row masks for its forward, or None (every row); None when no layer has any.
+
+        Walks up from the output: a layer's output rows that the next layer
+        does not read (``input_rows_needed``; e.g. hidden neurons without
+        outgoing connections) are not computed, and neither are the rows
+        before them that only they read. Only between neighbours that both
+        take row masks (the layers module docstring).
+        """
+        layers = self.layers
+        out_live = [None] * len(layers)  # the output rows of each layer that something reads (None: all)
+        for i in range(len(layers) - 1, 0, -1):
+            if layers[i].takes_row_masks and layers[i - 1].takes_row_masks:
+                out_live[i - 1] = layers[i].input_rows_needed(out_live[i])
+        if all(m is None for m in out_live):
+            return None
+        return [(out_live[i], out_live[i - 1] if i else None)
+                if out_live[i] is not None or (i and out_live[i - 1] is not None) else None
+                for i in range(len(layers))]
 
     __call__ = forward
 

@@ -419,6 +419,26 @@ def test_borrow_is_a_view_of_the_same_memory():
         not_an_array(1.0)
 
 
+def test_stores_into_a_borrowed_array_survive_a_parallel_loop():
+    # Numba's parfor dead-code pass drops ``a[i] = v`` (i the prange index) into an array it believes
+    # local and unread afterwards; kernels.cpu registers borrow() with its alias analysis so that the
+    # borrowed view counts as the argument it views
+    import numba
+
+    @numba.njit(parallel=True)
+    def mark(a, keep):
+        a = cpu.borrow(a)
+        for i in numba.prange(a.shape[0]):
+            if keep[i]:
+                a[i] = 5
+            else:
+                a[i] = 0
+
+    a = np.full(7, -1, np.int32)
+    mark(a, np.array([1, 0, 1, 0, 0, 1, 1], np.uint8))
+    np.testing.assert_array_equal(a, [5, 0, 5, 0, 0, 5, 5])
+
+
 # --------------------------------------------------------------------------
 # sparse.py helpers
 # --------------------------------------------------------------------------

@@ -99,7 +99,10 @@ class Backend:
         takes ``live`` and ``csr_backward_input`` takes ``live_out``: uint8
         row masks through which layers pass on which gradient rows are known
         to be zero, so that those rows are neither read nor written (rules:
-        :func:`snn_core.kernels.cpu.lif_backward`). Only ``cpu``.
+        :func:`snn_core.kernels.cpu.lif_backward`); and when ``lif_forward``,
+        ``csr_forward`` and ``pack_spikes`` take ``live``: the rows of the
+        forward whose values nothing reads, which are then not computed
+        (:func:`snn_core.kernels.cpu.lif_forward`). Only ``cpu``.
     """
 
     name = "base"

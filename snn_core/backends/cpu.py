@@ -29,16 +29,20 @@ class CpuBackend(KernelModuleBackend):
     kernels = K
     row_masks = True
 
+    def lif_forward(self, I, v0, prm, u, s, v_last, live=None):
+        K.lif_forward(I, v0, prm, u, s, v_last, live)
+
     def lif_backward(self, gs, u, s, prm, gI, live=None, live_out=None):
         K.lif_backward(gs, u, s, prm, gI, live, live_out)
 
     # -- sparse synapses -------------------------------------------------------------
-    def pack_spikes(self, X, n_out, nnz, scratch, force=None):
+    def pack_spikes(self, X, n_out, nnz, scratch, force=None, live=None):
         """Spike-pack X (n_in, N) into reused scratch, or None when not worth it or not spikes.
 
         ``force``: None = pack when the layer has at least
         ``SPIKE_PACK_MIN_FANOUT`` connections per input, True = always try,
         False = never. Binary-ness is checked while packing, at no extra pass.
+        ``live``: rows of X not to read (0), packed as silent (see ``spike_pack``).
         """
         if force is False or X.size == 0:
             return None
@@ -51,7 +55,7 @@ class CpuBackend(KernelModuleBackend):
                                      np.empty((n_in, (N + 15) // 16), np.uint16))
         X8, cnt, cols, Xb = buf
         thr = max(1, int(N * SPIKE_LIST_RATE))
-        if K.spike_pack(X, X8, cnt, cols, thr, Xb):
+        if K.spike_pack(X, X8, cnt, cols, thr, Xb, live):
             return None  # some value is neither 0 nor 1: not a spike train
         work = K.spike_work_ns(n_out, nnz, n_in, N, int(cnt.sum()))
         return X8, cnt, cols, thr, work, Xb
@@ -63,13 +67,13 @@ class CpuBackend(KernelModuleBackend):
             ks = scratch["split"] = np.empty(max(2 * nnz, 1), np.int32)
         return ks
 
-    def csr_forward(self, indptr, indices, data, bias, X, Y, pack=None, scratch=None):
+    def csr_forward(self, indptr, indices, data, bias, X, Y, pack=None, scratch=None, live=None):
         if pack is None:
-            K.csr_forward(indptr, indices, data, bias, X, Y)
+            K.csr_forward(indptr, indices, data, bias, X, Y, live)
             return
         X8, cnt, cols, thr, work, Xb = pack
         K.csr_forward_spikes(indptr, indices, data, bias, X8, cnt, cols, thr, Y, work, Xb,
-                             self._split({} if scratch is None else scratch, len(data)))
+                             self._split({} if scratch is None else scratch, len(data)), live)
 
     def csr_grad(self, indptr, indices, G, X, out, accumulate, gb, pack=None, scratch=None, live=None):
         scratch = {} if scratch is None else scratch

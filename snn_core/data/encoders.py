@@ -151,14 +151,16 @@ def _bernoulli_row(f, p_fb, state, out):
 
 @numba.njit(cache=True, nogil=True)
 def _bernoulli_ser(p_fb, state, out):
-    p_fb, out = borrow(p_fb), borrow(out)  # no reference counting per row (see kernels.cpu.borrow)
+    p_fb = borrow(p_fb)  # no reference counting per row (see kernels.cpu.borrow)
+    out = borrow(out)
     for f in range(out.shape[0]):
         _bernoulli_row(f, p_fb, state, out)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _bernoulli_par(p_fb, state, out):
-    p_fb, out = borrow(p_fb), borrow(out)
+    p_fb = borrow(p_fb)
+    out = borrow(out)
     for f in numba.prange(out.shape[0]):
         _bernoulli_row(f, p_fb, state, out)
 

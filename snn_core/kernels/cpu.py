@@ -88,6 +88,7 @@ from numba import prange
 from numba.core import cgutils
 from numba.core import types as nbtypes
 from numba.cpython.unsafe.numbers import trailing_zeros
+from numba.core import ir_utils
 from numba.extending import intrinsic
 
 # Threading layer: OpenMP first. A parallel region starts in ~15-45 us there
@@ -127,7 +128,10 @@ def borrow(typingctx, a):
     (docs/benchmarks.md, "Row-call overhead"). Safe only where the kernel's
     caller keeps ``a`` alive for the whole call and the view never leaves
     the kernel (not returned, not stored): how the ``_ser``/``_par``
-    kernels below use it. Not a kernel (a view of an array): no reference twin.
+    kernels below use it, one ``a = borrow(a)`` statement per array (Numba's
+    alias analysis follows a plain assignment from ``borrow`` but not the
+    unpacking of a tuple, see ``_borrow_aliases``). Not a kernel (a view of
+    an array): no reference twin.
     """
     if not isinstance(a, nbtypes.Array):
         raise numba.TypingError(f"borrow takes an array, got {a}")
@@ -141,6 +145,21 @@ def borrow(typingctx, a):
         return view._getvalue()
 
     return a(a), codegen
+
+
+def _borrow_aliases(lhs, args, alias_map, arg_aliases):
+    ir_utils._add_alias(lhs, args[0].name, alias_map, arg_aliases)
+
+
+# Tell Numba's alias analysis that a borrowed view *is* its argument. Without
+# this, a parallel kernel's dead-code pass drops any store ``a[i] = v``
+# indexed by the prange variable into a borrowed array that is not read again
+# (it takes the view for a fresh local array): with Numba 0.68, ``cnt[j] = 0``
+# in the prange body of a spike pack was never executed (caught by
+# tests/test_forward_masks.py). The analysis sees through ``a = borrow(a)``
+# but not through ``a, b = borrow(a), borrow(b)`` (a tuple is built and
+# unpacked), hence one statement per array in every kernel.
+ir_utils.alias_func_extensions[("borrow", __name__)] = _borrow_aliases
 
 
 def _env_ns(name, default):
@@ -320,6 +339,25 @@ def pick_version(ser, par, ns):
     return _Timed(par if v else ser, c, v, max(ns, 1.0))
 
 
+_ALL_ROWS = np.zeros(0, np.uint8)  # "no row mask": every row is live, every output row is written
+
+
+def _row_mask(mask, n, what):
+    """``mask`` (uint8, n) as the kernels take it, or the empty "no mask" array for None."""
+    if mask is None:
+        return _ALL_ROWS
+    if mask.dtype != np.uint8 or mask.shape != (n,):
+        raise ValueError(f"{what}: expected a uint8 row mask of shape ({n},), got {mask.dtype} {mask.shape}")
+    return mask
+
+
+def _live_work(n_rows, live):
+    """The fraction of rows a masked kernel visits (for its serial/parallel choice)."""
+    if live is None or n_rows == 0:
+        return 1.0
+    return max(1, int(np.count_nonzero(live))) / n_rows
+
+
 # --------------------------------------------------------------------------
 # LIF and readout over all T steps in one call
 # --------------------------------------------------------------------------
@@ -372,21 +410,42 @@ def _lif_forward_row(f, I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smoot
                 v_out[f, b] = u
 
 
-@numba.njit(parallel=True, **_jit)
-def _lif_forward_par(I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth, u_out, s_out, v_out):
-    I, v0, u_out, s_out, v_out = borrow(I), borrow(v0), borrow(u_out), borrow(s_out), borrow(v_out)
-    for f in prange(I.shape[0]):
+@numba.njit(inline="always", **_jit)
+def _lif_forward_live_row(f, I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth, u_out, s_out, v_out, live):
+    if live.size == 0 or live[f]:
         _lif_forward_row(f, I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth, u_out, s_out, v_out)
+    else:  # not computed: u_out[f], s_out[f] keep whatever they held; the final membrane says so
+        for b in range(v_out.shape[1]):
+            v_out[f, b] = np.nan
+
+
+@numba.njit(parallel=True, **_jit)
+def _lif_forward_par(I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth, u_out, s_out, v_out, live):
+    I = borrow(I)
+    v0 = borrow(v0)
+    u_out = borrow(u_out)
+    s_out = borrow(s_out)
+    v_out = borrow(v_out)
+    live = borrow(live)
+    for f in prange(I.shape[0]):
+        _lif_forward_live_row(f, I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth, u_out, s_out, v_out,
+                              live)
 
 
 @numba.njit(**_jit)
-def _lif_forward_ser(I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth, u_out, s_out, v_out):
-    I, v0, u_out, s_out, v_out = borrow(I), borrow(v0), borrow(u_out), borrow(s_out), borrow(v_out)
+def _lif_forward_ser(I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth, u_out, s_out, v_out, live):
+    I = borrow(I)
+    v0 = borrow(v0)
+    u_out = borrow(u_out)
+    s_out = borrow(s_out)
+    v_out = borrow(v_out)
+    live = borrow(live)
     for f in range(I.shape[0]):
-        _lif_forward_row(f, I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth, u_out, s_out, v_out)
+        _lif_forward_live_row(f, I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth, u_out, s_out, v_out,
+                              live)
 
 
-def lif_forward(I, v0, prm, u_out, s_out, v_out):
+def lif_forward(I, v0, prm, u_out, s_out, v_out, live=None):
     """Euler-integrate a LIF population over T steps. Readable twin: :func:`snn_core.kernels.reference.lif_forward`.
 
     I : (F, T, B) input current; v0 : (F, B) initial membrane; prm : a
@@ -396,10 +455,18 @@ def lif_forward(I, v0, prm, u_out, s_out, v_out):
     differentiable spike). Writes u_out (pre-reset membrane), s_out (spikes),
     v_out (final v, (F, B)). The record is unpacked here, once, into the
     compiled row kernels.
+
+    Row mask (uint8, one entry per neuron; what ``Network.forward`` passes
+    so that neurons whose output nothing reads cost nothing): only the
+    neurons with ``live[f] != 0`` are integrated; the rows of the others in
+    ``u_out`` and ``s_out`` are left unwritten and their ``v_out`` rows are
+    NaN (not computed). The rows computed are the same bits as without a mask.
     """
-    k = pick_version(_lif_forward_ser, _lif_forward_par, I.size * _NS_LIF_FWD)
+    F = I.shape[0]
+    live_k = _row_mask(live, F, "lif_forward live")
+    k = pick_version(_lif_forward_ser, _lif_forward_par, I.size * _NS_LIF_FWD * _live_work(F, live))
     k(I, v0, prm.alpha, prm.k0, prm.c, prm.v_th, prm.v_reset, prm.reset, prm.surrogate, prm.surrogate_p, prm.smooth,
-      u_out, s_out, v_out)
+      u_out, s_out, v_out, live_k)
 
 
 @numba.njit(**_jit)
@@ -513,35 +580,26 @@ def _lif_backward_row(f, gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, 
 
 @numba.njit(parallel=True, **_jit)
 def _lif_backward_par(gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, gI, live, live_out):
-    gs, u, s, gI, live, live_out = borrow(gs), borrow(u), borrow(s), borrow(gI), borrow(live), borrow(live_out)
+    gs = borrow(gs)
+    u = borrow(u)
+    s = borrow(s)
+    gI = borrow(gI)
+    live = borrow(live)
+    live_out = borrow(live_out)
     for f in prange(gs.shape[0]):
         _lif_backward_row(f, gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, gI, live, live_out)
 
 
 @numba.njit(**_jit)
 def _lif_backward_ser(gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, gI, live, live_out):
-    gs, u, s, gI, live, live_out = borrow(gs), borrow(u), borrow(s), borrow(gI), borrow(live), borrow(live_out)
+    gs = borrow(gs)
+    u = borrow(u)
+    s = borrow(s)
+    gI = borrow(gI)
+    live = borrow(live)
+    live_out = borrow(live_out)
     for f in range(gs.shape[0]):
         _lif_backward_row(f, gs, u, s, alpha, c, v_th, v_reset, reset, detach, sur, p, gI, live, live_out)
-
-
-_ALL_ROWS = np.zeros(0, np.uint8)  # "no row mask": every row is live, every output row is written
-
-
-def _row_mask(mask, n, what):
-    """``mask`` (uint8, n) as the kernels take it, or the empty "no mask" array for None."""
-    if mask is None:
-        return _ALL_ROWS
-    if mask.dtype != np.uint8 or mask.shape != (n,):
-        raise ValueError(f"{what}: expected a uint8 row mask of shape ({n},), got {mask.dtype} {mask.shape}")
-    return mask
-
-
-def _live_work(n_rows, live):
-    """The fraction of rows a masked kernel visits (for its serial/parallel choice)."""
-    if live is None or n_rows == 0:
-        return 1.0
-    return max(1, int(np.count_nonzero(live))) / n_rows
 
 
 def lif_backward(gs, u, s, prm, gI, live=None, live_out=None):
@@ -585,14 +643,18 @@ def _readout_forward_row(f, I, v0, alpha, k0, c, u_out):
 
 @numba.njit(parallel=True, **_jit)
 def _readout_forward_par(I, v0, alpha, k0, c, u_out):
-    I, v0, u_out = borrow(I), borrow(v0), borrow(u_out)
+    I = borrow(I)
+    v0 = borrow(v0)
+    u_out = borrow(u_out)
     for f in prange(I.shape[0]):
         _readout_forward_row(f, I, v0, alpha, k0, c, u_out)
 
 
 @numba.njit(**_jit)
 def _readout_forward_ser(I, v0, alpha, k0, c, u_out):
-    I, v0, u_out = borrow(I), borrow(v0), borrow(u_out)
+    I = borrow(I)
+    v0 = borrow(v0)
+    u_out = borrow(u_out)
     for f in range(I.shape[0]):
         _readout_forward_row(f, I, v0, alpha, k0, c, u_out)
 
@@ -622,14 +684,16 @@ def _readout_backward_row(f, gu, alpha, c, gI):
 
 @numba.njit(parallel=True, **_jit)
 def _readout_backward_par(gu, alpha, c, gI):
-    gu, gI = borrow(gu), borrow(gI)
+    gu = borrow(gu)
+    gI = borrow(gI)
     for f in prange(gu.shape[0]):
         _readout_backward_row(f, gu, alpha, c, gI)
 
 
 @numba.njit(**_jit)
 def _readout_backward_ser(gu, alpha, c, gI):
-    gu, gI = borrow(gu), borrow(gI)
+    gu = borrow(gu)
+    gI = borrow(gI)
     for f in range(gu.shape[0]):
         _readout_backward_row(f, gu, alpha, c, gI)
 
@@ -658,14 +722,16 @@ def _time_sum_row(f, G3, out):
 
 @numba.njit(parallel=True, **_jit)
 def _time_sum_par(G3, out):
-    G3, out = borrow(G3), borrow(out)
+    G3 = borrow(G3)
+    out = borrow(out)
     for f in prange(G3.shape[0]):
         _time_sum_row(f, G3, out)
 
 
 @numba.njit(**_jit)
 def _time_sum_ser(G3, out):
-    G3, out = borrow(G3), borrow(out)
+    G3 = borrow(G3)
+    out = borrow(out)
     for f in range(G3.shape[0]):
         _time_sum_row(f, G3, out)
 
@@ -710,32 +776,47 @@ def _csr_forward_row(r, indptr, indices, data, bias, X, Y):
 
 
 @numba.njit(parallel=True, **_jit)
-def _csr_forward_par(indptr, indices, data, bias, X, Y):
-    indptr, indices, data = borrow(indptr), borrow(indices), borrow(data)
-    bias, X, Y = borrow(bias), borrow(X), borrow(Y)
+def _csr_forward_par(indptr, indices, data, bias, X, Y, live):
+    indptr = borrow(indptr)
+    indices = borrow(indices)
+    data = borrow(data)
+    bias = borrow(bias)
+    X = borrow(X)
+    Y = borrow(Y)
+    live = borrow(live)
     for r in prange(Y.shape[0]):
-        _csr_forward_row(r, indptr, indices, data, bias, X, Y)
+        if live.size == 0 or live[r]:
+            _csr_forward_row(r, indptr, indices, data, bias, X, Y)
 
 
 @numba.njit(**_jit)
-def _csr_forward_ser(indptr, indices, data, bias, X, Y):
-    indptr, indices, data = borrow(indptr), borrow(indices), borrow(data)
-    bias, X, Y = borrow(bias), borrow(X), borrow(Y)
+def _csr_forward_ser(indptr, indices, data, bias, X, Y, live):
+    indptr = borrow(indptr)
+    indices = borrow(indices)
+    data = borrow(data)
+    bias = borrow(bias)
+    X = borrow(X)
+    Y = borrow(Y)
+    live = borrow(live)
     for r in range(Y.shape[0]):
-        _csr_forward_row(r, indptr, indices, data, bias, X, Y)
+        if live.size == 0 or live[r]:
+            _csr_forward_row(r, indptr, indices, data, bias, X, Y)
 
 
-def csr_forward(indptr, indices, data, bias, X, Y):
+def csr_forward(indptr, indices, data, bias, X, Y, live=None):
     """Y[r, :] = bias[r] + sum_k data[k] * X[indices[k], :] over row r.
 
     X : (n_in, N), Y : (n_out, N). Each connection streams one contiguous
-    row of N columns (all T steps of the batch at once).
+    row of N columns (all T steps of the batch at once). ``live`` (uint8,
+    n_out; see :func:`lif_forward`): only the rows with ``live[r] != 0`` are
+    computed, the others are left unwritten (and only the inputs of the
+    computed rows are read).
 
     Readable twin: :func:`snn_core.kernels.reference.csr_forward`.
     """
-    ns = (len(indices) + Y.shape[0]) * Y.shape[1] * _ns_stream(X)
+    ns = (len(indices) + Y.shape[0]) * Y.shape[1] * _ns_stream(X) * _live_work(Y.shape[0], live)
     k = pick_version(_csr_forward_ser, _csr_forward_par, ns)
-    k(indptr, indices, data, bias, X, Y)
+    k(indptr, indices, data, bias, X, Y, _row_mask(live, Y.shape[0], "csr_forward live"))
 
 
 @numba.njit(**_jit)
@@ -831,16 +912,28 @@ def _csr_grad_dense_row(r, indptr, indices, G, X, out, accumulate, gb, rownz, li
 
 @numba.njit(parallel=True, **_jit)
 def _csr_grad_dense_par(indptr, indices, G, X, out, accumulate, gb, rownz, live):
-    indptr, indices, G, X = borrow(indptr), borrow(indices), borrow(G), borrow(X)
-    out, gb, rownz, live = borrow(out), borrow(gb), borrow(rownz), borrow(live)
+    indptr = borrow(indptr)
+    indices = borrow(indices)
+    G = borrow(G)
+    X = borrow(X)
+    out = borrow(out)
+    gb = borrow(gb)
+    rownz = borrow(rownz)
+    live = borrow(live)
     for r in prange(G.shape[0]):
         _csr_grad_dense_row(r, indptr, indices, G, X, out, accumulate, gb, rownz, live)
 
 
 @numba.njit(**_jit)
 def _csr_grad_dense_ser(indptr, indices, G, X, out, accumulate, gb, rownz, live):
-    indptr, indices, G, X = borrow(indptr), borrow(indices), borrow(G), borrow(X)
-    out, gb, rownz, live = borrow(out), borrow(gb), borrow(rownz), borrow(live)
+    indptr = borrow(indptr)
+    indices = borrow(indices)
+    G = borrow(G)
+    X = borrow(X)
+    out = borrow(out)
+    gb = borrow(gb)
+    rownz = borrow(rownz)
+    live = borrow(live)
     for r in range(G.shape[0]):
         _csr_grad_dense_row(r, indptr, indices, G, X, out, accumulate, gb, rownz, live)
 
@@ -919,16 +1012,28 @@ def _csr_backward_input_row(j, t_indptr, t_indices, t_perm, data, G, rownz, GX, 
 
 @numba.njit(parallel=True, **_jit)
 def _csr_backward_input_par(t_indptr, t_indices, t_perm, data, G, rownz, GX, live_out):
-    t_indptr, t_indices, t_perm, data = borrow(t_indptr), borrow(t_indices), borrow(t_perm), borrow(data)
-    G, rownz, GX, live_out = borrow(G), borrow(rownz), borrow(GX), borrow(live_out)
+    t_indptr = borrow(t_indptr)
+    t_indices = borrow(t_indices)
+    t_perm = borrow(t_perm)
+    data = borrow(data)
+    G = borrow(G)
+    rownz = borrow(rownz)
+    GX = borrow(GX)
+    live_out = borrow(live_out)
     for j in prange(GX.shape[0]):
         _csr_backward_input_row(j, t_indptr, t_indices, t_perm, data, G, rownz, GX, live_out)
 
 
 @numba.njit(**_jit)
 def _csr_backward_input_ser(t_indptr, t_indices, t_perm, data, G, rownz, GX, live_out):
-    t_indptr, t_indices, t_perm, data = borrow(t_indptr), borrow(t_indices), borrow(t_perm), borrow(data)
-    G, rownz, GX, live_out = borrow(G), borrow(rownz), borrow(GX), borrow(live_out)
+    t_indptr = borrow(t_indptr)
+    t_indices = borrow(t_indices)
+    t_perm = borrow(t_perm)
+    data = borrow(data)
+    G = borrow(G)
+    rownz = borrow(rownz)
+    GX = borrow(GX)
+    live_out = borrow(live_out)
     for j in range(GX.shape[0]):
         _csr_backward_input_row(j, t_indptr, t_indices, t_perm, data, G, rownz, GX, live_out)
 
@@ -1226,21 +1331,39 @@ def _spike_pack_row(j, X, X8, cnt, cols, thr, Xb, use_bits):
     return bad
 
 
+@numba.njit(inline="always", **_jit)
+def _spike_pack_live_row(j, X, X8, cnt, cols, thr, Xb, use_bits, live):
+    if live.size == 0 or live[j]:
+        return _spike_pack_row(j, X, X8, cnt, cols, thr, Xb, use_bits)
+    cnt[j] = 0  # not read: packed as a silent input, whose connections (it has none) cost nothing
+    return 0
+
+
 @numba.njit(parallel=True, **_jit)
-def _spike_pack_par(X, X8, cnt, cols, thr, Xb, use_bits):
-    X, X8, cnt, cols, Xb = borrow(X), borrow(X8), borrow(cnt), borrow(cols), borrow(Xb)
+def _spike_pack_par(X, X8, cnt, cols, thr, Xb, use_bits, live):
+    X = borrow(X)
+    X8 = borrow(X8)
+    cnt = borrow(cnt)
+    cols = borrow(cols)
+    Xb = borrow(Xb)
+    live = borrow(live)
     bad = 0
     for j in prange(X.shape[0]):
-        bad += _spike_pack_row(j, X, X8, cnt, cols, thr, Xb, use_bits)
+        bad += _spike_pack_live_row(j, X, X8, cnt, cols, thr, Xb, use_bits, live)
     return bad
 
 
 @numba.njit(**_jit)
-def _spike_pack_ser(X, X8, cnt, cols, thr, Xb, use_bits):
-    X, X8, cnt, cols, Xb = borrow(X), borrow(X8), borrow(cnt), borrow(cols), borrow(Xb)
+def _spike_pack_ser(X, X8, cnt, cols, thr, Xb, use_bits, live):
+    X = borrow(X)
+    X8 = borrow(X8)
+    cnt = borrow(cnt)
+    cols = borrow(cols)
+    Xb = borrow(Xb)
+    live = borrow(live)
     bad = 0
     for j in range(X.shape[0]):
-        bad += _spike_pack_row(j, X, X8, cnt, cols, thr, Xb, use_bits)
+        bad += _spike_pack_live_row(j, X, X8, cnt, cols, thr, Xb, use_bits, live)
     return bad
 
 
@@ -1251,7 +1374,7 @@ def _c(a):
     return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
-def spike_pack(X, X8, cnt, cols, thr, Xb=None):
+def spike_pack(X, X8, cnt, cols, thr, Xb=None, live=None):
     """Condense a spike matrix X (n_in, N) for the spike-driven kernels.
 
     Writes X8[j, n] = (X[j, n] != 0) (uint8), cnt[j] = number of active
@@ -1261,16 +1384,19 @@ def spike_pack(X, X8, cnt, cols, thr, Xb=None):
     words: bit q of Xb[j, w] is X8[j, 16 w + q] (padding bits 0).
     Returns the number of entries that are neither 0 nor 1 (NaN included):
     if it is not 0, X is not a spike matrix and the packed arrays must not
-    be used.
+    be used. ``live`` (uint8, n_in): rows with ``live[j] == 0`` are not read
+    (their values may be anything, e.g. rows a masked forward left
+    unwritten) and are packed as silent (cnt 0, nothing else written).
 
     Readable twin: :func:`snn_core.kernels.reference.spike_pack`.
     """
     use_bits = Xb is not None
-    k = pick_version(_spike_pack_ser, _spike_pack_par, X.size * _NS_PACK)
+    live_k = _row_mask(live, X.shape[0], "spike_pack live")
+    k = pick_version(_spike_pack_ser, _spike_pack_par, X.size * _NS_PACK * _live_work(X.shape[0], live))
     if X8.flags.c_contiguous:
-        return int(k(X, X8, cnt, cols, thr, Xb if use_bits else _NO_BITS, use_bits))
+        return int(k(X, X8, cnt, cols, thr, Xb if use_bits else _NO_BITS, use_bits, live_k))
     tmp = np.empty(X8.shape, np.uint8)
-    n_bad = int(k(X, tmp, cnt, cols, thr, Xb if use_bits else _NO_BITS, use_bits))
+    n_bad = int(k(X, tmp, cnt, cols, thr, Xb if use_bits else _NO_BITS, use_bits, live_k))
     X8[...] = tmp
     return n_bad
 
@@ -1372,19 +1498,39 @@ def _csr_forward_spikes_row(r, indptr, indices, data, bias, X8, cnt, cols, thr, 
 
 
 @numba.njit(parallel=True, **_jit)
-def _csr_forward_spikes_par(indptr, indices, data, bias, X8, cnt, cols, thr, Y, Xb, use_bits, one, ks):
-    indptr, indices, data, bias, X8 = borrow(indptr), borrow(indices), borrow(data), borrow(bias), borrow(X8)
-    cnt, cols, Y, Xb, ks = borrow(cnt), borrow(cols), borrow(Y), borrow(Xb), borrow(ks)
+def _csr_forward_spikes_par(indptr, indices, data, bias, X8, cnt, cols, thr, Y, Xb, use_bits, one, ks, live):
+    indptr = borrow(indptr)
+    indices = borrow(indices)
+    data = borrow(data)
+    bias = borrow(bias)
+    X8 = borrow(X8)
+    cnt = borrow(cnt)
+    cols = borrow(cols)
+    Y = borrow(Y)
+    Xb = borrow(Xb)
+    ks = borrow(ks)
+    live = borrow(live)
     for r in prange(Y.shape[0]):
-        _csr_forward_spikes_row(r, indptr, indices, data, bias, X8, cnt, cols, thr, Y, Xb, use_bits, one, ks)
+        if live.size == 0 or live[r]:
+            _csr_forward_spikes_row(r, indptr, indices, data, bias, X8, cnt, cols, thr, Y, Xb, use_bits, one, ks)
 
 
 @numba.njit(**_jit)
-def _csr_forward_spikes_ser(indptr, indices, data, bias, X8, cnt, cols, thr, Y, Xb, use_bits, one, ks):
-    indptr, indices, data, bias, X8 = borrow(indptr), borrow(indices), borrow(data), borrow(bias), borrow(X8)
-    cnt, cols, Y, Xb, ks = borrow(cnt), borrow(cols), borrow(Y), borrow(Xb), borrow(ks)
+def _csr_forward_spikes_ser(indptr, indices, data, bias, X8, cnt, cols, thr, Y, Xb, use_bits, one, ks, live):
+    indptr = borrow(indptr)
+    indices = borrow(indices)
+    data = borrow(data)
+    bias = borrow(bias)
+    X8 = borrow(X8)
+    cnt = borrow(cnt)
+    cols = borrow(cols)
+    Y = borrow(Y)
+    Xb = borrow(Xb)
+    ks = borrow(ks)
+    live = borrow(live)
     for r in range(Y.shape[0]):
-        _csr_forward_spikes_row(r, indptr, indices, data, bias, X8, cnt, cols, thr, Y, Xb, use_bits, one, ks)
+        if live.size == 0 or live[r]:
+            _csr_forward_spikes_row(r, indptr, indices, data, bias, X8, cnt, cols, thr, Y, Xb, use_bits, one, ks)
 
 
 def _split_scratch(scratch, nnz):
@@ -1402,7 +1548,8 @@ def spike_work_ns(indptr_len, nnz, n_in, N, n_spikes):
     return (indptr_len * N + nnz * N * min(1.0, 4.0 * rate)) * _NS_STREAM + nnz * rate * N * _NS_EVENT * 0.25
 
 
-def csr_forward_spikes(indptr, indices, data, bias, X8, cnt, cols, thr, Y, work_ns=None, Xb=None, scratch=None):
+def csr_forward_spikes(indptr, indices, data, bias, X8, cnt, cols, thr, Y, work_ns=None, Xb=None, scratch=None,
+                       live=None):
     """Y = W X + bias for a spike matrix X given as :func:`spike_pack` output.
 
     Connections from silent inputs (cnt 0) cost nothing, those from inputs
@@ -1410,17 +1557,19 @@ def csr_forward_spikes(indptr, indices, data, bias, X8, cnt, cols, thr, Y, work_
     stream their spike row, four connections per pass over Y[r, :]: as bit
     words with masked vector adds when ``Xb`` is given, else as uint8.
     ``scratch``: optional int32 array of at least 2 * nnz entries (reused
-    by callers to avoid an allocation per call).
+    by callers to avoid an allocation per call). ``live`` (uint8, n_out):
+    only rows with ``live[r] != 0`` are computed, as in :func:`csr_forward`.
 
     Readable twin: :func:`snn_core.kernels.reference.csr_forward_spikes`.
     """
     if work_ns is None:
         work_ns = spike_work_ns(Y.shape[0], len(indices), X8.shape[0], Y.shape[1], int(cnt.sum()))
-    k = pick_version(_csr_forward_spikes_ser, _csr_forward_spikes_par, work_ns)
+    live_k = _row_mask(live, Y.shape[0], "csr_forward_spikes live")
+    k = pick_version(_csr_forward_spikes_ser, _csr_forward_spikes_par, work_ns * _live_work(Y.shape[0], live))
     use_bits = Xb is not None
     out = Y if Y.flags.c_contiguous else np.empty(Y.shape, Y.dtype)
     k(indptr, indices, data, bias, _c(X8), cnt, cols, thr, out, Xb if use_bits else _NO_BITS, use_bits,
-      Y.dtype.type(1.0), _split_scratch(scratch, len(indices)))
+      Y.dtype.type(1.0), _split_scratch(scratch, len(indices)), live_k)
     if out is not Y:
         Y[...] = out
 
@@ -1526,9 +1675,18 @@ def _csr_grad_spikes_row(r, indptr, indices, X8, cnt, cols, thr, G, out, accumul
 @numba.njit(parallel=True, **_jit)
 def _csr_grad_spikes_par(indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz, Xb, use_bits, one, ks,
                          live):
-    indptr, indices, X8, cnt = borrow(indptr), borrow(indices), borrow(X8), borrow(cnt)
-    cols, G = borrow(cols), borrow(G)
-    out, gb, rownz, Xb, ks, live = borrow(out), borrow(gb), borrow(rownz), borrow(Xb), borrow(ks), borrow(live)
+    indptr = borrow(indptr)
+    indices = borrow(indices)
+    X8 = borrow(X8)
+    cnt = borrow(cnt)
+    cols = borrow(cols)
+    G = borrow(G)
+    out = borrow(out)
+    gb = borrow(gb)
+    rownz = borrow(rownz)
+    Xb = borrow(Xb)
+    ks = borrow(ks)
+    live = borrow(live)
     for r in prange(G.shape[0]):
         _csr_grad_spikes_row(r, indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz, Xb, use_bits,
                              one, ks, live)
@@ -1537,9 +1695,18 @@ def _csr_grad_spikes_par(indptr, indices, X8, cnt, cols, thr, G, out, accumulate
 @numba.njit(**_jit)
 def _csr_grad_spikes_ser(indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz, Xb, use_bits, one, ks,
                          live):
-    indptr, indices, X8, cnt = borrow(indptr), borrow(indices), borrow(X8), borrow(cnt)
-    cols, G = borrow(cols), borrow(G)
-    out, gb, rownz, Xb, ks, live = borrow(out), borrow(gb), borrow(rownz), borrow(Xb), borrow(ks), borrow(live)
+    indptr = borrow(indptr)
+    indices = borrow(indices)
+    X8 = borrow(X8)
+    cnt = borrow(cnt)
+    cols = borrow(cols)
+    G = borrow(G)
+    out = borrow(out)
+    gb = borrow(gb)
+    rownz = borrow(rownz)
+    Xb = borrow(Xb)
+    ks = borrow(ks)
+    live = borrow(live)
     for r in range(G.shape[0]):
         _csr_grad_spikes_row(r, indptr, indices, X8, cnt, cols, thr, G, out, accumulate, gb, rownz, Xb, use_bits,
                              one, ks, live)
