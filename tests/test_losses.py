@@ -5,6 +5,7 @@ import pytest
 from scipy.special import logsumexp
 
 from snn_core import losses as L
+from snn_core.kernels import reference as R
 
 NAMES = ["ce_count", "ce_membrane", "mse_rate", "tet"]
 
@@ -102,8 +103,10 @@ def test_float32_output_gives_float32_grad(name):
     assert g32.dtype == np.float32 and g32.shape == O.shape
     assert v32 == pytest.approx(v64, rel=1e-5)
     np.testing.assert_allclose(g32, g64, rtol=1e-5, atol=1e-7)
-    # the gradient is a fresh writable array, not a broadcast view
-    assert g32.flags.writeable and g32.flags.owndata
+    # the gradient is a fresh writable array, not a broadcast view (ce_count / ce_membrane return it as a
+    # (T, batch, classes) view of a fresh feature-major buffer, which the output layer takes without a copy)
+    assert g32.flags.writeable and 0 not in g32.strides
+    assert g32.flags.owndata or (g32.base.flags.owndata and g32.base.size == g32.size)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -152,3 +155,24 @@ def test_get_loss():
         assert L.get_loss(name) is getattr(L, name)
     with pytest.raises(ValueError, match="loss.*'hinge'"):
         L.get_loss("hinge")
+
+
+@pytest.mark.parametrize("mean", [False, True])
+@pytest.mark.parametrize("shape", [(8, 100, 10), (1, 1, 1), (3, 5, 2), (4, 7, 13), (6, 33, 9)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_kernel_matches_its_twin(shape, dtype, mean):
+    # the compiled ce_count / ce_membrane against kernels.reference.softmax_ce_time: the same logits and
+    # loss to float64 rounding, the same float32 gradient; from a network's feature-major output (no copy)
+    # and from a C-contiguous (T, batch, classes) array
+    T, B, C = shape
+    rng = np.random.default_rng(T * 100 + B + C)
+    O_fm = (rng.random((C, T, B)) < 0.3).astype(dtype) + rng.normal(0, 0.2, (C, T, B)).astype(dtype) * mean
+    y = rng.integers(0, C, B)
+    want_v, want_g = R.softmax_ce_time(O_fm, y, mean)
+    loss = L.ce_membrane if mean else L.ce_count
+    for O in (O_fm.transpose(1, 2, 0), np.ascontiguousarray(O_fm.transpose(1, 2, 0))):
+        v, g = loss(O, y)
+        assert v == pytest.approx(want_v, rel=1e-13, abs=1e-15)
+        assert g.shape == (T, B, C) and g.dtype == dtype
+        np.testing.assert_allclose(g.transpose(2, 0, 1), want_g, rtol=1e-6 if dtype == np.float32 else 1e-13,
+                                   atol=1e-30)

@@ -1829,3 +1829,67 @@ def sgd_update(w, g, buf, lr, momentum, nesterov, wd):
     """
     k = pick_version(_sgd_ser, _sgd_par, w.size * _NS_UPDATE)
     k(w, g, buf, lr, momentum, nesterov, wd)
+
+
+# --------------------------------------------------------------------------
+# Softmax cross-entropy of a time-summed output (ce_count, ce_membrane)
+# --------------------------------------------------------------------------
+# The losses act on 10 x 100 values, where NumPy's ~20 calls (each a few
+# microseconds, 3-4 times that in a training step, after the multi-MB
+# kernels have taken the caches) cost more than the arithmetic: one compiled
+# call instead, over the feature-major (classes, T, batch) buffer that the
+# output layer wrote, so that every inner loop runs over contiguous samples.
+# One exp per logit (a scalar exp costs ~9 ns here, NumPy's vectorised one
+# ~2 ns): the softmax is e / sum(e) where the twin writes exp(log softmax),
+# equal up to float64 rounding, which the float32 gradient does not see
+# (tests/test_losses.py compares them).
+@numba.njit(**_jit)
+def _softmax_ce_fm(O, y, mean, g_out):
+    C, T, B = O.shape
+    acc = np.empty(B, O.dtype)
+    e = np.empty((C, B), np.float64)
+    for c in range(C):  # the logits: sums over time in O's dtype, step by step (as O.sum(axis=0))
+        for b in range(B):
+            acc[b] = O[c, 0, b]
+        for t in range(1, T):
+            for b in range(B):
+                acc[b] += O[c, t, b]
+        for b in range(B):
+            e[c, b] = np.float64(acc[b] / O.dtype.type(T) if mean else acc[b])
+    m = e[0].copy()  # per sample: the largest logit, then e = exp(z - m) and its sum s
+    for c in range(1, C):
+        for b in range(B):
+            m[b] = max(m[b], e[c, b])
+    value = 0.0
+    for b in range(B):
+        value -= e[y[b], b] - m[b]
+    s = np.zeros(B, np.float64)
+    for c in range(C):
+        for b in range(B):
+            e[c, b] = np.exp(e[c, b] - m[b])
+            s[b] += e[c, b]
+    for b in range(B):
+        value += np.log(s[b])  # loss of sample b: log s - (z_y - m)
+    scale = 1.0 / B
+    for c in range(C):
+        for b in range(B):
+            g = e[c, b] / s[b] - (1.0 if y[b] == c else 0.0)
+            acc[b] = O.dtype.type(g / B / T if mean else g / B)
+        for t in range(T):  # dL/dO[t] is the same at every step
+            for b in range(B):
+                g_out[c, t, b] = acc[b]
+    return value * scale
+
+
+def softmax_ce_time(O, y, mean, g_out):
+    """Mean softmax cross-entropy of the logits ``sum_t O[t]`` (``mean``: ``mean_t O[t]``) and its gradient.
+
+    O : (C, T, B) float32/float64, C-contiguous: the output stored
+    feature-major, ``O[c, t, b]`` is class c of sample b at step t; y : (B,)
+    int64 class indices in [0, C) (not checked here); g_out : (C, T, B),
+    O's dtype, C-contiguous, overwritten with dL/dO (the same at every
+    step). Returns the loss, a float. The softmax runs in float64.
+
+    Readable twin: :func:`snn_core.kernels.reference.softmax_ce_time`.
+    """
+    return float(_softmax_ce_fm(O, y, bool(mean), g_out))
