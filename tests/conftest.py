@@ -1,5 +1,6 @@
 """Shared test set-up and fixtures (keep minimal)."""
 import glob
+import math
 import os
 
 # Before numba is first imported (snn_core imports it): without a GPU, run the
@@ -15,3 +16,13 @@ import pytest
 def rng():
     """A fresh, deterministically seeded NumPy Generator per test."""
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(params=["serial", "parallel"])
+def mode(request, monkeypatch):
+    """Force the serial or the parallel version of every dispatching kernel of ``kernels/cpu.py``."""
+    from snn_core.kernels import cpu
+
+    assert hasattr(cpu, "PARALLEL_MIN_NS"), "kernels/cpu.py no longer has PARALLEL_MIN_NS: update this fixture"
+    monkeypatch.setattr(cpu, "PARALLEL_MIN_NS", math.inf if request.param == "serial" else 0.0)
+    return request.param

@@ -10,7 +10,6 @@ poisoned), that what is computed is the same bits as without masks, that
 ``record=True`` still computes every neuron, and that the layer calls that
 would need a skipped value refuse with a clear error.
 """
-import math
 
 import numpy as np
 import pytest
@@ -23,13 +22,6 @@ from snn_core.sparse import random_connectivity
 from snn_core.surrogate import surrogate_code
 
 F32 = np.float32
-
-
-@pytest.fixture(params=["serial", "parallel"])
-def mode(request, monkeypatch):
-    """Force the serial or the parallel version of every dispatching kernel."""
-    monkeypatch.setattr(cpu, "PARALLEL_MIN_NS", math.inf if request.param == "serial" else 0.0)
-    return request.param
 
 
 def _live_rows(rng, n, frac=0.4):

@@ -7,7 +7,6 @@ Each public kernel dispatches to a serial or a ``prange`` version depending on
 the estimated work (``cpu.PARALLEL_MIN_NS``); the ``mode`` fixture forces
 each of them in turn.
 """
-import math
 
 import numpy as np
 import pytest
@@ -29,14 +28,6 @@ F32 = np.float32
 SEEDS = list(range(6))
 SUR_NAMES = sorted(SURROGATES)
 TINY = 1e-30
-
-
-@pytest.fixture(params=["serial", "parallel"])
-def mode(request, monkeypatch):
-    """Force the serial or the parallel version of every dispatching kernel."""
-    assert hasattr(cpu, "PARALLEL_MIN_NS"), "kernels/cpu.py no longer has PARALLEL_MIN_NS: update this fixture"
-    monkeypatch.setattr(cpu, "PARALLEL_MIN_NS", math.inf if request.param == "serial" else 0.0)
-    return request.param
 
 
 def relerr(a, b):
@@ -376,6 +367,20 @@ def test_time_sum_parity(T, mode):
     np.testing.assert_array_equal(out, ref.time_sum(G3))  # the same additions in the same order
 
 
+@pytest.mark.parametrize("mean", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_ce_time_parity(dtype, mean):
+    rng = np.random.default_rng(7)
+    O = rng.normal(0.5, 2.0, size=(10, 6, 37)).astype(dtype)  # (classes, T, batch), feature-major
+    y = rng.integers(0, 10, 37)
+    g = np.full(O.shape, np.nan, dtype)
+    value = cpu.softmax_ce_time(O, y, mean, g)
+    want_value, want_g = ref.softmax_ce_time(O, y, mean)
+    assert value == pytest.approx(want_value, rel=1e-13)
+    np.testing.assert_allclose(g, want_g, rtol=1e-6 if dtype == np.float32 else 1e-12, atol=0)
+    np.testing.assert_array_equal(g, g[:, :1, :].repeat(O.shape[1], axis=1))  # the same at every step
+
+
 def test_every_public_kernel_is_covered():
     # a new kernel in cpu.py needs a parity test here
     public = {name for name, obj in vars(cpu).items()
@@ -384,7 +389,8 @@ def test_every_public_kernel_is_covered():
     public -= {"borrow"}  # the views every kernel takes of its arrays (test_borrow_is_a_view_of_the_same_memory)
     covered = {"nonfinite_count", "lif_forward", "lif_backward", "readout_forward", "readout_backward", "csr_forward",
                "csr_backward_input", "csr_backward_input_nz", "csr_grad_at", "csr_grad_dense", "spike_pack",
-               "csr_forward_spikes", "csr_grad_spikes", "spike_work_ns", "adam_update", "sgd_update", "time_sum"}
+               "csr_forward_spikes", "csr_grad_spikes", "spike_work_ns", "adam_update", "sgd_update", "time_sum",
+               "softmax_ce_time"}
     assert public <= covered, f"kernels without a parity test: {sorted(public - covered)}"
 
 

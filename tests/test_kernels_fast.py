@@ -6,7 +6,6 @@ fixture moves ``cpu.PARALLEL_MIN_NS``). Errors are measured relative to the
 largest reference value, against references computed in float64 from the
 same float32 inputs: ``max|kernel - ref| / max|ref| < 1e-5``.
 """
-import math
 
 import numba
 import numpy as np
@@ -21,12 +20,6 @@ from snn_core.sparse import fan_in_uniform, random_connectivity, transpose_struc
 F32 = np.float32
 DENSITIES = [0.01, 0.05, 0.2, 0.5, 1.0]
 RATES = [0.0, 0.01, 0.1, 0.5, 1.0]
-
-
-@pytest.fixture(params=["serial", "parallel"])
-def mode(request, monkeypatch):
-    monkeypatch.setattr(cpu, "PARALLEL_MIN_NS", math.inf if request.param == "serial" else 0.0)
-    return request.param
 
 
 def rel_err(a, b):

@@ -10,7 +10,6 @@ here), that rows left unwritten are exactly the zero rows of the unmasked
 result, and that a whole network's gradients are the same bits with and
 without masks, starting from buffers full of NaN.
 """
-import math
 
 import numpy as np
 import pytest
@@ -24,13 +23,6 @@ from snn_core.sparse import random_connectivity, transpose_structure
 from snn_core.surrogate import surrogate_code
 
 F32 = np.float32
-
-
-@pytest.fixture(params=["serial", "parallel"])
-def mode(request, monkeypatch):
-    """Force the serial or the parallel version of every dispatching kernel."""
-    monkeypatch.setattr(cpu, "PARALLEL_MIN_NS", math.inf if request.param == "serial" else 0.0)
-    return request.param
 
 
 def _dead_rows(rng, n, frac=0.4):
