@@ -43,6 +43,7 @@ Usage::
     PYTHONPATH=. python benchmarks/bench_train.py --peer-python /tmp/peer/bin/python --repeats 5
     PYTHONPATH=. python benchmarks/bench_train.py --scale         # 784-10000-10000-10 at 1%
     PYTHONPATH=. python benchmarks/bench_train.py --profile --densities 0.1 0.01 --iters 50
+    PYTHONPATH=. python benchmarks/bench_train.py --profile --kernels --densities 0.1 0.01 --iters 300
 """
 from __future__ import annotations
 
@@ -232,6 +233,10 @@ def run_profile_worker(a):
     alternating iteration by iteration in one process; medians in ms and
     the fraction of the iteration. ``--cpu-time`` measures process CPU time
     instead of wall time (robust to other processes taking the cores).
+    ``--kernels`` also times every call of a ``kernels/cpu.py`` kernel (wrapped
+    in a timer for this run) and prints each kernel's time per iteration,
+    their sum, and what is left of the iteration besides them and encoding:
+    Python, Numba dispatch and NumPy glue.
     """
     import numpy as np
 
@@ -245,6 +250,9 @@ def run_profile_worker(a):
     bufs = {d: np.empty((SIZES[0], T, B), np.float32) for d in a.densities}
     rng = np.random.default_rng(0)
     acc = {d: {} for d in a.densities}
+    kernel_time = {}  # kernel name -> seconds in the current iteration
+    if a.kernels:
+        _time_kernels(kernel_time, clock)
 
     def timed_call(d, key, fn, *args):
         t0 = clock()
@@ -270,6 +278,13 @@ def run_profile_worker(a):
         net.backward(g, timer=lambda phase: phase_timer(d, "backward " + phase.rsplit(" ", 1)[0]))
         timed_call(d, "adam", opts[d].step)
         acc[d].setdefault("TOTAL", []).append(clock() - t0)
+        if a.kernels:
+            for name, seconds in kernel_time.items():
+                acc[d].setdefault("kernel " + name, []).append(seconds)
+            acc[d].setdefault("kernels, all", []).append(sum(kernel_time.values()))
+            acc[d].setdefault("rest: Python, dispatch, glue", []).append(
+                acc[d]["TOTAL"][-1] - acc[d]["encode"][-1] - sum(kernel_time.values()))
+            kernel_time.clear()
 
     for i in range(a.warmup):
         for d in a.densities:
@@ -279,7 +294,8 @@ def run_profile_worker(a):
     for i in range(a.iters):
         for d in a.densities:
             iteration(d, i)
-    keys = list(acc[a.densities[0]])
+    keys = [k for k in acc[a.densities[0]] if all(k in acc[d] for d in a.densities)]
+    keys.sort(key=lambda k: (k.startswith("kernel"), k.startswith("kernels") or k.startswith("rest")))
     res = {d: {k: 1e3 * med(acc[d][k]) for k in keys} for d in a.densities}
     emit({"profile": res, "clock": "process_time" if a.cpu_time else "perf_counter",
           "load_avg_1min": os.getloadavg()[0]})
@@ -288,6 +304,31 @@ def run_profile_worker(a):
     for k in keys:
         print(f"{k:<32}" + "".join(f"{res[d][k]:>9.3f} ({100 * res[d][k] / res[d]['TOTAL']:4.0f}%)"
                                      for d in a.densities))
+
+
+def _time_kernels(kernel_time, clock):
+    """Wrap every public kernel of ``snn_core.kernels.cpu`` so that its calls add their time to ``kernel_time``.
+
+    The backends look kernels up on the module at each call, so the wrappers
+    see every call; the serial/parallel chooser and the cost models are not kernels.
+    """
+    import functools
+
+    from snn_core.kernels import cpu as K
+
+    helpers = {"pick_version", "parallel_min_ns", "threading_layer", "spike_work_ns", "borrow"}
+    for name, fn in list(vars(K).items()):
+        if name.startswith("_") or name in helpers or not callable(fn) or getattr(fn, "__module__", "") != K.__name__:
+            continue
+
+        def timed(*args, _fn=fn, _name=name, **kw):
+            t0 = clock()
+            try:
+                return _fn(*args, **kw)
+            finally:
+                kernel_time[_name] = kernel_time.get(_name, 0.0) + clock() - t0
+
+        setattr(K, name, functools.wraps(fn)(timed))
 
 
 # --------------------------------------------------------------------------
@@ -445,6 +486,8 @@ def main(argv=None):
     p.add_argument("--profile", action="store_true",
                    help="time each stage of a sparse training iteration (densities alternate in one process)")
     p.add_argument("--cpu-time", action="store_true", help="with --profile: process CPU time instead of wall time")
+    p.add_argument("--kernels", action="store_true",
+                   help="with --profile: also time every kernels/cpu.py call, and the rest (Python, dispatch)")
     p.add_argument("--timeout", type=float, default=1800)
     p.add_argument("--json-out", default=None, help="also write every run to this JSON file")
     p.add_argument("--dense-mt", action="store_true",
@@ -468,7 +511,7 @@ def main(argv=None):
         env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--profile", "--iters", str(a.iters),
                "--warmup", str(a.warmup), "--steps", str(a.steps), "--batch", str(a.batch), "--densities",
-               *map(str, a.densities)] + (["--cpu-time"] if a.cpu_time else [])
+               *map(str, a.densities)] + (["--cpu-time"] if a.cpu_time else []) + (["--kernels"] if a.kernels else [])
         out = subprocess.run(cmd, env=env, text=True, timeout=a.timeout)
         sys.exit(out.returncode)
     elif a.scale:
