@@ -294,9 +294,9 @@ def run_profile_worker(a):
     for i in range(a.iters):
         for d in a.densities:
             iteration(d, i)
-    keys = [k for k in acc[a.densities[0]] if all(k in acc[d] for d in a.densities)]
+    keys = list(dict.fromkeys(k for d in a.densities for k in acc[d]))  # a kernel may run at one density only
     keys.sort(key=lambda k: (k.startswith("kernel"), k.startswith("kernels") or k.startswith("rest")))
-    res = {d: {k: 1e3 * med(acc[d][k]) for k in keys} for d in a.densities}
+    res = {d: {k: 1e3 * med(acc[d][k]) if k in acc[d] else 0.0 for k in keys} for d in a.densities}
     emit({"profile": res, "clock": "process_time" if a.cpu_time else "perf_counter",
           "load_avg_1min": os.getloadavg()[0]})
     print(f"\n# median ms per iteration stage ({'CPU' if a.cpu_time else 'wall'} time), share of the iteration")
