@@ -787,7 +787,7 @@ class LIF(_Neurons):
 
     def forward(self, x, record=False, v0=None, live=None, live_in=None):
         masked = self._forward_mask_args(live, live_in, record)
-        if masked and live_in is not None and (live is None or np.any(live > live_in)):
+        if masked and live_in is not None and live is not live_in and (live is None or np.any(live > live_in)):
             raise ValueError(f"{self.name}: live must mark only neurons whose input rows live_in marks")
         bk = self.backend
         I = bk.feature_major(x, self.in_features, self.dtype, f"{self.name} input")
