@@ -85,10 +85,9 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import prange
-from numba.core import cgutils
+from numba.core import cgutils, ir_utils
 from numba.core import types as nbtypes
 from numba.cpython.unsafe.numbers import trailing_zeros
-from numba.core import ir_utils
 from numba.extending import intrinsic
 
 # Threading layer: OpenMP first. A parallel region starts in ~15-45 us there
@@ -148,7 +147,13 @@ def borrow(typingctx, a):
 
 
 def _borrow_aliases(lhs, args, alias_map, arg_aliases):
-    ir_utils._add_alias(lhs, args[0].name, alias_map, arg_aliases)
+    """Numba alias-analysis hook: ``lhs = borrow(a)`` makes ``lhs`` an alias of ``a`` (and of the arguments ``a`` is)."""
+    a = args[0].name
+    if a in arg_aliases:
+        arg_aliases.add(lhs)
+    else:
+        alias_map.setdefault(a, set()).add(lhs)
+        alias_map.setdefault(lhs, set()).add(a)
 
 
 # Tell Numba's alias analysis that a borrowed view *is* its argument. Without
@@ -1848,7 +1853,7 @@ def _softmax_ce_fm(O, y, mean, g_out):
     C, T, B = O.shape
     acc = np.empty(B, O.dtype)
     e = np.empty((C, B), np.float64)
-    for c in range(C):  # the logits: sums over time in O's dtype, step by step (as O.sum(axis=0))
+    for c in range(C):  # the logits: sums over time in O's dtype, step by step (as NumPy sums over T)
         for b in range(B):
             acc[b] = O[c, 0, b]
         for t in range(1, T):
