@@ -248,15 +248,14 @@ class Layer:
         """
         return None
 
-    def _forward_mask_args(self, live, live_in, record):
-        """Check a forward's row masks (see the module docstring); True when there are any."""
+    def _check_forward_masks(self, live, live_in, record):
+        """Check a forward's row masks (see the module docstring)."""
         if live is None and live_in is None:
-            return False
+            return
         if not self.takes_row_masks:
             raise ValueError(f"{self.name}: forward takes no row masks here (takes_row_masks is False)")
         if record:
             raise ValueError(f"{self.name}: record=True computes every row; it takes no row masks")
-        return True
 
     def _row_mask_args(self, live, mask_out):
         """Check a backward's row-mask arguments; the uint8 mask for the returned gradient (or None)."""
@@ -615,7 +614,7 @@ class SparseLinear(Layer):
         return self._zeros
 
     def forward(self, x, record=False, live=None, live_in=None):
-        masked = self._forward_mask_args(live, live_in, record)
+        self._check_forward_masks(live, live_in, record)
         bk = self.backend
         x, reps = self.split_repeated_frame(x)
         X3 = bk.feature_major(x, self.in_features, self.dtype, f"{self.name} input")
@@ -630,7 +629,7 @@ class SparseLinear(Layer):
         bk.csr_forward(indptr, indices, self.weight_param.value, self._bias_or_zeros(), X,
                        Y.reshape(self.out_features, T * B), pack, self._scratch, **masks)
         self._cache = (X, pack, reps)
-        self._input_live = live_in if masked else None  # rows of X that hold no values (dense_weight_grad)
+        self._input_live = live_in  # rows of X that hold no values (dense_weight_grad)
         out = self.repeat_frame(Y, reps)
         self.recorded = {"current": out} if record else {}  # the input current I[t] of the next layer
         return out
@@ -786,8 +785,8 @@ class LIF(_Neurons):
         return self.params.spike_fn == "heaviside"
 
     def forward(self, x, record=False, v0=None, live=None, live_in=None):
-        masked = self._forward_mask_args(live, live_in, record)
-        if masked and live_in is not None and live is not live_in and (live is None or np.any(live > live_in)):
+        self._check_forward_masks(live, live_in, record)
+        if live_in is not None and live is not live_in and (live is None or np.any(live > live_in)):
             raise ValueError(f"{self.name}: live must mark only neurons whose input rows live_in marks")
         bk = self.backend
         I = bk.feature_major(x, self.in_features, self.dtype, f"{self.name} input")

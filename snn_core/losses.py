@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from .kernels import cpu as K
+from .kernels import reference as R
 
 
 def _check(O, y):
@@ -35,18 +36,6 @@ def _check(O, y):
     if y.size and (y.min() < 0 or y.max() >= O.shape[2]):
         raise ValueError(f"labels: must be in [0, {O.shape[2]}), got range [{y.min()}, {y.max()}]")
     return y.astype(np.int64)
-
-
-def _softmax_ce(z, y):
-    """Mean CE of logits z (batch, C) and dL/dz, computed in float64."""
-    z = z.astype(np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    B = len(y)
-    value = -logp[np.arange(B), y].mean()
-    g = np.exp(logp)
-    g[np.arange(B), y] -= 1.0
-    return value, g / B
 
 
 def _time_ce(O, y, mean):
@@ -89,7 +78,7 @@ def tet(O, y, lam=1e-3, phi=1.0):
     T, B, C = O.shape
     value, g = 0.0, np.empty(O.shape, np.float64)
     for t in range(T):
-        ce, gce = _softmax_ce(O[t], y)
+        ce, gce = R.softmax_ce(O[t], y)
         d = O[t].astype(np.float64) - phi
         value += ((1 - lam) * ce + lam * (d ** 2).mean()) / T
         g[t] = ((1 - lam) * gce + lam * 2.0 * d / (B * C)) / T

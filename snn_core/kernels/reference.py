@@ -160,22 +160,28 @@ def sgd_update(w, g, buf, lr, momentum, nesterov, wd):
     return w - lr * g, buf
 
 
-def softmax_ce_time(O, y, mean):
-    """Returns (loss, dL/dO): the mean softmax cross-entropy of the logits ``sum_t O[t]`` (``mean``: ``mean_t O[t]``).
-
-    O : (C, T, B), feature-major like every kernel here; y : (B,) int class
-    indices. The softmax runs in float64; the gradient, the same at every
-    step, has O's shape and dtype.
-    """
-    C, T, B = O.shape
-    z = (O.mean(axis=1) if mean else O.sum(axis=1)).T.astype(np.float64)  # logits (B, C)
+def softmax_ce(z, y):
+    """Returns (loss, dL/dz): the mean softmax cross-entropy of logits z (B, C) and int labels y (B,), in float64."""
+    z = z.astype(np.float64)
     z = z - z.max(axis=1, keepdims=True)                                  # shift: exp cannot overflow
     logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))               # log softmax
+    B = len(y)
     loss = -logp[np.arange(B), y].mean()
     g = np.exp(logp)                                                      # dL/dz = (softmax - onehot) / B
     g[np.arange(B), y] -= 1.0
-    g = g / B / (T if mean else 1)                                        # and dz/dO[t] = 1 (or 1/T)
-    return float(loss), np.broadcast_to(g.T[:, None, :].astype(O.dtype), O.shape).copy()
+    return float(loss), g / B
+
+
+def softmax_ce_time(O, y, mean):
+    """Returns (loss, dL/dO): :func:`softmax_ce` of the logits ``sum_t O[t]`` (``mean``: ``mean_t O[t]``).
+
+    O : (C, T, B), feature-major like every kernel here; y : (B,) int class
+    indices. The gradient, the same at every step, has O's shape and dtype.
+    """
+    C, T, B = O.shape
+    loss, g = softmax_ce((O.mean(axis=1) if mean else O.sum(axis=1)).T, y)  # logits (B, C)
+    g = g / (T if mean else 1)                                              # dz/dO[t] = 1 (or 1/T)
+    return loss, np.broadcast_to(g.T[:, None, :].astype(O.dtype), O.shape).copy()
 
 
 # --------------------------------------------------------------------------
