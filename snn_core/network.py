@@ -20,6 +20,10 @@ from .layers import LIF, Layer, Linear, Readout, SparseLinear, check_finite
 _UNTIMED = contextlib.nullcontext()
 
 
+def _check_input(x, read):
+    """Raise ValueError if the input features that the forward reads (``read``, None: all) hold NaN/Inf."""
+    check_finite(x if read is None else x[..., read.view(bool)], "network input")
+
 class Network:
     """A sequence of layers.
 
@@ -90,9 +94,11 @@ class Network:
             Keep every layer's membrane and spikes in ``self.recorded``.
             Without it, neurons whose spikes reach nothing (hidden neurons
             without outgoing connections, on the ``cpu`` backend) are not
-            simulated: the output and the gradients are the same bits,
-            and the work follows the connections that exist (the layers
-            module docstring, "row masks"). With it, every neuron is.
+            simulated, and input features that only they read are not read
+            (:meth:`input_rows_needed`): the output and the gradients are
+            the same bits, and the work follows the connections that exist
+            (the layers module docstring, "row masks"). With it, every
+            neuron is simulated and every input read.
         timer : callable or None
             ``timer(name)`` returns a context manager that times one call
             (a :class:`~snn_core.profiling.PhaseTimer`); each top-level
@@ -104,13 +110,14 @@ class Network:
         """
         first = self.layers[0]
         host = isinstance(x, np.ndarray)
-        # A first layer that packs spikes checks every value for 0/1 on the way (NaN and Inf fail it) and
-        # changes no state: then the separate pass over the input is only needed when the input was not spikes.
+        masks = None if record else self._forward_masks()
+        read = masks[0][1] if masks is not None and masks[0] is not None else None  # input features read
+        # A first layer that packs spikes checks every value it reads for 0/1 on the way (NaN and Inf fail it)
+        # and changes no state: then the separate pass over the input is only needed when it was not spikes.
         deferred = host and first.packs_spikes
         if host and not deferred:
-            check_finite(x, "network input")
+            _check_input(x, read)
         h = x
-        masks = None if record else self._forward_masks()
         for i, layer in enumerate(self.layers):
             with _UNTIMED if timer is None else timer(f"{layer.name} forward"):
                 if masks is None or masks[i] is None:
@@ -118,9 +125,22 @@ class Network:
                 else:
                     h = layer.forward(h, live=masks[i][0], live_in=masks[i][1])
             if deferred and layer is first and not first.input_was_spikes:
-                check_finite(x, "network input")
+                _check_input(x, read)
         self.recorded = {m.name: m.recorded for m in self.modules() if record and m.recorded}
         return h
+
+    def input_rows_needed(self):
+        """The input features that :meth:`forward` reads: a uint8 mask (1 = read), or None for all of them.
+
+        Without ``record``, an input feature whose connections all end at
+        neurons whose spikes reach nothing (or that has no connection) is
+        neither read nor checked for NaN/Inf: it changes no output and no
+        gradient. The mask changes when the structure does (rewiring) or a
+        layer's ``retain_output_grad`` is set. On the ``cpu`` backend only.
+        """
+        masks = self._forward_masks()
+        read = None if masks is None or masks[0] is None else masks[0][1]
+        return None if read is None else read.copy()
 
     def _forward_masks(self):
         """Per layer, (live, live_in) row masks for its forward, or None (every row); None when no layer has any.
@@ -128,18 +148,19 @@ class Network:
         Walks up from the output: a layer's output rows that the next layer
         does not read (``input_rows_needed``; e.g. hidden neurons without
         outgoing connections) are not computed, and neither are the rows
-        before them that only they read. Only between neighbours that both
-        take row masks (the layers module docstring).
+        before them that only they read, down to the network's input
+        features. Only between neighbours that both take row masks (the
+        layers module docstring), and into a first layer that takes them.
         """
         layers = self.layers
         out_live = [None] * len(layers)  # the output rows of each layer that something reads (None: all)
         for i in range(len(layers) - 1, 0, -1):
             if layers[i].takes_row_masks and layers[i - 1].takes_row_masks:
                 out_live[i - 1] = layers[i].input_rows_needed(out_live[i])
-        if all(m is None for m in out_live):
+        in_live = [layers[0].input_rows_needed(out_live[0]) if layers[0].takes_row_masks else None] + out_live[:-1]
+        if all(m is None for m in out_live + in_live):
             return None
-        return [(out_live[i], out_live[i - 1] if i else None)
-                if out_live[i] is not None or (i and out_live[i - 1] is not None) else None
+        return [None if out_live[i] is None and in_live[i] is None else (out_live[i], in_live[i])
                 for i in range(len(layers))]
 
     __call__ = forward

@@ -264,3 +264,58 @@ def test_forward_masks_are_refused_where_they_cannot_apply():
     net.to("reference")
     with pytest.raises(ValueError, match=f"{net.layers[0].name}: forward takes no row masks"):
         net.layers[0].forward(x, live=live)
+
+
+# --------------------------------------------------------------------------
+# The network's input: features that only skipped neurons read
+# --------------------------------------------------------------------------
+def _reach_inputs(net):
+    """Input features with a path of connections to the output (numpy, from the weights)."""
+    reach = np.ones(net.out_features, bool)
+    for syn in net.layers[-2::-2]:  # the synaptic layers, from the output down
+        w = syn.weight.copy()
+        w.data[:] = 1.0  # stored zeros are connections too
+        reach = (w.toarray() != 0)[reach].any(axis=0)
+    return reach
+
+
+@pytest.mark.parametrize("sizes", [[40, 60, 5], [40, 60, 30, 5]])
+def test_input_rows_needed_is_the_inputs_with_a_path_to_the_output(sizes):
+    net = _mlp(sizes, 0.05)
+    read = net.input_rows_needed()
+    assert read.dtype == np.uint8
+    np.testing.assert_array_equal(read.astype(bool), _reach_inputs(net))
+    assert 0 < read.sum() < sizes[0]
+    read[:] = 0  # a copy: the network's own mask is unchanged
+    np.testing.assert_array_equal(net.input_rows_needed().astype(bool), _reach_inputs(net))
+    assert _mlp(sizes, 1.0).input_rows_needed() is None  # every input is read
+    net.to("reference")  # no row masks there: every input is read
+    assert net.input_rows_needed() is None
+
+
+@pytest.mark.parametrize("spikes", [True, False])
+def test_unread_inputs_are_neither_read_nor_checked(monkeypatch, spikes, mode):
+    _nan_buffers(monkeypatch)
+    net, ref = _mlp([40, 60, 5], 0.05), _mlp([40, 60, 5], 0.05)
+    net.layers[0].spike_input = True  # pack even at 3 connections per input: the check rides on packing
+    unread = net.input_rows_needed() == 0
+    rng = np.random.default_rng(7)
+    x = (rng.random((4, 3, 40)) < 0.4).astype(F32) if spikes else rng.normal(0.5, 1.0, (4, 3, 40)).astype(F32)
+    y = np.arange(3)
+    poisoned = x.copy()
+    poisoned[..., unread] = [np.nan, np.inf, 0.5][0 if spikes else 1]
+    out = net.forward(poisoned)
+    want = ref.forward(x, record=True)
+    np.testing.assert_array_equal(out, want)
+    for m in (net, ref):
+        m.zero_grad()
+        m.backward(ce_count(want, y)[1])
+    for a, b in zip(net.parameters(), ref.parameters()):
+        np.testing.assert_array_equal(a.grad, b.grad)
+    assert net.layers[0].input_was_spikes == spikes
+    bad = poisoned.copy()
+    bad[1, 2, np.flatnonzero(~unread)[0]] = np.nan  # a feature that is read
+    with pytest.raises(ValueError, match="network input: contains 1 NaN/Inf"):
+        net.forward(bad)
+    with pytest.raises(ValueError, match="network input: contains"):
+        net.forward(poisoned, record=True)  # record reads every input

@@ -32,9 +32,8 @@ step ``t`` (lanes past ``T`` in the last word are unused). The threshold
 exact in float32, so the spike probability is ``p`` rounded to a multiple of
 ``2**-16`` (p = 0 never spikes, p = 1 always). Each draw depends only on
 (seed, f, t, b, B, T), so the numba kernel gives identical results for any
-thread count and serial/parallel choice, :func:`_bernoulli_numpy`
-reproduces it bit for bit, and so does the CUDA kernel
-(:func:`snn_core.kernels.cuda._bernoulli_k`).
+thread count and serial/parallel choice, and :func:`_bernoulli_numpy`
+reproduces it bit for bit. (Every backend encodes on the host.)
 """
 
 from __future__ import annotations

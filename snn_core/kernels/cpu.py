@@ -255,7 +255,8 @@ _NS_LIF_FWD = 1.5      # one (neuron, step, sample) of the LIF/readout forward
 _NS_LIF_BWD = 2.0      # one (neuron, step, sample) of the LIF/readout backward
 _NS_STREAM = 0.06      # one float of a vectorised multiply-add over a row
 _NS_EVENT = 0.65       # one scattered/gathered spike event
-_NS_PACK = 0.15        # one element of spike_pack
+_NS_PACK = 0.25        # one element of spike_pack: 0.15 on Zen 4, 0.41 on the Emerald Rapids guest (MNIST
+                       # input, 784 x 800; there a pack of half its rows, 50 us at 0.15, ran serial at 0.26 ms)
 _NS_UPDATE = 0.6       # one optimizer element
 # _NS_STREAM when the rows a kernel gathers (one per connection) come from an
 # operand larger than L2 (half of 2 MiB): the conv job's fc1 reads 3.2 MB of
