@@ -24,6 +24,7 @@ def _check_input(x, read):
     """Raise ValueError if the input features that the forward reads (``read``, None: all) hold NaN/Inf."""
     check_finite(x if read is None else x[..., read.view(bool)], "network input")
 
+
 class Network:
     """A sequence of layers.
 
@@ -136,7 +137,8 @@ class Network:
         neurons whose spikes reach nothing (or that has no connection) is
         neither read nor checked for NaN/Inf: it changes no output and no
         gradient. The mask changes when the structure does (rewiring) or a
-        layer's ``retain_output_grad`` is set. On the ``cpu`` backend only.
+        layer's ``retain_output_grad`` is set. Backends without row masks
+        read every input (None).
         """
         masks = self._forward_masks()
         read = None if masks is None or masks[0] is None else masks[0][1]
