@@ -160,7 +160,7 @@ class Network:
             if layers[i].takes_row_masks and layers[i - 1].takes_row_masks:
                 out_live[i - 1] = layers[i].input_rows_needed(out_live[i])
         in_live = [layers[0].input_rows_needed(out_live[0]) if layers[0].takes_row_masks else None] + out_live[:-1]
-        if all(m is None for m in out_live + in_live):
+        if in_live[0] is None and all(m is None for m in out_live):  # in_live[1:] are out_live[:-1]
             return None
         return [None if out_live[i] is None and in_live[i] is None else (out_live[i], in_live[i])
                 for i in range(len(layers))]
