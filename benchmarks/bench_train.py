@@ -2,7 +2,10 @@
 
 Implements ``shared/bench/PROTOCOL.md``: MNIST 784-800-10, first 400
 training images cycled in batches of 100, Bernoulli rate coding redrawn at
-each of T = 8 steps (the engine's ``bernoulli_encode``), LIF hidden and
+each of T = 8 steps (the engine's ``bernoulli_encode``; as the Trainer
+does, it draws only the input pixels that the forward reads, i.e. those
+with a connection into a hidden neuron whose spikes reach the output:
+``features=net.input_rows_needed()``, half of them at d = 0.01), LIF hidden and
 output layers (``LIFParams.from_decay(0.9, reset="soft")``: beta 0.9,
 threshold 1, soft reset, rectangular surrogate), bias on, Adam lr 1e-3, both
 weight matrices at density d.
@@ -130,11 +133,13 @@ def run_worker(a):
     net, masks = _network(a.engine, a.density, SIZES)
     opt = Adam(net.parameters(), lr=1e-3)
     rng = np.random.default_rng(0)
-    buf = np.empty((SIZES[0], T, B), np.float32)
+    buf = np.zeros((SIZES[0], T, B), np.float32)
 
-    def encode(i):
+    def encode(i, every_input=False):
         k = i % 4
-        return bernoulli_encode(images[k * B:(k + 1) * B], T, seed=rng, out=buf), labels[k * B:(k + 1) * B]
+        features = None if every_input else net.input_rows_needed()
+        x = bernoulli_encode(images[k * B:(k + 1) * B], T, seed=rng, out=buf, features=features)
+        return x, labels[k * B:(k + 1) * B]
 
     def train_step(i):
         x, y = encode(i)
@@ -161,7 +166,7 @@ def run_worker(a):
     for i in range(a.iters):
         infer_step(a.warmup + i)
     t_infer = time.perf_counter() - t0
-    ev = np.mean([forward_events(net, encode(i)[0]) for i in range(4)])
+    ev = np.mean([forward_events(net, encode(i, every_input=True)[0]) for i in range(4)])
     iters_per_s = a.iters / t_train
     emit({
         "engine": "snn_core-" + a.engine, "density": a.density, "steps": T, "batch": B, "iters": a.iters,
@@ -190,7 +195,7 @@ def run_scale_worker(a):
     t_build = time.perf_counter() - t0
     opt = Adam(net.parameters(), lr=1e-3)
     rng = np.random.default_rng(0)
-    buf = np.empty((784, T, B), np.float32)
+    buf = np.zeros((784, T, B), np.float32)
     try:
         from snn_core.structure import Rewirer
     except ImportError:
@@ -206,7 +211,7 @@ def run_scale_worker(a):
     for it in range(1, n_iter + 1):
         k = it % 4
         t0 = time.perf_counter()
-        x = bernoulli_encode(images[k * B:(k + 1) * B], T, seed=rng, out=buf)
+        x = bernoulli_encode(images[k * B:(k + 1) * B], T, seed=rng, out=buf, features=net.input_rows_needed())
         _, g = ce_count(net.forward(x), labels[k * B:(k + 1) * B])
         net.zero_grad()
         net.backward(g)
@@ -247,7 +252,7 @@ def run_profile_worker(a):
     clock = time.process_time if a.cpu_time else time.perf_counter
     nets = {d: _network("sparse", d, SIZES)[0] for d in a.densities}
     opts = {d: Adam(nets[d].parameters(), lr=1e-3) for d in a.densities}
-    bufs = {d: np.empty((SIZES[0], T, B), np.float32) for d in a.densities}
+    bufs = {d: np.zeros((SIZES[0], T, B), np.float32) for d in a.densities}
     rng = np.random.default_rng(0)
     acc = {d: {} for d in a.densities}
     kernel_time = {}  # kernel name -> seconds in the current iteration
@@ -269,7 +274,8 @@ def run_profile_worker(a):
     def iteration(d, i):
         net, k = nets[d], i % 4
         t0 = clock()
-        x = timed_call(d, "encode", lambda: bernoulli_encode(images[k * B:(k + 1) * B], T, seed=rng, out=bufs[d]))
+        x = timed_call(d, "encode", lambda: bernoulli_encode(images[k * B:(k + 1) * B], T, seed=rng, out=bufs[d],
+                                                             features=net.input_rows_needed()))
         # through Network.forward and backward, as training runs them: the layers pass row masks to each other
         # there (the input check, a pass over x only when packing did not check it, counts in TOTAL only)
         h = net.forward(x, timer=lambda phase: phase_timer(d, "forward " + phase.rsplit(" ", 1)[0]))

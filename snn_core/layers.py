@@ -73,7 +73,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backends import get_backend
-from .backends.base import host_feature_major
+from .backends.base import RecentShapes, host_feature_major
 from .backends.cpu import SPIKE_LIST_RATE, SPIKE_PACK_MIN_FANOUT
 from .neurons import LIFParams, reset_membrane
 from .parameter import Parameter
@@ -747,11 +747,11 @@ class _Neurons(Layer):
         if v0 is None:
             # every call without v0 starts at rest: one filled buffer, kept (the kernels only read it),
             # instead of a fresh multi-MB array per call (a page fault per 4 KiB page when filled)
-            key = (self.out_features, batch, self.params.v_rest, np.dtype(self.dtype), bk.name)
             rest = self.__dict__.get("_rest")
-            if rest is None or rest[0] != key:
-                rest = self._rest = (key, bk.full((self.out_features, batch), self.params.v_rest, self.dtype))
-            return rest[1]
+            if rest is None:
+                rest = self._rest = RecentShapes()
+            key = (self.out_features, batch, self.params.v_rest, np.dtype(self.dtype), bk.name)
+            return rest.get(key, lambda k: bk.full(k[:2], k[2], k[3]))
         v0 = np.asarray(v0)
         if v0.shape != (batch, self.out_features):
             raise ValueError(f"{self.name} v0: expected shape {(batch, self.out_features)}, got {v0.shape}")
@@ -827,14 +827,14 @@ class LIF(_Neurons):
         return self._v_last_host
 
     def _scratch_u(self, shape):
-        buf = self.__dict__.get("_u_buf")
-        if buf is None or buf.shape != shape:
-            buf = self._u_buf = self.backend.empty(shape, self.dtype)
-        return buf
+        bufs = self.__dict__.get("_u_bufs")  # one per batch shape: training and evaluation alternate
+        if bufs is None:
+            bufs = self._u_bufs = RecentShapes()
+        return bufs.get(shape, lambda sh: self.backend.empty(sh, self.dtype))
 
     def reset_state(self):
         super().reset_state()
-        self.__dict__.pop("_u_buf", None)
+        self.__dict__.pop("_u_bufs", None)
         self._v_last = self._v_last_host = None  # of the backend the layer may be leaving (see to)
         self._forward_live = None
 

@@ -343,8 +343,13 @@ class Trainer:
         self.profiler.enabled = self.layer_profiler.enabled = bool(on)
 
     # -- one pass --------------------------------------------------------------
-    def _encode(self, x, key):
-        """Encode a batch: x (batch, features) images or (batch, T, features) frames -> (T, batch, features)."""
+    def _encode(self, x, key, for_forward=False):
+        """Encode a batch: x (batch, features) images or (batch, T, features) frames -> (T, batch, features).
+
+        ``for_forward=True``: the spikes are for a ``network.forward`` without
+        ``record``, so only the input features it reads are drawn
+        (:meth:`~snn_core.network.Network.input_rows_needed`).
+        """
         if self.config.encoder in ("direct", "latency"):  # deterministic codes take no seed
             return self.encode(x, self.config.steps)
         # one reused (F, T, B) buffer per batch shape: a fresh 2.5 MB array per
@@ -352,11 +357,14 @@ class Trainer:
         # its backward is done and the next batch is encoded.
         shape = (x.shape[-1], self.config.steps, x.shape[0])
         buf = self._encode_buffers.get(shape)
-        if buf is None:
-            buf = self._encode_buffers[shape] = np.empty(shape, np.float32)
+        if buf is None:  # zeros: rows that are not drawn (below) hold spikes, never garbage
+            buf = self._encode_buffers[shape] = np.zeros(shape, np.float32)
         if self.config.encoder == "frames":  # the frames as they are: nothing drawn
             return self.encode(x, self.config.steps, out=buf)
-        return self.encode(x, self.config.steps, seed=_seed(self.config.seed, *key), out=buf)
+        # for a forward only the input features it reads are drawn (half of MNIST's pixels at density
+        # 0.01): the others keep an earlier batch's spikes, which no output and no gradient depends on
+        features = self.network.input_rows_needed() if for_forward else None
+        return self.encode(x, self.config.steps, seed=_seed(self.config.seed, *key), out=buf, features=features)
 
     def augment(self, x):
         """The training augmentation (``config.augment``) of a batch, else x itself.
@@ -400,11 +408,11 @@ class Trainer:
         per_layer = self.layer_profiler if self.layer_profiler.enabled else None
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
-            with timed("encode"):
-                x = self._encode(self.augment(self.x_train[idx]), (2, self.iteration))
-                y = self.y_train[idx]
-            with timed("rewiring"):
+            with timed("rewiring"):  # first: it decides which inputs the forward reads, and so are encoded
                 self.rewirer.prepare(self.iteration + 1, net)
+            with timed("encode"):
+                x = self._encode(self.augment(self.x_train[idx]), (2, self.iteration), for_forward=True)
+                y = self.y_train[idx]
             with timed("forward"):
                 out = to_host(net.forward(x, timer=per_layer))
             with timed("loss"):
@@ -473,7 +481,7 @@ class Trainer:
         try:
             for b, start in enumerate(range(0, len(x), bs)):
                 xb, yb = x[start:start + bs], y[start:start + bs]
-                out = to_host(self.network.forward(self._encode(xb, (3, b))))
+                out = to_host(self.network.forward(self._encode(xb, (3, b), for_forward=True)))
                 value, _ = self.loss_fn(out, yb)
                 total_loss += value * len(xb)
                 correct += int((losses.predict(out) == yb).sum())

@@ -82,6 +82,9 @@ def test_numba_matches_numpy_reference(shape, T):
         assert a.shape == b.shape
         np.testing.assert_array_equal(a, b)
         assert a.tobytes() == b.tobytes()
+    for max_rate in (300.0, 3000.0):  # p = x * 0.3, and p = min(x * 3, 1)
+        a = poisson_encode(x, T, max_rate=max_rate, seed=3)
+        assert a.tobytes() == poisson_encode(x, T, max_rate=max_rate, seed=3, backend="numpy").tobytes()
 
 
 def test_independent_of_thread_count(x):
@@ -96,25 +99,83 @@ def test_independent_of_thread_count(x):
 
 
 @pytest.mark.parametrize("T", [1, 7, 8])
-def test_serial_parallel_and_threads_identical(T):
+@pytest.mark.parametrize("F", [31, 32, 97])  # tiles of 32 features: one short, one full, four with a rest of 1
+def test_serial_parallel_and_threads_identical(T, F):
     from snn_core.data import encoders as E
 
-    x = np.random.default_rng(3).random((13, 97), dtype=np.float32)
-    p, state = np.ascontiguousarray(x.T), E._stream_state(4)
-    ser = np.empty((97, T, 13), np.float32)
-    E._bernoulli_ser(p, state, ser)
-    ref = np.empty_like(ser)
-    E._bernoulli_numpy(p, state, ref)
+    x = np.random.default_rng(3).random((13, F), dtype=np.float32)
+    state = E._stream_state(4)
+    ref = np.empty((F, T, 13), np.float32)
+    E._bernoulli_numpy(np.ascontiguousarray(x.T), state, ref)
+    every = np.zeros(0, np.uint8)
+    ser = np.full_like(ref, 7.0)
+    assert E._bernoulli_ser(x, np.float32(1.0), state, every, ser) == 0
     assert ser.tobytes() == ref.tobytes()
     old = numba.get_num_threads()
     try:
         for n in sorted({1, old}):
             numba.set_num_threads(n)
-            par = np.full_like(ser, 7.0)
-            E._bernoulli_par(p, state, par)
-            assert par.tobytes() == ser.tobytes()
+            par = np.full_like(ref, 7.0)
+            assert E._bernoulli_par(x, np.float32(1.0), state, every, par) == 0
+            assert par.tobytes() == ref.tobytes()
     finally:
         numba.set_num_threads(old)
+
+
+@pytest.mark.parametrize("version", ["_bernoulli_ser", "_bernoulli_par"])
+def test_kernel_counts_every_bad_value(version):
+    # NaN, below 0 and above 1 each count, in drawn and undrawn features alike, in any tile
+    from snn_core.data import encoders as E
+
+    x = np.random.default_rng(5).random((9, 70), dtype=np.float32)
+    bad = [(0, 0, np.nan), (3, 31, -1e-7), (8, 32, 1.0 + 2**-23), (4, 69, np.inf), (5, 40, -np.inf)]
+    for b, f, v in bad:
+        x[b, f] = v
+    features = np.ones(70, np.uint8)
+    features[[0, 40]] = 0
+    out = np.empty((70, 3, 9), np.float32)
+    kernel = getattr(E, version)
+    assert kernel(x, np.float32(1.0), E._stream_state(0), features, out) == len(bad)
+    x[[b for b, _, _ in bad], [f for _, f, _ in bad]] = 0.5
+    assert kernel(x, np.float32(1.0), E._stream_state(0), features, out) == 0
+
+
+@pytest.mark.parametrize("encode", ["bernoulli", "poisson"])
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_feature_mask_draws_only_the_marked_features(encode, backend, x):
+    kw = {"max_rate": 300.0} if encode == "poisson" else {}
+    fn = get_encoder(encode)
+    B, F = x.shape
+    features = np.random.default_rng(2).random(F) < 0.4
+    whole = fn(x, 9, seed=11, backend=backend, **kw)
+    buf = np.full((F, 9, B), 7.0, np.float32)
+    part = fn(x, 9, seed=11, out=buf, features=features, backend=backend, **kw)
+    assert part.base is buf
+    np.testing.assert_array_equal(part[..., features], whole[..., features])  # the same bits as without a mask
+    assert np.all(buf[~features] == 7.0)  # the other rows are not written
+    fresh = fn(x, 9, seed=11, features=features.astype(np.uint8), backend=backend, **kw)
+    np.testing.assert_array_equal(fresh[..., features], whole[..., features])
+    assert not fresh[..., ~features].any()  # zeros in a new buffer
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_feature_mask_still_checks_every_value(backend, x):
+    bad = x.copy()
+    features = np.ones(x.shape[1], bool)
+    features[7] = False
+    bad[2, 7] = np.nan  # in a feature that is not drawn
+    with pytest.raises(ValueError, match="x contains NaN"):
+        bernoulli_encode(bad, 4, seed=0, features=features, backend=backend)
+    bad[2, 7] = 1.5
+    with pytest.raises(ValueError, match=r"x must lie in \[0, 1\], got min 0\.\d+, max 1\.5"):
+        bernoulli_encode(bad, 4, seed=0, features=features, backend=backend)
+
+
+@pytest.mark.parametrize("features", [np.ones(49, bool), np.ones((50, 1), bool), np.ones(50, np.int64),
+                                      np.ones(50, np.float32), [1] * 50])
+def test_bad_feature_mask_is_refused(features, x):
+    with pytest.raises(ValueError, match=r"features must be a bool or uint8 mask of shape \(50,\)"):
+        bernoulli_encode(x, 4, seed=0, features=features)
 
 
 def test_bernoulli_16bit_threshold_ends():

@@ -339,6 +339,62 @@ def test_buffers_are_reused_once_released():
     assert not np.shares_memory(kept, layer.v_last)
 
 
+def test_alternating_batch_sizes_allocate_nothing_after_one_round(monkeypatch):
+    # a Trainer alternates a training batch, its evaluation batch (larger) and an epoch's smaller last
+    # batch: once each has run, the layers' buffers and scratch (pool, LIF membrane, resting state,
+    # spike packs) are all reused
+    from snn_core.backends.cpu import CpuBackend
+
+    made = []
+    for name in ("empty", "full"):
+        original = getattr(CpuBackend, name)
+        monkeypatch.setattr(CpuBackend, name, lambda self, *a, _f=original, **k: made.append(a) or _f(self, *a, **k))
+    from snn_core.backends import cpu as cpu_backend
+
+    packed = []
+    make_pack = cpu_backend._pack_scratch
+    monkeypatch.setattr(cpu_backend, "_pack_scratch", lambda shape: packed.append(shape) or make_pack(shape))
+    p = LIFParams.from_decay(0.9, reset="soft")
+    net = mlp([30, 40, 4], density=0.5, hidden=p, readout=p, output="lif", seed=1, gain=3.0)
+    rng = np.random.default_rng(2)
+
+    def round_of_batches():
+        for batch, backward in ((5, True), (9, False), (3, True)):
+            out = net.forward((rng.random((4, batch, 30)) < 0.4).astype(F32))
+            if backward:
+                _, g = ce_count(out, rng.integers(0, 4, batch))
+                net.zero_grad()
+                net.backward(g)
+
+    round_of_batches()
+    assert made and packed  # the counters see the allocations
+    made.clear()
+    packed.clear()
+    for _ in range(3):
+        round_of_batches()
+    assert made == [] and packed == []
+
+
+def test_buffer_pool_forgets_the_free_buffer_used_longest_ago():
+    from snn_core.backends.base import BufferPool, RecentShapes
+
+    pool = BufferPool(np.empty, cap=3)
+    held = pool.get((2,), F32)  # in use throughout
+    old, new = pool.get((3,), F32), pool.get((4,), F32)
+    old_id, new_id = id(old), id(new)
+    del old, new
+    assert id(pool.get((3,), F32)) == old_id  # reused, and now the most recently used
+    pool.get((5,), F32)  # full: forgets the free (4,) buffer, not the held one nor the (3,) one
+    assert [b.shape for b in pool._bufs] == [(2,), (3,), (5,)] and pool._bufs[0] is held
+    assert id(pool.get((4,), F32)) != new_id
+    recent = RecentShapes(keep=2)
+    a = recent.get((1,), np.zeros)
+    recent.get((2,), np.zeros)
+    assert recent.get((1,), np.ones) is a  # kept, and now the most recently used
+    recent.get((3,), np.zeros)  # forgets (2,)
+    assert recent.get((2,), np.ones)[0] == 1.0 and recent.get((1,), np.ones) is not a
+
+
 def test_recorded_arrays_stay_valid():
     layer = LIF(10, LIFParams.from_decay(0.9))
     rng = np.random.default_rng(0)

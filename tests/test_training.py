@@ -18,7 +18,7 @@ from snn_core.config import TrainConfig
 from snn_core.data.datasets import MNIST_FILES, Dataset
 from snn_core.data.idx import write_idx
 from snn_core.layers import SparseLinear
-from snn_core.training import TrainingDiverged, Trainer
+from snn_core.training import TrainingDiverged, Trainer, _seed
 
 TIMING = ("epoch_seconds", "samples_per_s")
 
@@ -470,3 +470,36 @@ def test_min_per_row_guarantees_every_output_neuron_an_input(tmp_path):
     tr = Trainer(small_config(tmp_path, density=0.0005, min_per_row=1))
     for layer in tr.network.sparse_layers():
         assert np.diff(layer.weight.indptr).min() >= 1, layer.name
+
+
+def test_encoding_only_the_inputs_read_changes_nothing(tmp_path, monkeypatch):
+    # At density 0.02 many pixels have no connection into a hidden neuron that reaches the output; the
+    # trainer then draws only the inputs the forward reads. A run that draws every input (the network
+    # says it reads them all) must end in the same bits: weights, optimizer state, metrics, rewiring.
+    from snn_core.network import Network
+
+    kw = dict(density=0.02, epochs=2)
+    a = Trainer(small_config(tmp_path / "a", **kw))
+    read = a.network.input_rows_needed()
+    assert read is not None and 0 < read.sum() < read.size  # the case under test: some inputs are not read
+    a.fit()
+    drawn = []
+    original = Network.input_rows_needed
+
+    def every_input(self):
+        drawn.append(original(self))
+        return None
+
+    monkeypatch.setattr(Network, "input_rows_needed", every_input)
+    b = Trainer(small_config(tmp_path / "b", **kw))
+    b.fit()
+    assert drawn and any(m is not None for m in drawn)  # b would have skipped inputs
+    assert_trainers_identical(a, b)
+    assert_metrics_equal(a.metrics, b.metrics)
+    # spikes asked for without a forward (plots, energy reports) are every input's, whatever the buffer held
+    monkeypatch.setattr(Network, "input_rows_needed", original)
+    x = a._encode(a.x_test[:50], (3, 0), for_forward=True).copy()
+    full = a._encode(a.x_test[:50], (3, 0))
+    np.testing.assert_array_equal(full, a.encode(a.x_test[:50], a.config.steps, seed=_seed(a.config.seed, 3, 0)))
+    rows = a.network.input_rows_needed().view(bool)
+    np.testing.assert_array_equal(x[..., rows], full[..., rows])

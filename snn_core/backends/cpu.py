@@ -12,7 +12,14 @@ import numpy as np
 
 from ..kernels import conv_cpu as KC
 from ..kernels import cpu as K
-from .base import KernelModuleBackend
+from .base import KernelModuleBackend, RecentShapes
+
+
+def _pack_scratch(shape):
+    """What :meth:`CpuBackend.pack_spikes` packs an (n_in, N) input into: spikes, counts, columns, bits."""
+    n_in, N = shape
+    return (np.empty(shape, np.uint8), np.empty(n_in, np.int32), np.empty(shape, np.int32),
+            np.empty((n_in, (N + 15) // 16), np.uint16))
 
 SPIKE_PACK_MIN_FANOUT = 4.0
 """A SparseLinear input is spike-packed when the layer has at least this many
@@ -49,11 +56,10 @@ class CpuBackend(KernelModuleBackend):
         n_in, N = X.shape
         if force is None and nnz < SPIKE_PACK_MIN_FANOUT * n_in:
             return None  # few connections per input: the float kernel is as cheap as packing
-        buf = scratch.get("pack")
-        if buf is None or buf[0].shape != X.shape:
-            buf = scratch["pack"] = (np.empty(X.shape, np.uint8), np.empty(n_in, np.int32), np.empty(X.shape, np.int32),
-                                     np.empty((n_in, (N + 15) // 16), np.uint16))
-        X8, cnt, cols, Xb = buf
+        packs = scratch.get("pack")
+        if packs is None:
+            packs = scratch["pack"] = RecentShapes()
+        X8, cnt, cols, Xb = packs.get(X.shape, _pack_scratch)
         thr = max(1, int(N * SPIKE_LIST_RATE))
         if K.spike_pack(X, X8, cnt, cols, thr, Xb, live):
             return None  # some value is neither 0 nor 1: not a spike train

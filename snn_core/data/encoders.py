@@ -33,7 +33,9 @@ exact in float32, so the spike probability is ``p`` rounded to a multiple of
 ``2**-16`` (p = 0 never spikes, p = 1 always). Each draw depends only on
 (seed, f, t, b, B, T), so the numba kernel gives identical results for any
 thread count and serial/parallel choice, and :func:`_bernoulli_numpy`
-reproduces it bit for bit. (Every backend encodes on the host.)
+reproduces it bit for bit. It also does not depend on which other features
+are drawn: ``features=`` (draw only some inputs) leaves the drawn rows as
+they are without it. (Every backend encodes on the host.)
 """
 
 from __future__ import annotations
@@ -112,6 +114,14 @@ _HALF = np.float32(0.5)
 #: Estimated serial cost (ns) of one output element of the Bernoulli kernel
 #: (a quarter of a hash, a compare and a float32 store); picks serial/parallel.
 _NS_BERNOULLI = 0.2
+#: Input features per tile of the Bernoulli kernel. A tile's intensities are
+#: transposed from the (batch, features) input into a (32, batch) block: each
+#: sample's 32 features are two cache lines, and the block (12.5 KB at batch
+#: 100) stays in L1 while its rows are drawn. Transposing tile by tile inside
+#: the kernel replaced a separate NumPy transpose and min/max pass that cost
+#: 0.09-0.12 ms per 100 MNIST images in the training loop (ab_tile in
+#: docs/benchmarks.md); 16 and 64 measured slower.
+_TILE = 32
 
 
 @numba.njit(cache=True, inline="always")
@@ -121,8 +131,8 @@ def _threshold16(p):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _bernoulli_row(f, p_fb, state, out):
-    """Draws of one input feature f: out[f, t, b] for all t, b (see the module docstring)."""
+def _bernoulli_row(f, p, state, out):
+    """Draws of one input feature f with intensities p (B,): out[f, t, b] for all t, b (module docstring)."""
     T, B = out.shape[1], out.shape[2]
     G = (T + 3) // 4
     one = np.float32(1.0)
@@ -131,7 +141,7 @@ def _bernoulli_row(f, p_fb, state, out):
         base = np.uint64((f * G + g) * B) + _ONE
         t = 4 * g
         for b in range(B):
-            th = _threshold16(p_fb[f, b])
+            th = _threshold16(p[b])
             z = _mix64(state + (base + np.uint64(b)) * _GAMMA)
             out[f, t, b] = one if (z & _MASK16) < th else zero
             out[f, t + 1, b] = one if ((z >> _S16) & _MASK16) < th else zero
@@ -141,37 +151,77 @@ def _bernoulli_row(f, p_fb, state, out):
         g = T // 4
         base = np.uint64((f * G + g) * B) + _ONE
         for b in range(B):
-            th = _threshold16(p_fb[f, b])
+            th = _threshold16(p[b])
             z = _mix64(state + (base + np.uint64(b)) * _GAMMA)
             for t in range(4 * g, T):
                 out[f, t, b] = one if (z & _MASK16) < th else zero
                 z >>= _S16
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _bernoulli_tile(j, x, scale, state, features, out):
+    """Tile j (features 32j ... 32j + 31) of :func:`_bernoulli_kernel`; returns how many of its
+    intensities lie outside [0, 1] (NaN included)."""
+    B, F = x.shape
+    f0 = j * _TILE
+    n = min(_TILE, F - f0)
+    p = np.empty((_TILE, B), np.float32)
+    for b in range(B):
+        for k in range(n):
+            p[k, b] = x[b, f0 + k]
+    one = np.float32(1.0)
+    inside = 0
+    for k in range(n):
+        for b in range(B):
+            v = p[k, b]
+            inside += (v >= 0) & (v <= 1)  # NaN fails both
+            p[k, b] = min(v * scale, one)  # poisson_encode's p = min(x * rate * dt, 1), in float32
+    for k in range(n):
+        if features.size == 0 or features[f0 + k]:
+            _bernoulli_row(f0 + k, p[k], state, out)
+    return n * B - inside
+
+
 @numba.njit(cache=True, nogil=True)
-def _bernoulli_ser(p_fb, state, out):
-    p_fb = borrow(p_fb)  # no reference counting per row (see kernels.cpu.borrow)
+def _bernoulli_ser(x, scale, state, features, out):
+    x = borrow(x)  # no reference counting per tile (see kernels.cpu.borrow)
     out = borrow(out)
-    for f in range(out.shape[0]):
-        _bernoulli_row(f, p_fb, state, out)
+    features = borrow(features)
+    bad = 0
+    for j in range((x.shape[1] + _TILE - 1) // _TILE):
+        bad += _bernoulli_tile(j, x, scale, state, features, out)
+    return bad
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _bernoulli_par(p_fb, state, out):
-    p_fb = borrow(p_fb)
+def _bernoulli_par(x, scale, state, features, out):
+    x = borrow(x)
     out = borrow(out)
-    for f in numba.prange(out.shape[0]):
-        _bernoulli_row(f, p_fb, state, out)
+    features = borrow(features)
+    bad = 0
+    for j in numba.prange((x.shape[1] + _TILE - 1) // _TILE):
+        bad += _bernoulli_tile(j, x, scale, state, features, out)
+    return bad
 
 
-def _bernoulli_kernel(p_fb, state, out):
-    """Fill ``out`` (F, T, B) with the draws of the module docstring; serial or
-    parallel over features by estimated work (identical results either way)."""
-    pick_version(_bernoulli_ser, _bernoulli_par, out.size * _NS_BERNOULLI)(p_fb, state, out)
+def _bernoulli_kernel(x, scale, state, features, out):
+    """Draw ``out`` (F, T, B) from float32 intensities ``x`` (B, F) times ``scale`` (capped at 1).
+
+    Only the rows f with ``features[f] != 0`` are written (an empty
+    ``features``: every row). Returns the number of values of ``x`` outside
+    [0, 1] or NaN, all of ``x`` counted; nonzero means ``out`` holds nothing
+    meaningful. Serial or parallel over tiles of features by estimated work
+    (identical results either way). Readable twin: :func:`_bernoulli_numpy`
+    on ``min(x.T * scale, 1)``.
+    """
+    rows = out.shape[0] if features.size == 0 else int(np.count_nonzero(features))
+    work = rows * out.shape[1] * out.shape[2] * _NS_BERNOULLI
+    return pick_version(_bernoulli_ser, _bernoulli_par, work)(x, np.float32(scale), state, features, out)
 
 
 def _bernoulli_numpy(p_fb: np.ndarray, state: np.uint64, out: np.ndarray) -> None:
-    """Plain NumPy reference for :func:`_bernoulli_kernel` (same draws, bit-identical)."""
+    """Plain NumPy reference for :func:`_bernoulli_kernel`: every row of ``out`` (F, T, B) drawn from
+    intensities ``p_fb`` (F, B) (same draws, bit-identical)."""
     F, T, B = out.shape
     G = (T + 3) // 4
     k = np.arange(1, F * G * B + 1, dtype=np.uint64).reshape(F, G, 1, B)
@@ -194,25 +244,50 @@ def _check_T(T) -> int:
     return int(T)
 
 
-def _as_batch(x, unit_range: bool = True) -> np.ndarray:
-    """Validate x and return it as float32 (F, B) C-contiguous (feature-major, like the output)."""
+def _as_rows(x) -> np.ndarray:
+    """Validate x's shape and dtype; return it as float32 (batch, features), C-contiguous (no copy if it was)."""
     x = np.asarray(x)
     if x.ndim != 2:
         raise ValueError(f"x must be 2-D (batch, features), got shape {x.shape}")
     if x.dtype.kind not in "fiub":
         raise ValueError(f"x must be numeric, got dtype {x.dtype}")
-    x = x.astype(np.float32, copy=False)
-    if x.size:
-        lo, hi = float(x.min()), float(x.max())  # NaN propagates through min/max
-        if np.isnan(lo) or np.isnan(hi):
-            raise ValueError("x contains NaN")
-        if unit_range and (lo < 0.0 or hi > 1.0):
-            raise ValueError(
-                f"x must lie in [0, 1], got min {lo:g}, max {hi:g} (uint8 images: use to_float first)"
-            )
-        if not unit_range and not (np.isfinite(lo) and np.isfinite(hi)):
-            raise ValueError("x contains inf")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _check_values(x: np.ndarray, unit_range: bool = True) -> None:
+    """Raise ValueError naming the problem if float32 x holds NaN, or values outside [0, 1] (or inf)."""
+    if not x.size:
+        return
+    lo, hi = float(x.min()), float(x.max())  # NaN propagates through min/max
+    if np.isnan(lo) or np.isnan(hi):
+        raise ValueError("x contains NaN")
+    if unit_range and (lo < 0.0 or hi > 1.0):
+        raise ValueError(
+            f"x must lie in [0, 1], got min {lo:g}, max {hi:g} (uint8 images: use to_float first)"
+        )
+    if not unit_range and not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError("x contains inf")
+
+
+def _as_batch(x, unit_range: bool = True) -> np.ndarray:
+    """Validate x and return it as float32 (F, B) C-contiguous (feature-major, like the output)."""
+    x = _as_rows(x)
+    _check_values(x, unit_range)
     return np.ascontiguousarray(x.T)
+
+
+_EVERY_FEATURE = np.zeros(0, np.uint8)  # "no feature mask": the kernel draws every row
+
+
+def _feature_mask(features, F: int) -> np.ndarray:
+    """``features`` as the kernel takes it: uint8 (F,) (1 = draw), or the empty array for None (all)."""
+    if features is None:
+        return _EVERY_FEATURE
+    m = np.asarray(features)
+    if m.shape != (F,) or m.dtype not in (np.bool_, np.uint8):
+        raise ValueError(f"features must be a bool or uint8 mask of shape ({F},), one entry per input "
+                         f"feature, got {m.shape} {m.dtype}")
+    return np.ascontiguousarray(m).view(np.uint8)
 
 
 def _out_buffer(out, F: int, T: int, B: int) -> np.ndarray:
@@ -239,21 +314,39 @@ def _view(buf: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- encoders
 
 
-def _bernoulli(p_fb: np.ndarray, T: int, seed, out, backend: str) -> np.ndarray:
-    F, B = p_fb.shape
-    buf = _out_buffer(out, F, T, B)
+def _bernoulli(x, T, scale: float, seed, out, backend: str, features) -> np.ndarray:
+    """Draw spikes with p = min(x * scale, 1) into ``out`` (or a new buffer); see :func:`bernoulli_encode`."""
+    x = _as_rows(x)
+    B, F = x.shape
+    T = _check_T(T)
+    mask = _feature_mask(features, F)
+    if out is None and mask.size:  # the rows not drawn are zeros in a new buffer
+        buf = np.zeros((F, T, B), np.float32)
+    else:
+        buf = _out_buffer(out, F, T, B)
     state = _stream_state(seed)
     if backend == "numba":
-        if buf.size:
-            _bernoulli_kernel(p_fb, state, buf)
+        # the kernel checks every value on its way (one pass over x instead of three); only a
+        # failed check pays for the NumPy one, for its message
+        if buf.size and _bernoulli_kernel(x, scale, state, mask, buf):
+            _check_values(x)
     elif backend == "numpy":
-        _bernoulli_numpy(p_fb, state, buf)
+        p = _as_batch(x)
+        if scale != 1.0:
+            p = np.minimum(p * np.float32(scale), np.float32(1.0))
+        if mask.size:
+            rows = mask.view(bool)
+            drawn = np.empty_like(buf)
+            _bernoulli_numpy(p, state, drawn)
+            buf[rows] = drawn[rows]
+        else:
+            _bernoulli_numpy(p, state, buf)
     else:
         raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
     return _view(buf)
 
 
-def bernoulli_encode(x, T: int, seed=None, out=None, backend: str = "numba") -> np.ndarray:
+def bernoulli_encode(x, T: int, seed=None, out=None, backend: str = "numba", features=None) -> np.ndarray:
     """Rate coding: at every step each input spikes with probability equal to its intensity
     (rounded to a multiple of 2**-16; see the module docstring).
 
@@ -271,6 +364,13 @@ def bernoulli_encode(x, T: int, seed=None, out=None, backend: str = "numba") -> 
     backend : {"numba", "numpy"}
         Compiled kernel (serial or parallel by size), or the slower NumPy
         reference; bit-identical.
+    features : bool or uint8 array (features,), optional
+        Draw only the input features marked 1; the rows of the others are
+        not written (zeros in a new buffer; with ``out``, what it held).
+        The drawn rows are the same bits as without a mask. Give the mask of
+        :meth:`~snn_core.network.Network.input_rows_needed` and the inputs
+        that no connection reads cost nothing (the ``Trainer`` does). Every
+        value of x is still checked.
 
     Returns
     -------
@@ -282,13 +382,16 @@ def bernoulli_encode(x, T: int, seed=None, out=None, backend: str = "numba") -> 
     Raises
     ------
     ValueError
-        x not 2-D, outside [0, 1] or NaN; T < 1; bad ``out``.
+        x not 2-D, outside [0, 1] or NaN; T < 1; bad ``out`` or ``features``.
+        (The range is checked while drawing: after this error ``out`` may
+        hold partly drawn spikes.)
     """
-    return _bernoulli(_as_batch(x), _check_T(T), seed, out, backend)
+    return _bernoulli(x, T, 1.0, seed, out, backend, features)
 
 
 def poisson_encode(
-    x, T: int, max_rate: float = 1000.0, dt: float = 1e-3, seed=None, out=None, backend: str = "numba"
+    x, T: int, max_rate: float = 1000.0, dt: float = 1e-3, seed=None, out=None, backend: str = "numba",
+    features=None,
 ) -> np.ndarray:
     """Poisson rate coding: Bernoulli spikes with p = min(x * max_rate * dt, 1) per step.
 
@@ -303,7 +406,7 @@ def poisson_encode(
     dt : float
         Step length in seconds (> 0). With the defaults p == x, and the
         result equals :func:`bernoulli_encode` for the same seed.
-    seed, out, backend
+    seed, out, backend, features
         As in :func:`bernoulli_encode`.
 
     Returns
@@ -315,11 +418,7 @@ def poisson_encode(
         raise ValueError(f"max_rate must be finite and >= 0 Hz, got {max_rate}")
     if not (dt > 0.0 and np.isfinite(dt)):
         raise ValueError(f"dt must be finite and > 0 s, got {dt}")
-    p = _as_batch(x)
-    scale = float(max_rate) * float(dt)
-    if scale != 1.0:
-        p = np.minimum(p * np.float32(scale), np.float32(1.0))
-    return _bernoulli(p, _check_T(T), seed, out, backend)
+    return _bernoulli(x, T, float(max_rate) * float(dt), seed, out, backend, features)
 
 
 def direct_encode(x, T: int, out=None) -> np.ndarray:
