@@ -49,8 +49,8 @@ class BufferPool:
     for each of a training batch, an evaluation batch (the Trainer's is
     larger) and the smaller last batch of an epoch, so that alternating
     between them allocates nothing (with four, every evaluation
-    re-allocated and re-faulted the training buffers, ~5 ms per epoch of
-    the main job).
+    re-allocated and re-faulted the training buffers: the main job's
+    validation took 13.4 ms instead of 10.6-11.2).
     """
 
     def __init__(self, alloc, cap=8):

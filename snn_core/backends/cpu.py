@@ -14,19 +14,19 @@ from ..kernels import conv_cpu as KC
 from ..kernels import cpu as K
 from .base import KernelModuleBackend, RecentShapes
 
-
-def _pack_scratch(shape):
-    """What :meth:`CpuBackend.pack_spikes` packs an (n_in, N) input into: spikes, counts, columns, bits."""
-    n_in, N = shape
-    return (np.empty(shape, np.uint8), np.empty(n_in, np.int32), np.empty(shape, np.int32),
-            np.empty((n_in, (N + 15) // 16), np.uint16))
-
 SPIKE_PACK_MIN_FANOUT = 4.0
 """A SparseLinear input is spike-packed when the layer has at least this many
 connections per input on average (or when the layer forces it)."""
 SPIKE_LIST_RATE = 0.03
 """Inputs active in fewer than this fraction of the T*batch columns are
 handled spike by spike (active-column lists); the others stream uint8 rows."""
+
+
+def _pack_scratch(shape):
+    """What :meth:`CpuBackend.pack_spikes` packs an (n_in, N) input into: spikes, counts, columns, bits."""
+    n_in, N = shape
+    return (np.empty(shape, np.uint8), np.empty(n_in, np.int32), np.empty(shape, np.int32),
+            np.empty((n_in, (N + 15) // 16), np.uint16))
 
 
 class CpuBackend(KernelModuleBackend):

@@ -119,8 +119,8 @@ _NS_BERNOULLI = 0.2
 #: sample's 32 features are two cache lines, and the block (12.5 KB at batch
 #: 100) stays in L1 while its rows are drawn. Transposing tile by tile inside
 #: the kernel replaced a separate NumPy transpose and min/max pass that cost
-#: 0.09-0.12 ms per 100 MNIST images in the training loop (ab_tile in
-#: docs/benchmarks.md); 16 and 64 measured slower.
+#: 0.09-0.12 ms per 100 MNIST images in the training loop; 16 and 64 measured
+#: slower (docs/benchmarks.md, "An encoder that draws only what is read").
 _TILE = 32
 
 
