@@ -40,6 +40,7 @@ import datetime
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import h5py
@@ -108,37 +109,54 @@ def _read_tree(group):
 # --------------------------------------------------------------------------
 # save / load
 # --------------------------------------------------------------------------
-def save_checkpoint(path, trainer):
-    """Atomically write ``trainer.state_dict()`` (a Trainer's complete state) to ``path`` (HDF5)."""
+def save_checkpoint(path, trainer, copies=()):
+    """Atomically write ``trainer.state_dict()`` (a Trainer's complete state) to ``path`` (HDF5).
+
+    ``copies``: more paths that get the same file, byte for byte, each
+    replaced atomically and in the order given, before ``path`` is. The
+    Trainer saves best.h5 with last.h5 this way: both hold the trainer's
+    state at that moment, so it is serialised and sealed once (half the
+    cost of two saves, ~50 ms for the main job).
+    """
     from .runs import temp_path
 
     path = Path(path)
-    tmp = temp_path(path)
+    copies = [Path(c) for c in copies]
+    if any(c.resolve() == path.resolve() for c in copies):
+        raise ValueError(f"saving checkpoint {path}: copies must name other files")
+    current, temps = path, [temp_path(path)]
     try:
-        with h5py.File(tmp, "w") as f:
+        with h5py.File(temps[0], "w") as f:
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["snn_core_version"] = __version__
             f.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
             _write_state(f, trainer.state_dict())
             seal(f)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        _fsync_file(temps[0])
+        for current in copies:
+            temps.append(temp_path(current))
+            shutil.copyfile(temps[0], temps[-1])
+            _fsync_file(temps[-1])
+            os.replace(temps[-1], current)
+            _fsync_dir(current.parent)
+        current = path
+        os.replace(temps[0], path)
         _fsync_dir(path.parent)
         # temporary files of other processes are left alone: the run folder's
         # lock holder removes those of dead processes (snn_core.runs)
     except BaseException as e:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
+        for tmp in temps:
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
         if isinstance(e, OSError):
             why = str(e.strerror or e).strip().splitlines()[0] if str(e.strerror or e).strip() else type(e).__name__
-            raise OSError(e.errno, f"saving checkpoint {path} failed ({why}); "
+            raise OSError(e.errno, f"saving checkpoint {current} failed ({why}); "
                                    "the previous checkpoint, if any, is intact") from e
         if isinstance(e, Exception):
-            raise RuntimeError(f"saving checkpoint {path} failed ({type(e).__name__}: {e}); "
+            raise RuntimeError(f"saving checkpoint {current} failed ({type(e).__name__}: {e}); "
                                "the previous checkpoint, if any, is intact") from e
         raise
 
@@ -224,6 +242,12 @@ def _write_state(f, state):
     t = f.create_group("trainer")
     for k, v in state["trainer"].items():
         t.attrs[k] = json.dumps(v) if k == "metrics" else v
+
+
+def _fsync_file(path):
+    """Flush a written file's data to disk before it is renamed over an older one."""
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
 
 
 def _fsync_dir(directory):

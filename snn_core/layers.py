@@ -537,14 +537,14 @@ class SparseLinear(Layer):
         reset; the caller remaps optimizer state.
         """
         # columns of the weight matrix: in_features here, a convolution's c_in*kh*kw (SparseConv2d)
+        # check_index_array returns int32 copies: the layer owns all three arrays
         indices = check_index_array(indices, f"{self.name}.set_connections indices", self._csr.shape[1] - 1)
         indptr = check_index_array(indptr, f"{self.name}.set_connections indptr", len(indices))
-        data = np.ascontiguousarray(data, self.dtype)
-        if len(data) != len(indices):
-            raise ValueError(f"{self.name}: {len(data)} weights for {len(indices)} connections")
-        check_csr(indptr, indices, self._csr.shape)  # before scipy sees a damaged structure
-        w = csr_from_arrays(indptr, indices, data, self._csr.shape)
-        self._set_weight(canonical_csr(w, self.dtype))
+        data = np.array(data, self.dtype)
+        if data.ndim != 1 or len(data) != len(indices):
+            raise ValueError(f"{self.name}: {data.size} weights for {len(indices)} connections")
+        check_csr(indptr, indices, self._csr.shape)  # canonical: in range, sorted, distinct within rows
+        self._set_weight(csr_from_arrays(indptr, indices, data, self._csr.shape))  # canonical_csr would check again
 
     def _moved(self, host_state):
         self._scratch = {}

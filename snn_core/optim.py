@@ -172,14 +172,15 @@ class Optimizer:
         new ``data`` array, or -1 for a newly grown connection (state 0).
         """
         src = np.asarray(src)
-        keep = src >= 0
+        grown = src < 0
+        at = np.where(grown, 0, src)  # a gather of every entry, then the grown ones zeroed: no masked gather
         i = self.index(param)
         bk = get_backend(self.state_devices[i])
         st = self.state[i]
         for k, old in st.items():
             old = bk.to_host(old)  # a host round trip on a device backend (rewiring events only)
-            new = np.zeros(len(src), old.dtype)
-            new[keep] = old[src[keep]]
+            new = old[at] if len(old) else np.zeros(len(src), old.dtype)
+            new[grown] = 0
             st[k] = bk.to_device(new)
 
     def host_state(self, param):

@@ -115,6 +115,37 @@ def test_save_leaves_no_temp_files_and_overwrites(trained, tmp_path):
     load_checkpoint(path)
 
 
+def test_copies_are_the_same_file_replaced_before_the_path(trained, tmp_path, monkeypatch):
+    tr, _ = trained
+    replaced, real = [], os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (replaced.append(Path(b).name), real(a, b)))
+    save_checkpoint(tmp_path / "last.h5", tr, copies=[tmp_path / "best.h5"])
+    monkeypatch.undo()
+    assert replaced == ["best.h5", "last.h5"]  # a crash between the two leaves last.h5 the older
+    assert (tmp_path / "best.h5").read_bytes() == (tmp_path / "last.h5").read_bytes()
+    assert load_checkpoint(tmp_path / "best.h5")["trainer"]["epoch"] == tr.epoch
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.h5", "last.h5"]
+    with pytest.raises(ValueError, match="copies must name other files"):
+        save_checkpoint(tmp_path / "last.h5", tr, copies=[tmp_path / "." / "last.h5"])
+
+
+def test_a_failed_copy_keeps_the_previous_files_and_leaves_no_temp_file(trained, ckpt, monkeypatch):
+    tr, _ = trained
+    before = ckpt.read_bytes()
+    best = ckpt.with_name("best.h5")
+    best.write_bytes(before)
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfile", full)
+    with pytest.raises(OSError, match=f"saving checkpoint {best} failed .*intact"):
+        save_checkpoint(ckpt, tr, copies=[best])
+    monkeypatch.undo()
+    assert ckpt.read_bytes() == before and best.read_bytes() == before
+    assert _temp_files(ckpt.parent) == []
+
+
 def test_save_accepts_str_path(trained, tmp_path):
     tr, _ = trained
     save_checkpoint(str(tmp_path / "s.h5"), tr)

@@ -381,6 +381,68 @@ def test_softmax_ce_time_parity(dtype, mean):
     np.testing.assert_array_equal(g, g[:, :1, :].repeat(O.shape[1], axis=1))  # the same at every step
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(10, 8, 100), (3, 1, 1), (1, 5, 4), (7, 8, 1)])
+def test_predict_time_and_count_correct_parity(dtype, shape):
+    C, T, B = shape
+    rng = np.random.default_rng(C * T + B)
+    O = rng.normal(0, 1.5, shape).astype(dtype)
+    O[:, :, ::3] = np.round(O[:, :, ::3])  # integer sums: ties, which go to the lower class
+    y = rng.integers(0, C, B)
+    want = ref.predict_time(O)
+    np.testing.assert_array_equal(cpu.predict_time(O), want)
+    assert cpu.count_correct(O, y) == ref.count_correct(O, y) == int(np.count_nonzero(want == y))
+    if B > 1 and C > 2:  # a NaN sum wins at once, as np.argmax has it; an Inf wins over every number
+        O[2, T - 1, 0], O[1, 0, 1] = np.nan, np.inf
+        np.testing.assert_array_equal(cpu.predict_time(O), ref.predict_time(O))
+        assert cpu.predict_time(O)[:2].tolist() == [2, 1]
+
+
+def _random_csr_structure(rng, n_out, n_in, density):
+    mask = rng.random((n_out, n_in)) < density
+    mask[0] = False  # an empty row
+    w = sp.csr_matrix(mask.astype(np.float32))
+    return w.indptr.astype(np.int32), w.indices.astype(np.int32), rng.normal(size=w.nnz).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_csr_remove_and_merge_parity(seed):
+    rng = np.random.default_rng(seed)
+    n_out, n_in = 13, 29
+    indptr, indices, data = _random_csr_structure(rng, n_out, n_in, 0.3)
+    keep = rng.random(len(indices)) < 0.6
+    for got, want in zip(cpu.csr_remove(indptr, indices, keep), ref.csr_remove(indptr, indices, keep)):
+        assert got.dtype == np.int32
+        np.testing.assert_array_equal(got, want)
+    rows = np.repeat(np.arange(n_out), np.diff(indptr))
+    kept_keys = (rows * n_in + indices)[keep]
+    empty = np.setdiff1d(np.arange(n_out * n_in), kept_keys)  # a pruned position may come back
+    for m in (0, 1, 40, len(empty)):
+        new_keys = np.sort(rng.choice(empty, m, replace=False)).astype(np.int64)
+        new_values = rng.normal(size=m).astype(np.float32)
+        got = cpu.csr_merge(indptr, indices, data, keep, new_keys, new_values, n_in)
+        want = ref.csr_merge(indptr, indices, data, keep, new_keys, new_values, n_in)
+        for g, w in zip(got, want):
+            assert g.dtype == w.dtype
+            np.testing.assert_array_equal(g, w)
+        assert got[0][-1] == keep.sum() + m and (got[3] >= 0).sum() == keep.sum()
+    clash = np.sort(np.concatenate([empty[:3], kept_keys[-1:]])).astype(np.int64)  # a kept connection
+    args = (indptr, indices, data, keep, clash, np.zeros(4, np.float32), n_in)
+    assert cpu.csr_merge(*args) is None and ref.csr_merge(*args) is None
+
+
+@pytest.mark.parametrize("sizes", [(0, 0), (0, 5), (5, 0), (50, 400), (400, 50)])
+def test_sorted_member_and_merge_parity(sizes):
+    rng = np.random.default_rng(sum(sizes))
+    a = np.sort(rng.choice(2000, sizes[0], replace=False)).astype(np.int64)
+    b = np.sort(rng.choice(2000, sizes[1], replace=False)).astype(np.int64)
+    np.testing.assert_array_equal(cpu.sorted_member(a, b), ref.sorted_member(a, b))
+    assert cpu.sorted_member(a, b).dtype == bool
+    new = b[~ref.sorted_member(b, a)]
+    np.testing.assert_array_equal(cpu.sorted_merge(a, new), ref.sorted_merge(a, new))
+    np.testing.assert_array_equal(cpu.sorted_merge(a, new), np.union1d(a, b))
+
+
 def test_every_public_kernel_is_covered():
     # a new kernel in cpu.py needs a parity test here
     public = {name for name, obj in vars(cpu).items()
@@ -390,7 +452,8 @@ def test_every_public_kernel_is_covered():
     covered = {"nonfinite_count", "lif_forward", "lif_backward", "readout_forward", "readout_backward", "csr_forward",
                "csr_backward_input", "csr_backward_input_nz", "csr_grad_at", "csr_grad_dense", "spike_pack",
                "csr_forward_spikes", "csr_grad_spikes", "spike_work_ns", "adam_update", "sgd_update", "time_sum",
-               "softmax_ce_time"}
+               "softmax_ce_time", "predict_time", "count_correct", "csr_remove", "csr_merge", "sorted_member",
+               "sorted_merge"}
     assert public <= covered, f"kernels without a parity test: {sorted(public - covered)}"
 
 

@@ -132,6 +132,22 @@ def test_predict():
         assert pred == int(np.argmin(vals))
 
 
+@pytest.mark.parametrize("B", [1, 2, 37])
+def test_count_correct_and_predict_of_a_networks_output(B):
+    # a network's output is a (T, batch, classes) view of a feature-major buffer: one compiled call,
+    # whose sums run step by step (NumPy's sum of a one-sample view adds pairwise, another rounding)
+    rng = np.random.default_rng(B)
+    fm = rng.normal(0, 1, (10, 8, B)).astype(np.float32)
+    y = rng.integers(0, 10, B)
+    O = fm.transpose(1, 2, 0)
+    np.testing.assert_array_equal(L.predict(O), R.predict_time(fm))
+    assert L.count_correct(O, y) == int(np.count_nonzero(R.predict_time(fm) == y))
+    for other in (np.ascontiguousarray(O), O.astype(np.float64), (O > 0).astype(np.int8)):  # any layout, dtype
+        assert L.count_correct(other, list(y)) == int(np.count_nonzero(L.predict(other) == y))
+    spikes = (O > 0.5).astype(np.float32)  # counts are exact in any order: NumPy agrees
+    np.testing.assert_array_equal(L.predict(spikes), spikes.sum(axis=0).argmax(axis=1))
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_bad_labels(name):
     fn = L.get_loss(name)

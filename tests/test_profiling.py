@@ -35,6 +35,20 @@ def test_disabled_timer_measures_nothing():
     assert timer.seconds == {} and timer.calls == {}
 
 
+def test_phases_nest_and_a_failing_phase_is_still_charged(monkeypatch):
+    clock = iter([0.0, 1.0, 3.0, 6.0, 10.0, 15.0])
+    monkeypatch.setattr("snn_core.profiling.time.perf_counter", lambda: next(clock))
+    timer = PhaseTimer()
+    with timer("outer"):          # 0 .. 6
+        with timer("inner"):      # 1 .. 3
+            pass
+    with pytest.raises(KeyError):
+        with timer("failing"):    # 10 .. 15, then the error goes on
+            raise KeyError("x")
+    assert timer.seconds == {"inner": 2.0, "outer": 6.0, "failing": 5.0}
+    assert timer.calls == {"inner": 1, "outer": 1, "failing": 1}
+
+
 def _timer_with(entries):
     """A PhaseTimer holding known (phase, seconds, calls) entries, in order."""
     timer = PhaseTimer()

@@ -292,6 +292,20 @@ def test_set_connections_validates_indices(indices, error):
     assert layer.weight.indices.tolist() == [3]
 
 
+def test_set_connections_keeps_copies_and_checks_the_weights():
+    layer = SparseLinear(20, 2, density=0.1, seed=0)
+    indptr, indices, data = np.array([0, 1, 2]), np.array([3, 5]), np.array([0.5, -0.5])
+    layer.set_connections(indptr, indices, data)
+    indices[0], data[0] = 4, 9.0  # the caller's arrays change later: the layer's do not
+    assert layer.weight.indices.tolist() == [3, 5] and layer.weight.data.tolist() == [0.5, -0.5]
+    assert layer.weight.dtype == np.float32 and layer.weight.indices.dtype == np.int32
+    with pytest.raises(ValueError, match="4 weights for 2 connections"):
+        layer.set_connections(indptr, [3, 5], np.ones((2, 2)))
+    with pytest.raises(ValueError, match="not strictly increasing"):
+        layer.set_connections([0, 2, 2], [5, 3], [1.0, 2.0])
+    assert layer.weight.indices.tolist() == [3, 5]
+
+
 @pytest.mark.parametrize("make", [lambda: LIF(-2), lambda: LIF(0), lambda: LIF(2.5), lambda: Readout(True),
                                   lambda: SparseLinear("20", 8), lambda: SparseLinear(20, -8),
                                   lambda: Linear(20.0, 8)])
@@ -447,9 +461,10 @@ def _record_saves(monkeypatch):
 
     saves, real = [], training.save_checkpoint
 
-    def recording(path, trainer):
-        saves.append((Path(path).name, trainer.epoch))
-        real(path, trainer)
+    def recording(path, trainer, copies=()):
+        # the files in the order they are replaced: the copies first, then path
+        saves.extend((Path(p).name, trainer.epoch) for p in [*copies, path])
+        real(path, trainer, copies)
     monkeypatch.setattr(training, "save_checkpoint", recording)
     return saves
 

@@ -422,6 +422,29 @@ def test_gradient_growth_requires_prepare():
         r.maybe_rewire(1, net, opt)
 
 
+def test_prepare_touches_the_flag_only_for_gradient_growth():
+    net = mlp([10, 8, 2], density=0.5, seed=0)
+    layer = net.sparse_layers()[0]
+    layer.retain_output_grad = True  # set by the user: a random-growth rewirer leaves it
+    Rewirer(t_iter=1, t_end=5).prepare(1, net)
+    assert layer.retain_output_grad
+    r = Rewirer(t_iter=2, t_end=5, grow="gradient")
+    r.prepare(1, net)  # not an event: off
+    assert not layer.retain_output_grad
+    r.prepare(2, net)
+    assert layer.retain_output_grad
+
+
+def test_history_refuses_unsorted_keys():
+    h = RewiringHistory()
+    h.register("fc", (4, 5), np.array([0, 2, 2, 3, 3]), np.array([0, 1, 4]))
+    with pytest.raises(ValueError, match="pruned_keys: expected sorted"):
+        h.record(1, "fc", 0.1, [1, 0], [2, 3], np.array([0, 2, 2, 3, 3]), np.array([2, 3, 4]))
+    with pytest.raises(ValueError, match="grown_keys: expected sorted"):
+        h.record(1, "fc", 0.1, [0], [3, 3], np.array([0, 2, 2, 3, 3]), np.array([1, 3, 4]))
+    assert len(h) == 0
+
+
 def test_gradient_prune_needs_the_gradient():
     net = mlp([10, 8, 2], density=0.5, seed=0)  # dense layers are never rewired
     opt = Adam(net.parameters(), lr=1e-2)

@@ -7,6 +7,7 @@ epochs) so the whole file runs in seconds.
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import numpy as np
@@ -470,6 +471,29 @@ def test_min_per_row_guarantees_every_output_neuron_an_input(tmp_path):
     tr = Trainer(small_config(tmp_path, density=0.0005, min_per_row=1))
     for layer in tr.network.sparse_layers():
         assert np.diff(layer.weight.indptr).min() >= 1, layer.name
+
+
+def test_kept_validation_spikes_change_nothing(tmp_path, monkeypatch):
+    # The validation set's spikes are drawn once and kept (below VAL_SPIKES_BYTES); a run that draws them
+    # again after every epoch, as the masks of the inputs read change with rewiring, ends in the same bits
+    kw = dict(density=0.02, epochs=3, val_fraction=0.6, batch_size=40)  # 240 validation images: 2 batches
+    a = Trainer(small_config(tmp_path / "a", **kw))
+    a.fit()
+    kept = a._val_spikes[2]
+    assert len(kept) == math.ceil(len(a.x_val) / a.eval_batch_size()) > 1
+    monkeypatch.setattr(Trainer, "VAL_SPIKES_BYTES", 0)
+    b = Trainer(small_config(tmp_path / "b", **kw))
+    b.fit()
+    assert "_val_spikes" not in vars(b)
+    assert_trainers_identical(a, b)
+    assert_metrics_equal(a.metrics, b.metrics)
+    assert a.evaluate(a.x_val, a.y_val) == b.evaluate(b.x_val, b.y_val)
+    # kept spikes are not drawn again; other sets (the test set) are never kept
+    monkeypatch.setattr(a, "encode", lambda *args, **kw: pytest.fail("validation spikes drawn again"))
+    a.evaluate(a.x_val, a.y_val)
+    monkeypatch.undo()
+    a.evaluate(a.x_test, a.y_test)
+    assert a._val_spikes[2] is kept and a._val_spikes[0] is a.x_val
 
 
 def test_encoding_only_the_inputs_read_changes_nothing(tmp_path, monkeypatch):

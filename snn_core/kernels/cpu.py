@@ -1899,3 +1899,200 @@ def softmax_ce_time(O, y, mean, g_out):
     Readable twin: :func:`snn_core.kernels.reference.softmax_ce_time`.
     """
     return float(_softmax_ce_fm(O, y, bool(mean), g_out))
+
+
+# The predicted classes of a training batch, next to the loss: NumPy's sum and
+# argmax over the (T, batch, classes) view cost 11 us alone and 50-70 us in the
+# training loop (the multi-MB kernels before them have taken the caches), the
+# loop below 1-2 us. The sums run step by step in O's dtype, as in the loss.
+@numba.njit(**_jit)
+def _predict_fm(O, out):
+    C, T, B = O.shape
+    acc = np.empty(B, O.dtype)
+    best = np.empty(B, O.dtype)
+    for c in range(C):
+        for b in range(B):
+            acc[b] = O[c, 0, b]
+        for t in range(1, T):
+            for b in range(B):
+                acc[b] += O[c, t, b]
+        for b in range(B):  # the first largest sum wins; a NaN sum wins at once and stays (as np.argmax)
+            if c == 0 or (best[b] == best[b] and (acc[b] > best[b] or acc[b] != acc[b])):
+                best[b] = acc[b]
+                out[b] = c
+
+
+def predict_time(O):
+    """Per sample, the class with the largest sum over time: (B,) int64.
+
+    O : (C, T, B) float32/float64, C-contiguous, feature-major like the
+    loss kernel's input, with C >= 1 and T >= 1. The sums run step by step
+    in O's dtype; ties go to the lower class and a NaN sum wins, as in
+    ``np.argmax``.
+
+    Readable twin: :func:`snn_core.kernels.reference.predict_time`.
+    """
+    out = np.empty(O.shape[2], np.int64)
+    _predict_fm(O, out)
+    return out
+
+
+@numba.njit(**_jit)
+def _count_correct_fm(O, y):
+    pred = np.empty(O.shape[2], np.int64)
+    _predict_fm(O, pred)
+    n = 0
+    for b in range(pred.shape[0]):
+        n += pred[b] == y[b]
+    return n
+
+
+def count_correct(O, y):
+    """How many samples b have ``predict_time(O)[b] == y[b]``: an int.
+
+    O as in :func:`predict_time`; y : (B,) int64. One compiled call (the
+    training loop counts its correct predictions after every step).
+
+    Readable twin: :func:`snn_core.kernels.reference.count_correct`.
+    """
+    return int(_count_correct_fm(O, y))
+
+
+# --------------------------------------------------------------------------
+# Rewiring: removing and merging connections of a canonical CSR in one pass
+# --------------------------------------------------------------------------
+# An event on the main job's 784 x 800 layer (55,520 connections, ~11,000
+# rewired) spent 4.9 of its 12 ms in NumPy's version of these two steps
+# (flat keys, masks, searchsorted, bincount: a dozen passes over nnz-long
+# arrays); one pass each costs ~0.1 ms.
+@numba.njit(**_jit)
+def _csr_remove(indptr, indices, keep, out_indptr, out_indices):
+    k = 0
+    for r in range(indptr.shape[0] - 1):
+        out_indptr[r] = k
+        for e in range(indptr[r], indptr[r + 1]):
+            if keep[e]:
+                out_indices[k] = indices[e]
+                k += 1
+    out_indptr[indptr.shape[0] - 1] = k
+
+
+def csr_remove(indptr, indices, keep):
+    """The CSR structure of the entries with ``keep[e]`` True: (indptr, indices), both int32.
+
+    indptr (n_out + 1,), indices (nnz,) int32; keep (nnz,) bool.
+
+    Readable twin: :func:`snn_core.kernels.reference.csr_remove`.
+    """
+    out_indptr = np.empty(len(indptr), np.int32)
+    out_indices = np.empty(int(np.count_nonzero(keep)), np.int32)
+    _csr_remove(indptr, indices, keep, out_indptr, out_indices)
+    return out_indptr, out_indices
+
+
+@numba.njit(**_jit)
+def _csr_merge(indptr, indices, data, keep, new_keys, new_values, n_in,
+               out_indptr, out_indices, out_data, src):
+    m = new_keys.shape[0]
+    j = 0  # the next new entry
+    k = 0  # the next output entry
+    for r in range(indptr.shape[0] - 1):
+        out_indptr[r] = k
+        base = np.int64(r) * n_in
+        for e in range(indptr[r], indptr[r + 1]):
+            if not keep[e]:
+                continue
+            key = base + indices[e]
+            while j < m and new_keys[j] < key:  # new entries before this kept one
+                out_indices[k] = new_keys[j] - base
+                out_data[k] = new_values[j]
+                src[k] = -1
+                j += 1
+                k += 1
+            if j < m and new_keys[j] == key:
+                return False  # a new position is a kept connection
+            out_indices[k] = indices[e]
+            out_data[k] = data[e]
+            src[k] = e
+            k += 1
+        while j < m and new_keys[j] < base + n_in:  # new entries after the row's last kept one
+            out_indices[k] = new_keys[j] - base
+            out_data[k] = new_values[j]
+            src[k] = -1
+            j += 1
+            k += 1
+    out_indptr[indptr.shape[0] - 1] = k
+    return True
+
+
+def csr_merge(indptr, indices, data, keep, new_keys, new_values, n_in):
+    """Merge the kept entries of a canonical CSR with new ones: (indptr, indices, data, src), or None.
+
+    indptr (n_out + 1,), indices (nnz,) int32, data (nnz,); keep (nnz,)
+    bool; new_keys (m,) int64 flat positions ``row * n_in + col``, sorted,
+    distinct and inside the matrix; new_values (m,) data's dtype. Returns
+    the canonical CSR of the kept and new entries (int32 structure) and
+    ``src`` (int64): the old data index of every entry, -1 for a new one.
+    None when a new position is a kept connection.
+
+    Readable twin: :func:`snn_core.kernels.reference.csr_merge`.
+    """
+    total = int(np.count_nonzero(keep)) + len(new_keys)
+    out_indptr = np.empty(len(indptr), np.int32)
+    out_indices = np.empty(total, np.int32)
+    out_data = np.empty(total, data.dtype)
+    src = np.empty(total, np.int64)
+    if not _csr_merge(indptr, indices, data, keep, new_keys, new_values, np.int64(n_in),
+                      out_indptr, out_indices, out_data, src):
+        return None
+    return out_indptr, out_indices, out_data, src
+
+
+# --------------------------------------------------------------------------
+# Sorted key sets (the rewiring history's turnover)
+# --------------------------------------------------------------------------
+# Binary searches of ~11,000 keys in 55,000-100,000 cost 0.3-0.5 ms each
+# (a cache miss per probe); both arrays are sorted, so one merge walk does it.
+@numba.njit(**_jit)
+def _sorted_member(a, b, out):
+    j = 0
+    for i in range(a.shape[0]):
+        while j < b.shape[0] and b[j] < a[i]:
+            j += 1
+        out[i] = j < b.shape[0] and b[j] == a[i]
+
+
+def sorted_member(a, b):
+    """Which entries of ``a`` occur in ``b``: a bool array like a.
+
+    a, b : 1-D int64, each sorted ascending (not checked here).
+
+    Readable twin: :func:`snn_core.kernels.reference.sorted_member`.
+    """
+    out = np.empty(len(a), np.bool_)
+    _sorted_member(a, b, out)
+    return out
+
+
+@numba.njit(**_jit)
+def _sorted_merge(a, b, out):
+    i = j = 0
+    for k in range(out.shape[0]):
+        if j == b.shape[0] or (i < a.shape[0] and a[i] <= b[j]):
+            out[k] = a[i]
+            i += 1
+        else:
+            out[k] = b[j]
+            j += 1
+
+
+def sorted_merge(a, b):
+    """The entries of ``a`` and ``b`` in one sorted array (length len(a) + len(b)).
+
+    a, b : 1-D int64, each sorted ascending (not checked here).
+
+    Readable twin: :func:`snn_core.kernels.reference.sorted_merge`.
+    """
+    out = np.empty(len(a) + len(b), np.int64)
+    _sorted_merge(a, b, out)
+    return out

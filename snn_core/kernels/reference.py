@@ -184,6 +184,60 @@ def softmax_ce_time(O, y, mean):
     return loss, np.broadcast_to(g.T[:, None, :].astype(O.dtype), O.shape).copy()
 
 
+def predict_time(O):
+    """Returns (B,) int64: per sample, the argmax over classes of ``sum_t O[:, t, b]``.
+
+    O : (C, T, B), feature-major. The sum runs step by step (t = 0, 1, ...)
+    in O's dtype, like :func:`softmax_ce_time`'s logits.
+    """
+    acc = O[:, 0, :].copy()
+    for t in range(1, O.shape[1]):
+        acc += O[:, t, :]
+    return acc.argmax(axis=0).astype(np.int64)
+
+
+def count_correct(O, y):
+    """Returns how many samples :func:`predict_time` classifies as ``y`` (B,) says."""
+    return int(np.count_nonzero(predict_time(O) == y))
+
+
+def csr_remove(indptr, indices, keep):
+    """Returns (indptr, indices) int32: the CSR structure of the entries with ``keep[e]`` True."""
+    rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+    new_indptr = np.zeros(len(indptr), np.int32)
+    np.cumsum(np.bincount(rows[keep], minlength=len(indptr) - 1), out=new_indptr[1:])
+    return new_indptr, np.asarray(indices, np.int32)[keep]
+
+
+def csr_merge(indptr, indices, data, keep, new_keys, new_values, n_in):
+    """Returns (indptr, indices, data, src): the kept entries and the new ones (sorted flat keys
+    ``row * n_in + col``) as one canonical CSR, src = old data index (-1: new); None when a new
+    position is a kept connection."""
+    n_out = len(indptr) - 1
+    rows = np.repeat(np.arange(n_out, dtype=np.int64), np.diff(indptr))
+    kept_keys = (rows * n_in + np.asarray(indices, np.int64))[keep]
+    if np.isin(new_keys, kept_keys).any():
+        return None
+    keys = np.concatenate([kept_keys, new_keys])
+    order = np.argsort(keys, kind="stable")                    # every key is distinct
+    values = np.concatenate([np.asarray(data)[keep], np.asarray(new_values, data.dtype)])[order]
+    src = np.concatenate([np.flatnonzero(keep), np.full(len(new_keys), -1)])[order].astype(np.int64)
+    keys = keys[order]
+    out_indptr = np.zeros(n_out + 1, np.int32)
+    np.cumsum(np.bincount(keys // n_in, minlength=n_out), out=out_indptr[1:])
+    return out_indptr, (keys % n_in).astype(np.int32), values, src
+
+
+def sorted_member(a, b):
+    """Returns which entries of the sorted array ``a`` occur in the sorted array ``b`` (bool)."""
+    return np.isin(a, b)
+
+
+def sorted_merge(a, b):
+    """Returns the entries of the sorted arrays ``a`` and ``b`` as one sorted array."""
+    return np.sort(np.concatenate([a, b]), kind="stable")
+
+
 # --------------------------------------------------------------------------
 # Twins of the spike-driven and fused kernels
 # --------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kernels import cpu as K
 from .init import in_sorted, position_keys
 
 #: per-event columns, in order, with their dtypes
@@ -56,14 +57,12 @@ class _LayerTrack:
         self.snapshots = []  # (iteration, indptr, indices)
 
 
-def _remove_sorted(a, b):
-    """The sorted array ``a`` without the elements of the sorted array ``b``; O(len(b) log len(a) + len(a))."""
-    i = np.searchsorted(a, b)
-    inside = i < len(a)
-    i, b = i[inside], b[inside]
-    keep = np.ones(len(a), bool)
-    keep[i[a[i] == b]] = False
-    return a[keep]
+def _sorted_keys(keys, what):
+    """``keys`` as a contiguous int64 array, checked to be strictly increasing (ValueError otherwise)."""
+    keys = np.ascontiguousarray(keys, np.int64).reshape(-1)
+    if len(keys) > 1 and np.any(keys[1:] <= keys[:-1]):
+        raise ValueError(f"{what}: expected sorted, distinct keys")
+    return keys
 
 
 class RewiringHistory:
@@ -117,11 +116,12 @@ class RewiringHistory:
         """
         t = self._layers[name]
         n_out, n_in = t.shape
-        pruned, grown = np.asarray(pruned_keys, np.int64), np.asarray(grown_keys, np.int64)
-        t.alive_initial = _remove_sorted(t.alive_initial, pruned)
-        new = grown[~in_sorted(grown, t.ever_grown)]  # positions grown for the first time (sorted)
-        t.ever_grown = np.insert(t.ever_grown, np.searchsorted(t.ever_grown, new), new)
-        t.n_grown_initial += int(in_sorted(new, t.initial).sum())
+        pruned, grown = _sorted_keys(pruned_keys, "pruned_keys"), _sorted_keys(grown_keys, "grown_keys")
+        # every key array here is sorted: merge walks (kernels.cpu), no binary searches
+        t.alive_initial = t.alive_initial[~K.sorted_member(t.alive_initial, pruned)]
+        new = grown[~K.sorted_member(grown, t.ever_grown)]  # positions grown for the first time (sorted)
+        t.ever_grown = K.sorted_merge(t.ever_grown, new)
+        t.n_grown_initial += int(np.count_nonzero(K.sorted_member(new, t.initial)))
         t.n_events += 1
         nnz = int(indptr[-1])
         explored = len(t.initial) + len(t.ever_grown) - t.n_grown_initial

@@ -27,9 +27,10 @@ import math
 
 import numpy as np
 
+from ..kernels import cpu as K
 from ..sparse import INDEX_DTYPE
 from .history import RewiringHistory
-from .init import check_name, in_sorted, multivariate_hypergeometric, position_keys, sample_empty_in_rows
+from .init import check_name, multivariate_hypergeometric, position_keys, sample_empty_in_rows
 
 PRUNE_RULES = ("magnitude", "set", "gradient")
 GROW_RULES = ("random", "gradient", "momentum")
@@ -232,24 +233,28 @@ def grow_momentum(indptr, indices, shape, n, rng, row_score):
 # --------------------------------------------------------------------------
 # The event on CSR arrays
 # --------------------------------------------------------------------------
-def remove_connections(indptr, indices, prune_idx):
-    """The structure without the entries ``prune_idx`` (indices into data).
-
-    Returns ``(indptr, indices, keep)``: the pruned canonical structure
-    (int32) and the boolean mask of kept data entries.
-    """
-    nnz = len(indices)
+def _kept(nnz, prune_idx):
+    """The boolean mask of the entries that ``prune_idx`` (distinct indices into data) does not name."""
     prune_idx = np.asarray(prune_idx, np.int64)
     if len(prune_idx) and (prune_idx.min() < 0 or prune_idx.max() >= nnz):
         raise ValueError(f"prune_idx: indices must be in [0, {nnz})")
     keep = np.ones(nnz, bool)
     keep[prune_idx] = False
-    if nnz - keep.sum() != len(prune_idx):
+    if nnz - np.count_nonzero(keep) != len(prune_idx):
         raise ValueError("prune_idx: contains duplicates")
-    rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
-    new_indptr = np.zeros(len(indptr), INDEX_DTYPE)
-    np.cumsum(np.bincount(rows[keep], minlength=len(indptr) - 1), out=new_indptr[1:])
-    return new_indptr, np.asarray(indices, INDEX_DTYPE)[keep], keep
+    return keep
+
+
+def remove_connections(indptr, indices, prune_idx):
+    """The structure without the entries ``prune_idx`` (indices into data).
+
+    Returns ``(indptr, indices, keep)``: the pruned canonical structure
+    (int32) and the boolean mask of kept data entries. One compiled pass
+    (:func:`snn_core.kernels.cpu.csr_remove`).
+    """
+    keep = _kept(len(indices), prune_idx)
+    new_indptr, new_indices = K.csr_remove(np.asarray(indptr, INDEX_DTYPE), np.asarray(indices, INDEX_DTYPE), keep)
+    return new_indptr, new_indices, keep
 
 
 def rewire_csr(indptr, indices, data, shape, prune_idx, new_rows, new_cols, new_values):
@@ -273,9 +278,7 @@ def rewire_csr(indptr, indices, data, shape, prune_idx, new_rows, new_cols, new_
     """
     n_out, n_in = shape
     data = np.asarray(data)
-    _, _, keep = remove_connections(indptr, indices, prune_idx)
-    old_keys = position_keys(indptr, indices, n_in)
-    kept_keys = old_keys[keep]
+    keep = _kept(len(indices), prune_idx)
     new_rows = np.asarray(new_rows, np.int64).reshape(-1)
     new_cols = np.asarray(new_cols, np.int64).reshape(-1)
     if new_rows.shape != new_cols.shape:
@@ -290,22 +293,12 @@ def rewire_csr(indptr, indices, data, shape, prune_idx, new_rows, new_cols, new_
         new_keys, new_values = new_keys[order], new_values[order]
     if len(new_keys) > 1 and np.any(np.diff(new_keys) == 0):
         raise ValueError("new positions: contain duplicates")
-    if in_sorted(new_keys, kept_keys).any():
+    # one pass over both, in key order: new entry j lands after the kept entries with smaller keys
+    merged = K.csr_merge(np.asarray(indptr, INDEX_DTYPE), np.asarray(indices, INDEX_DTYPE), data, keep, new_keys,
+                         np.ascontiguousarray(new_values), n_in)
+    if merged is None:
         raise ValueError("new positions: some are already connections (not pruned in this event)")
-    # merge: new entry j lands after the kept entries with smaller keys and the j new ones before it
-    total = len(kept_keys) + len(new_keys)
-    at_new = np.searchsorted(kept_keys, new_keys) + np.arange(len(new_keys))
-    is_new = np.zeros(total, bool)
-    is_new[at_new] = True
-    keys = np.empty(total, np.int64)
-    keys[at_new], keys[~is_new] = new_keys, kept_keys
-    out_data = np.empty(total, data.dtype)
-    out_data[at_new], out_data[~is_new] = new_values, data[keep]
-    src = np.full(total, -1, np.int64)
-    src[~is_new] = np.flatnonzero(keep)
-    out_indptr = np.zeros(n_out + 1, INDEX_DTYPE)
-    np.cumsum(np.bincount(keys // n_in, minlength=n_out), out=out_indptr[1:])
-    return out_indptr, (keys % n_in).astype(INDEX_DTYPE), out_data, src
+    return merged
 
 
 # --------------------------------------------------------------------------
@@ -516,7 +509,13 @@ class Rewirer:
         return self.grow == "gradient" and self.is_event(iteration)
 
     def prepare(self, iteration, network):
-        """Before the forward/backward of ``iteration``: set each sparse layer's ``retain_output_grad``."""
+        """Before the forward/backward of ``iteration``: set each sparse layer's ``retain_output_grad``.
+
+        Only a rewirer that grows by gradient sets it (True before its
+        events, False otherwise); any other leaves the flag as it is.
+        """
+        if self.grow != "gradient":  # called every step: not even a walk over the layers
+            return
         flag = self.needs_dense_grad(iteration)
         for layer in network.sparse_layers():
             layer.retain_output_grad = flag
