@@ -105,9 +105,9 @@ def predict(O):
     call (:func:`snn_core.kernels.cpu.predict_time`); ties go to the lower
     class.
     """
-    if isinstance(O, np.ndarray) and O.ndim == 3 and O.dtype.type in (np.float32, np.float64) and 0 not in O.shape:
-        # no copy for a network's output: a view of a feature-major (classes, T, batch) buffer
-        return K.predict_time(np.ascontiguousarray(O.transpose(2, 0, 1)))
+    O_fm = _compiled_view(O)
+    if O_fm is not None:
+        return K.predict_time(O_fm)
     return O.sum(axis=0).argmax(axis=1)
 
 
@@ -117,8 +117,15 @@ def count_correct(O, y):
     One compiled call for a float32/float64 O (after the training step's
     large kernels, the three NumPy calls it replaces cost ~45 us).
     """
-    if isinstance(O, np.ndarray) and O.ndim == 3 and O.dtype.type in (np.float32, np.float64) and 0 not in O.shape:
-        y = np.asarray(y)
-        if y.shape == (O.shape[1],) and y.dtype == np.int64:
-            return K.count_correct(np.ascontiguousarray(O.transpose(2, 0, 1)), y)
+    O_fm, y = _compiled_view(O), np.asarray(y)
+    if O_fm is not None and y.shape == (O.shape[1],) and y.dtype == np.int64:
+        return K.count_correct(O_fm, y)
     return int(np.count_nonzero(predict(O) == y))
+
+
+def _compiled_view(O):
+    """O (T, batch, classes) as the kernels' C-contiguous (classes, T, batch), or None where they do not apply
+    (another dtype, an empty axis). No copy for a network's output: a view of such a buffer."""
+    if isinstance(O, np.ndarray) and O.ndim == 3 and O.dtype.type in (np.float32, np.float64) and 0 not in O.shape:
+        return np.ascontiguousarray(O.transpose(2, 0, 1))
+    return None

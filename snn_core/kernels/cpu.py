@@ -1849,17 +1849,23 @@ def sgd_update(w, g, buf, lr, momentum, nesterov, wd):
 # ~2 ns): the softmax is e / sum(e) where the twin writes exp(log softmax),
 # equal up to float64 rounding, which the float32 gradient does not see
 # (tests/test_losses.py compares them).
+@numba.njit(inline="always", **_jit)
+def _class_time_sum(O, c, acc):
+    """acc[b] = sum over t of O[c, t, b], added step by step in O's dtype (the loss and the predictions)."""
+    for b in range(O.shape[2]):
+        acc[b] = O[c, 0, b]
+    for t in range(1, O.shape[1]):
+        for b in range(O.shape[2]):
+            acc[b] += O[c, t, b]
+
+
 @numba.njit(**_jit)
 def _softmax_ce_fm(O, y, mean, g_out):
     C, T, B = O.shape
     acc = np.empty(B, O.dtype)
     e = np.empty((C, B), np.float64)
     for c in range(C):  # the logits: sums over time in O's dtype, step by step (as NumPy sums over T)
-        for b in range(B):
-            acc[b] = O[c, 0, b]
-        for t in range(1, T):
-            for b in range(B):
-                acc[b] += O[c, t, b]
+        _class_time_sum(O, c, acc)
         for b in range(B):
             e[c, b] = np.float64(acc[b] / O.dtype.type(T) if mean else acc[b])
     m = e[0].copy()  # per sample: the largest logit, then e = exp(z - m) and its sum s
@@ -1911,11 +1917,7 @@ def _predict_fm(O, out):
     acc = np.empty(B, O.dtype)
     best = np.empty(B, O.dtype)
     for c in range(C):
-        for b in range(B):
-            acc[b] = O[c, 0, b]
-        for t in range(1, T):
-            for b in range(B):
-                acc[b] += O[c, t, b]
+        _class_time_sum(O, c, acc)
         for b in range(B):  # the first largest sum wins; a NaN sum wins at once and stays (as np.argmax)
             if c == 0 or (best[b] == best[b] and (acc[b] > best[b] or acc[b] != acc[b])):
                 best[b] = acc[b]

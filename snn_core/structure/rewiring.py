@@ -276,9 +276,13 @@ def rewire_csr(indptr, indices, data, shape, prune_idx, new_rows, new_cols, new_
         order) with the sorted new ones, and ``src[k]``: the old data index
         of entry k, or -1 if it was grown. Inputs are not modified.
     """
+    return _merge(indptr, indices, data, shape, _kept(len(indices), prune_idx), new_rows, new_cols, new_values)
+
+
+def _merge(indptr, indices, data, shape, keep, new_rows, new_cols, new_values):
+    """:func:`rewire_csr` with the mask of kept entries (``_kept``) instead of ``prune_idx``."""
     n_out, n_in = shape
     data = np.asarray(data)
-    keep = _kept(len(indices), prune_idx)
     new_rows = np.asarray(new_rows, np.int64).reshape(-1)
     new_cols = np.asarray(new_cols, np.int64).reshape(-1)
     if new_rows.shape != new_cols.shape:
@@ -396,7 +400,7 @@ def rewire_layer(layer, n, rng, prune="magnitude", grow="random", new_weight="ze
                                "call maybe_rewire after optimizer.step() and before zero_grad()")
         prune_idx = prune_gradient(data, n, layer.backend.to_host(param.grad))
 
-    kept_indptr, kept_indices, _ = remove_connections(indptr, indices, prune_idx)
+    kept_indptr, kept_indices, keep = remove_connections(indptr, indices, prune_idx)
     if grow == "random":
         grown = grow_random(kept_indptr, kept_indices, shape, n, rng)
     elif grow == "gradient":
@@ -413,7 +417,7 @@ def rewire_layer(layer, n, rng, prune="magnitude", grow="random", new_weight="ze
         values = (rng.uniform(-1.0, 1.0, size=len(grown)) * bound).astype(data.dtype)
 
     pruned_keys = position_keys(indptr, indices, n_in)[prune_idx]
-    new_indptr, new_indices, new_data, src = rewire_csr(indptr, indices, data, shape, prune_idx, rows, cols, values)
+    new_indptr, new_indices, new_data, src = _merge(indptr, indices, data, shape, keep, rows, cols, values)
     layer.set_connections(new_indptr, new_indices, new_data)
     if optimizer is not None and any(p is param for p in optimizer.params):
         optimizer.remap(param, src)
