@@ -245,8 +245,21 @@ class Layer:
         A uint8 mask (1 = read) or None for all of them; ``live`` is such a
         mask of output features (None: all). Layers that take row masks say
         which inputs they can do without; the default reads every input.
+        A layer whose answer depends on more than ``takes_row_masks`` says
+        what in :attr:`row_mask_key`.
         """
         return None
+
+    @property
+    def row_mask_key(self):
+        """The objects that :attr:`takes_row_masks` and :meth:`input_rows_needed` depend on, as a tuple.
+
+        ``Network`` keeps its row masks until an entry of some layer's key is
+        another object than before (compared with ``is``), so a layer whose
+        masks follow its state returns that state's objects here (a sparse
+        layer: its connection structure, which rewiring replaces).
+        """
+        return (self.takes_row_masks,)
 
     def _check_forward_masks(self, live, live_in, record):
         """Check a forward's row masks (see the module docstring)."""
@@ -639,6 +652,11 @@ class SparseLinear(Layer):
         """True on a backend with row masks, unless the output gradient is retained (it must then be whole,
         and so must the input, which :meth:`dense_weight_grad` multiplies with it)."""
         return self.backend.row_masks and not self.retain_output_grad
+
+    @property
+    def row_mask_key(self):
+        """``(takes_row_masks, the CSR structure)``: every change of connections installs a new structure."""
+        return (self.takes_row_masks, self._csr)
 
     def input_rows_needed(self, live=None):
         """Inputs with at least one connection into an output row of ``live`` (uint8; None: all inputs are).

@@ -14,7 +14,7 @@ would need a skipped value refuse with a clear error.
 import numpy as np
 import pytest
 
-from snn_core import LIFParams, ce_count, mlp
+from snn_core import LIFParams, SparseLinear, ce_count, mlp
 from snn_core.backends.cpu import CpuBackend
 from snn_core.kernels import cpu
 from snn_core.neurons import NeuronKernelParams
@@ -214,6 +214,39 @@ def test_rewiring_changes_which_neurons_run(monkeypatch):
     out = net.forward(x)
     assert not _skipped(net.layers[1])[j]
     np.testing.assert_array_equal(out, ref.forward(x, record=True))
+
+
+def test_masks_are_kept_until_a_layer_key_changes(monkeypatch):
+    # the network walks its layers for row masks once, then again only when a layer's row_mask_key changes:
+    # new connections, retain_output_grad, another layer object at a position
+    _nan_buffers(monkeypatch)
+    walks = []
+    orig = SparseLinear.input_rows_needed
+    monkeypatch.setattr(SparseLinear, "input_rows_needed", lambda self, live=None: walks.append(self) or orig(self, live))
+    net, ref = _mlp([40, 60, 5], 0.05), _mlp([40, 60, 5], 0.05)
+    x = (np.random.default_rng(5).random((4, 3, 40)) < 0.5).astype(F32)
+    first = net.input_rows_needed()
+    n = len(walks)
+    for _ in range(3):
+        net.forward(x)
+        np.testing.assert_array_equal(net.input_rows_needed(), first)
+    assert len(walks) == n  # kept
+    fc2 = net.layers[2]
+    fc2.retain_output_grad = True  # its output gradient must be whole: no masks into or out of it
+    assert fc2.row_mask_key[0] is False
+    np.testing.assert_array_equal(net.forward(x), ref.forward(x, record=True))
+    assert not _skipped(net.layers[1]).any() and len(walks) > n
+    fc2.retain_output_grad = False
+    net.forward(x)
+    assert _skipped(net.layers[1]).any()
+    other = _mlp([40, 60, 5], 0.05, seed=9).layers[2]
+    net.layers[2] = other  # another layer object: walked again, and its structure decides
+    n = len(walks)
+    net.forward(x)
+    assert len(walks) > n
+    w = other.weight.copy()
+    w.data[:] = 1.0
+    np.testing.assert_array_equal(_skipped(net.layers[1]), (w.toarray() == 0).all(axis=0))
 
 
 def test_layer_backward_after_a_masked_forward(monkeypatch):
