@@ -147,8 +147,9 @@ class Network:
     def _forward_masks(self):
         """:meth:`_compute_forward_masks`, kept until some layer's ``row_mask_key`` changes.
 
-        Two walks per training step (the encoder's mask and the forward)
-        cost 30-40 us of Python, a few percent of a step at density 0.01.
+        The walk ran twice per training step (the encoder's mask, then the
+        forward): about 17 us of Python a step on the Emerald Rapids guest
+        (docs/benchmarks.md), 1.5% of a step at density 0.01.
         """
         key = tuple(k for layer in self.layers for k in (layer, *layer.row_mask_key))
         kept = self.__dict__.get("_kept_masks")
