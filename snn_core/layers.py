@@ -661,21 +661,15 @@ class SparseLinear(Layer):
     def input_rows_needed(self, live=None):
         """Inputs with at least one connection into an output row of ``live`` (uint8; None: all inputs are).
 
-        Cached until the structure changes (rewiring): one mask per forward
-        of a network.
+        Computed at each call: ``Network`` keeps the result until
+        :attr:`row_mask_key` changes (rewiring installs a new structure).
         """
-        cached = self.__dict__.get("_rows_needed")
-        if cached is not None and cached[0] is self._csr and (
-                cached[1] is live or (live is not None and cached[1] is not None and np.array_equal(cached[1], live))):
-            return cached[2]
         indptr, indices = self._csr.indptr, self._csr.indices
         if live is not None:
             indices = indices[np.repeat(np.asarray(live, bool), np.diff(indptr))]
         read = np.zeros(self._csr.shape[1], np.uint8)
         read[indices] = 1
-        needed = None if read.all() else read
-        self._rows_needed = (self._csr, None if live is None else np.array(live, copy=True), needed)
-        return needed
+        return None if read.all() else read
 
     def backward(self, grad_y, live=None, mask_out=False):
         X, pack, reps = self._needs_cache()
