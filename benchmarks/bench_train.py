@@ -5,7 +5,10 @@ training images cycled in batches of 100, Bernoulli rate coding redrawn at
 each of T = 8 steps (the engine's ``bernoulli_encode``; as the Trainer
 does, it draws only the input pixels that the forward reads, i.e. those
 with a connection into a hidden neuron whose spikes reach the output:
-``features=net.input_rows_needed()``, half of them at d = 0.01), LIF hidden and
+``features=net.input_rows_needed()``, half of them at d = 0.01; and, as
+the Trainer does, the sparse engine gets uint8 spikes, which its first layer
+packs as they are, while the dense engine gets float32 spikes, its fastest
+input: uint8 would cost it a conversion), LIF hidden and
 output layers (``LIFParams.from_decay(0.9, reset="soft")``: beta 0.9,
 threshold 1, soft reset, rectangular surrogate), bias on, Adam lr 1e-3, both
 weight matrices at density d.
@@ -133,7 +136,7 @@ def run_worker(a):
     net, masks = _network(a.engine, a.density, SIZES)
     opt = Adam(net.parameters(), lr=1e-3)
     rng = np.random.default_rng(0)
-    buf = np.zeros((SIZES[0], T, B), np.float32)
+    buf = np.zeros((SIZES[0], T, B), np.uint8 if a.engine == "sparse" else np.float32)
 
     def encode(i, every_input=False):
         k = i % 4
@@ -195,7 +198,7 @@ def run_scale_worker(a):
     t_build = time.perf_counter() - t0
     opt = Adam(net.parameters(), lr=1e-3)
     rng = np.random.default_rng(0)
-    buf = np.zeros((784, T, B), np.float32)
+    buf = np.zeros((784, T, B), np.uint8)
     try:
         from snn_core.structure import Rewirer
     except ImportError:
@@ -252,7 +255,7 @@ def run_profile_worker(a):
     clock = time.process_time if a.cpu_time else time.perf_counter
     nets = {d: _network("sparse", d, SIZES)[0] for d in a.densities}
     opts = {d: Adam(nets[d].parameters(), lr=1e-3) for d in a.densities}
-    bufs = {d: np.zeros((SIZES[0], T, B), np.float32) for d in a.densities}
+    bufs = {d: np.zeros((SIZES[0], T, B), np.uint8) for d in a.densities}
     rng = np.random.default_rng(0)
     acc = {d: {} for d in a.densities}
     kernel_time = {}  # kernel name -> seconds in the current iteration

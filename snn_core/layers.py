@@ -414,7 +414,7 @@ class Linear(Layer):
     def forward(self, x, record=False):
         bk = self.backend
         x, reps = self.split_repeated_frame(x)
-        X3 = bk.feature_major(x, self.in_features, self.dtype, f"{self.name} input")
+        X3 = bk.feature_major(x, self.in_features, self.dtype, f"{self.name} input", spikes=self.dtype)
         F, T, B = X3.shape
         X = X3.reshape(F, T * B)
         Y = self.buffer((self.out_features, T, B))
@@ -630,7 +630,9 @@ class SparseLinear(Layer):
         self._check_forward_masks(live, live_in, record)
         bk = self.backend
         x, reps = self.split_repeated_frame(x)
-        X3 = bk.feature_major(x, self.in_features, self.dtype, f"{self.name} input")
+        # uint8/bool spikes stay one byte per value where the backend packs them as they are
+        X3 = bk.feature_major(x, self.in_features, self.dtype, f"{self.name} input",
+                              spikes=np.uint8 if bk.packs_uint8 else self.dtype)
         F, T, B = X3.shape
         X = X3.reshape(F, T * B)
         indptr, indices = self._struct
@@ -638,6 +640,8 @@ class SparseLinear(Layer):
         pack_masks = {} if live_in is None else {"live": live_in}
         pack = bk.pack_spikes(X, self.out_features, self.nnz, self._scratch, self.spike_input, **pack_masks)
         self.input_was_spikes = pack is not None
+        if pack is None and X.dtype != self.dtype:  # uint8 not packed (counts, or too few connections): as floats
+            X = X.astype(self.dtype)
         masks = {} if live is None else {"live": live}
         bk.csr_forward(indptr, indices, self.weight_param.value, self._bias_or_zeros(), X,
                        Y.reshape(self.out_features, T * B), pack, self._scratch, **masks)
@@ -724,7 +728,7 @@ class SparseLinear(Layer):
                                "computed); set retain_output_grad=True before the forward")
         G, X = self.backend.to_host(self._last_output_grad), self.backend.to_host(self._cache[0])
         self._last_output_grad = None
-        return G @ X.T
+        return G @ X.T.astype(G.dtype, copy=False)  # a packed uint8 input is kept as it came
 
 
 # --------------------------------------------------------------------------
@@ -801,7 +805,7 @@ class LIF(_Neurons):
         if live_in is not None and live is not live_in and (live is None or np.any(live > live_in)):
             raise ValueError(f"{self.name}: live must mark only neurons whose input rows live_in marks")
         bk = self.backend
-        I = bk.feature_major(x, self.in_features, self.dtype, f"{self.name} input")
+        I = bk.feature_major(x, self.in_features, self.dtype, f"{self.name} input", spikes=self.dtype)
         F, T, B = I.shape
         prm = self.kernel_params
         # u is internal (kept for backward) and reused across calls unless it
@@ -897,7 +901,7 @@ class Readout(_Neurons):
 
     def forward(self, x, record=False, v0=None):
         bk = self.backend
-        I = bk.feature_major(x, self.in_features, self.dtype, f"{self.name} input")
+        I = bk.feature_major(x, self.in_features, self.dtype, f"{self.name} input", spikes=self.dtype)
         u = self.buffer(I.shape)
         bk.readout_forward(I, self._initial(v0, I.shape[2]), self.kernel_params, u)
         self._cache = (u.shape[1], u.shape[2], u.shape[0])  # the output shape, for backward's check

@@ -90,7 +90,12 @@ class Network:
         Parameters
         ----------
         x : ndarray (T, batch, in_features)
-            Input spikes or currents, the layers' dtype (float32 by default).
+            Input spikes or currents, the layers' dtype (float32 by default);
+            or spikes (or spike counts) as uint8 or bool, which give the
+            same bits as their float values. A first ``SparseLinear`` on the
+            ``cpu`` backend packs a 0/1 uint8 input as it is, without a float
+            copy (``bernoulli_encode(..., dtype=np.uint8)`` writes such
+            input); elsewhere it is converted on the way in.
         record : bool
             Keep every layer's membrane and spikes in ``self.recorded``.
             Without it, neurons whose spikes reach nothing (hidden neurons
@@ -110,13 +115,13 @@ class Network:
         ndarray (T, batch, out_features)
         """
         first = self.layers[0]
-        host = isinstance(x, np.ndarray)
+        float_host = isinstance(x, np.ndarray) and x.dtype.kind == "f"  # uint8/bool input holds no NaN/Inf
         masks = None if record else self._forward_masks()
         read = masks[0][1] if masks is not None and masks[0] is not None else None  # input features read
         # A first layer that packs spikes checks every value it reads for 0/1 on the way (NaN and Inf fail it)
         # and changes no state: then the separate pass over the input is only needed when it was not spikes.
-        deferred = host and first.packs_spikes
-        if host and not deferred:
+        deferred = float_host and first.packs_spikes
+        if float_host and not deferred:
             _check_input(x, read)
         h = x
         for i, layer in enumerate(self.layers):

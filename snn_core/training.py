@@ -295,6 +295,10 @@ class Trainer:
             self.network = _check_network(network, self.network, self.dataset_name)
         self.network.to(backend)
         self.encode = get_encoder(config.encoder)
+        # the spike encoders draw uint8 spikes: a quarter of float32's memory (kept validation spikes, the
+        # reused buffers), and a first SparseLinear on the cpu backend packs them without a float copy
+        # (docs/benchmarks.md, "uint8 spikes"); every layer gives the same bits as for float32 spikes
+        self._spike_dtype = np.uint8 if config.encoder in ("bernoulli", "poisson", "latency") else np.float32
         self._encode_buffers = {}
         self.loss_fn = losses.get_loss(config.loss)
         self.iters_per_epoch = math.ceil(len(self.x_train) / config.batch_size)
@@ -350,15 +354,17 @@ class Trainer:
         ``record``, so only the input features it reads are drawn
         (:meth:`~snn_core.network.Network.input_rows_needed`).
         """
-        if self.config.encoder in ("direct", "latency"):  # deterministic codes take no seed
+        if self.config.encoder == "direct":  # deterministic codes take no seed
             return self.encode(x, self.config.steps)
+        if self.config.encoder == "latency":
+            return self.encode(x, self.config.steps, dtype=self._spike_dtype)
         # one reused (F, T, B) buffer per batch shape: a fresh 2.5 MB array per
         # batch costs page faults. Safe because a batch's spikes are dead once
         # its backward is done and the next batch is encoded.
         shape = (x.shape[-1], self.config.steps, x.shape[0])
         buf = self._encode_buffers.get(shape)
         if buf is None:  # zeros: rows that are not drawn (below) hold spikes, never garbage
-            buf = self._encode_buffers[shape] = np.zeros(shape, np.float32)
+            buf = self._encode_buffers[shape] = np.zeros(shape, self._spike_dtype)
         if self.config.encoder == "frames":  # the frames as they are: nothing drawn
             return self.encode(x, self.config.steps, out=buf)
         # for a forward only the input features it reads are drawn (half of MNIST's pixels at density
@@ -473,7 +479,7 @@ class Trainer:
         return max(self.config.batch_size, min(200, self.EVAL_BATCH_BYTES // max(per_sample, 1)))
 
     #: the validation set's spikes are drawn once and kept while they take at most this many bytes
-    #: (full MNIST's 6,000 validation images at T = 8: 150 MB, about what its float32 training images take)
+    #: (uint8 spikes of full MNIST's 6,000 validation images at T = 8: 38 MB, a fifth of its float32 images)
     VAL_SPIKES_BYTES = 256 << 20
 
     def evaluate(self, x, y, batch_size=None):
@@ -483,8 +489,8 @@ class Trainer:
         is encoded with the seed (config.seed, 3, b), so every evaluation of
         the same set draws the same spikes. For ``self.x_val``, evaluated
         after every epoch, they are drawn once and kept while they take at
-        most :attr:`VAL_SPIKES_BYTES` (float32; the main job's 400 images:
-        10 MB, full MNIST's 6,000: 150 MB); larger sets are drawn again at
+        most :attr:`VAL_SPIKES_BYTES` (uint8; the main job's 400 images:
+        2.5 MB, full MNIST's 6,000: 38 MB); larger sets are drawn again at
         every evaluation, with the same bits.
         """
         to_host = self.network.backend.to_host
@@ -500,7 +506,8 @@ class Trainer:
                 elif b in kept:
                     spikes = kept[b]
                 else:  # every feature, in an array of its own: later forwards may read other inputs
-                    spikes = kept[b] = self.encode(xb, self.config.steps, seed=_seed(self.config.seed, 3, b))
+                    spikes = kept[b] = self.encode(xb, self.config.steps, seed=_seed(self.config.seed, 3, b),
+                                                   dtype=self._spike_dtype)
                 out = to_host(self.network.forward(spikes))
                 value, _ = self.loss_fn(out, yb)
                 total_loss += value * len(xb)
@@ -516,7 +523,8 @@ class Trainer:
             return None
         kept = self.__dict__.get("_val_spikes")
         if kept is None or kept[0] is not x or kept[1] != batch_size:
-            if x.shape[0] * x.shape[-1] * self.config.steps * 4 > self.VAL_SPIKES_BYTES:
+            size = x.shape[0] * x.shape[-1] * self.config.steps * np.dtype(self._spike_dtype).itemsize
+            if size > self.VAL_SPIKES_BYTES:
                 return None
             kept = self._val_spikes = (x, batch_size, {})
         return kept[2]

@@ -98,28 +98,74 @@ def test_independent_of_thread_count(x):
     np.testing.assert_array_equal(ref, one)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8])
 @pytest.mark.parametrize("T", [1, 7, 8])
 @pytest.mark.parametrize("F", [31, 32, 97])  # tiles of 32 features: one short, one full, four with a rest of 1
-def test_serial_parallel_and_threads_identical(T, F):
+def test_serial_parallel_and_threads_identical(T, F, dtype):
     from snn_core.data import encoders as E
 
     x = np.random.default_rng(3).random((13, F), dtype=np.float32)
     state = E._stream_state(4)
-    ref = np.empty((F, T, 13), np.float32)
+    ref = np.empty((F, T, 13), dtype)
     E._bernoulli_numpy(np.ascontiguousarray(x.T), state, ref)
     every = np.zeros(0, np.uint8)
-    ser = np.full_like(ref, 7.0)
+    ser = np.full_like(ref, 7)
     assert E._bernoulli_ser(x, np.float32(1.0), state, every, ser) == 0
     assert ser.tobytes() == ref.tobytes()
     old = numba.get_num_threads()
     try:
         for n in sorted({1, old}):
             numba.set_num_threads(n)
-            par = np.full_like(ref, 7.0)
+            par = np.full_like(ref, 7)
             assert E._bernoulli_par(x, np.float32(1.0), state, every, par) == 0
             assert par.tobytes() == ref.tobytes()
     finally:
         numba.set_num_threads(old)
+
+
+@pytest.mark.parametrize("name, backend", [("bernoulli", "numba"), ("bernoulli", "numpy"), ("poisson", "numba"),
+                                           ("poisson", "numpy"), ("latency", None)])
+@pytest.mark.parametrize("T", [1, 5, 8, 9])  # every count of lanes in the last 64-bit word
+def test_uint8_spikes_are_the_float32_spikes(name, T, backend):
+    x = np.random.default_rng(7).random((11, 70), dtype=np.float32)
+    x[:, :3], x[:, 3:6] = 0, 1
+    kw = {} if backend is None else {"backend": backend}
+    features = (np.arange(70) % 3 != 0).astype(np.uint8)
+    for feats in ((None, features) if name != "latency" else (None,)):
+        if feats is not None:
+            kw["features"] = feats
+        f32 = _encode(name, x, T, **kw)
+        u8 = _encode(name, x, T, dtype=np.uint8, **kw)
+        assert u8.dtype == np.uint8 and u8.shape == f32.shape
+        assert u8.base.flags.c_contiguous and u8.base.shape == (70, T, 11)  # the same feature-major layout
+        if feats is not None:  # rows not drawn: zeros in a new buffer, in both dtypes
+            assert not u8.base[features == 0].any()
+        np.testing.assert_array_equal(u8, f32)
+        buf = np.full((70, T, 11), 9, np.uint8)  # a uint8 out decides the dtype; drawn rows fully written
+        out = _encode(name, x, T, out=buf, **kw)
+        assert out.base is buf
+        rows = slice(None) if feats is None else features == 1
+        np.testing.assert_array_equal(buf[rows], u8.base[rows])
+
+
+@pytest.mark.parametrize("name", ["bernoulli", "poisson", "latency"])
+def test_spike_dtype_is_checked(name, x):
+    B, F = x.shape
+    for bad in (np.int16, np.float64, "spikes"):
+        with pytest.raises(ValueError, match="dtype must be float32 or uint8"):
+            _encode(name, x, 3, dtype=bad)
+    with pytest.raises(ValueError, match="out must be a writable C-contiguous float32 array"):
+        _encode(name, x, 3, out=np.empty((F, 3, B), np.uint8), dtype=np.float32)
+    with pytest.raises(ValueError, match="out must be a writable C-contiguous uint8 array"):
+        _encode(name, x, 3, out=np.empty((F, 3, B), np.float32), dtype=np.uint8)
+
+
+def test_current_and_frame_encoders_keep_float32(x):
+    B, F = x.shape
+    with pytest.raises(ValueError, match="out must be a writable C-contiguous float32 array"):
+        direct_encode(x, 3, out=np.empty((F, 3, B), np.uint8))
+    with pytest.raises(ValueError, match="out must be a writable C-contiguous float32 array"):
+        get_encoder("frames")(np.zeros((B, 3, F), np.float32), 3, out=np.empty((F, 3, B), np.uint8))
 
 
 @pytest.mark.parametrize("version", ["_bernoulli_ser", "_bernoulli_par"])

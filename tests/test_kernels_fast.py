@@ -124,6 +124,48 @@ def test_bit_path_adds_in_connection_order(N, mode):
     np.testing.assert_array_equal(Y[:, :N], expect)
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("alias", [False, True])
+def test_spike_pack_uint8(seed, alias, mode):
+    """A uint8 X packs like its float values; as its own X8 it is only read, never written."""
+    _, n_in, _, N, _, _, _, X, thr = case(seed)
+    X_u8 = X.astype(np.uint8)
+    keep = X_u8.copy()
+    X8 = X_u8 if alias else np.full(X.shape, 7, np.uint8)
+    cnt, cols = np.empty(n_in, np.int32), np.full(X.shape, -1, np.int32)
+    Xb = np.full((n_in, (N + 15) // 16), 0xFFFF, np.uint16)
+    assert cpu.spike_pack(X_u8, X8, cnt, cols, thr, Xb) == 0
+    f8, fcnt, fcols, _, fXb = pack(X, thr, bits=True)
+    np.testing.assert_array_equal(X8, f8)
+    np.testing.assert_array_equal(cnt, fcnt)
+    np.testing.assert_array_equal(Xb, fXb)
+    for j in range(n_in):
+        if 0 < cnt[j] < thr:
+            np.testing.assert_array_equal(cols[j, :cnt[j]], fcols[j, :cnt[j]])
+    np.testing.assert_array_equal(X_u8, keep)
+
+
+@pytest.mark.parametrize("N", [5, 8, 24, 803])  # a tail only, whole 64-bit words, words and a tail
+def test_spike_pack_uint8_flags_non_spikes_and_keeps_them(N, mode):
+    X = np.zeros((6, N), np.uint8)
+    X[1, N - 1] = 2
+    X[2, 0] = 255
+    X[2, N // 2] = 3
+    X[3, N // 3] = 1
+    X[4, N - 1] = 128  # only the highest bit
+    keep = X.copy()
+    cnt, cols = np.empty(6, np.int32), np.empty(X.shape, np.int32)
+    n_bad = cpu.spike_pack(X, X, cnt, cols, 2)
+    assert n_bad == ref.spike_pack(X, 2)[3] == 4
+    np.testing.assert_array_equal(X, keep)
+
+
+def test_spike_pack_refuses_a_float_x_as_its_own_copy():
+    X = np.zeros((3, 8), F32)
+    with pytest.raises(ValueError, match="X8 may be X only for a C-contiguous uint8 X"):
+        cpu.spike_pack(X, X, np.empty(3, np.int32), np.empty((3, 8), np.int32), 2)
+
+
 def test_spike_pack_flags_non_spikes(mode):
     X = np.zeros((5, 24), F32)
     X[1, 3] = 0.5

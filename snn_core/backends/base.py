@@ -103,10 +103,19 @@ class RecentShapes:
         return found
 
 
-def host_feature_major(x, n_features, dtype, where):
+#: dtypes of spike arrays that layers take as input besides their float dtype: 0/1 (or small counts) stored in
+#: one byte, 4x smaller than float32 (what :func:`~snn_core.data.bernoulli_encode` writes with ``dtype=np.uint8``)
+SPIKE_DTYPES = (np.dtype(np.uint8), np.dtype(np.bool_))
+
+
+def host_feature_major(x, n_features, dtype, where, spikes=None):
     """Validate a host ``(T, batch, n_features)`` array; return it as (F, T, B) C-contiguous.
 
-    No copy when ``x`` already is a transposed view of a feature-major buffer.
+    No copy when ``x`` already is a transposed view of a feature-major buffer
+    of the returned dtype. ``spikes``: what a uint8 or bool ``x`` (a layer
+    input in :data:`SPIKE_DTYPES`) becomes, ``dtype`` (converted, exactly)
+    or ``np.uint8`` (kept, bool viewed as uint8); None (gradients) refuses
+    such input like any other dtype than ``dtype``.
     """
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{where}: expected a numpy.ndarray of shape (T, batch, {n_features}), got {type(x).__name__}")
@@ -115,7 +124,12 @@ def host_feature_major(x, n_features, dtype, where):
     if x.shape[2] != n_features:
         raise ValueError(f"{where}: expected {n_features} features (last axis), got shape {x.shape}")
     if x.dtype != dtype:
-        raise TypeError(f"{where}: expected dtype {dtype}, got {x.dtype} (cast with x.astype(np.{dtype}))")
+        if spikes is None or x.dtype not in SPIKE_DTYPES:
+            also = " or uint8/bool spikes" if spikes is not None else ""
+            raise TypeError(f"{where}: expected dtype {dtype}{also}, got {x.dtype} (cast with x.astype(np.{dtype}))")
+        if np.dtype(spikes) == np.uint8:
+            return np.ascontiguousarray(x.transpose(2, 0, 1)).view(np.uint8)
+        return np.ascontiguousarray(x.transpose(2, 0, 1), dtype=dtype)
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
@@ -139,12 +153,17 @@ class Backend:
         ``csr_forward`` and ``pack_spikes`` take ``live``: the rows of the
         forward whose values nothing reads, which are then not computed
         (:func:`snn_core.kernels.cpu.lif_forward`). Only ``cpu``.
+    packs_uint8 : bool
+        True when ``pack_spikes`` takes a uint8 spike matrix as it is, so a
+        sparse layer's uint8 input is neither converted to float nor copied
+        when it packs (and converted when it does not). Only ``cpu``.
     """
 
     name = "base"
     is_host = True
     dtypes = (np.dtype(np.float32), np.dtype(np.float64))
     row_masks = False
+    packs_uint8 = False
 
     # -- arrays ----------------------------------------------------------------
     def empty(self, shape, dtype):
@@ -179,9 +198,15 @@ class Backend:
         """A new :class:`BufferPool` allocating this backend's arrays."""
         return BufferPool(self.empty)
 
-    def feature_major(self, x, n_features, dtype, where):
-        """Validate a ``(T, batch, n_features)`` input; return the (F, T, B) buffer (uploading host data)."""
-        return host_feature_major(x, n_features, dtype, where)
+    def feature_major(self, x, n_features, dtype, where, spikes=None):
+        """Validate a ``(T, batch, n_features)`` input; return the (F, T, B) buffer (uploading host data).
+
+        ``spikes``: what uint8/bool input becomes (:func:`host_feature_major`);
+        layers pass their dtype for their input (or ``np.uint8`` where the
+        backend's :attr:`packs_uint8` says it packs such input as it is) and
+        nothing for gradients.
+        """
+        return host_feature_major(x, n_features, dtype, where, spikes)
 
     def time_major(self, buf):
         """What a layer returns: the ``(T, B, F)`` view of a feature-major (F, T, B) buffer."""

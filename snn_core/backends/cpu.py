@@ -35,6 +35,7 @@ class CpuBackend(KernelModuleBackend):
     name = "cpu"
     kernels = K
     row_masks = True
+    packs_uint8 = True
 
     def lif_forward(self, I, v0, prm, u, s, v_last, live=None):
         K.lif_forward(I, v0, prm, u, s, v_last, live)
@@ -50,6 +51,8 @@ class CpuBackend(KernelModuleBackend):
         ``SPIKE_PACK_MIN_FANOUT`` connections per input, True = always try,
         False = never. Binary-ness is checked while packing, at no extra pass.
         ``live``: rows of X not to read (0), packed as silent (see ``spike_pack``).
+        A C-contiguous uint8 X is its own uint8 copy: only counts, columns and
+        bit words are written, and the returned pack refers to X.
         """
         if force is False or X.size == 0:
             return None
@@ -60,6 +63,8 @@ class CpuBackend(KernelModuleBackend):
         if packs is None:
             packs = scratch["pack"] = RecentShapes()
         X8, cnt, cols, Xb = packs.get(X.shape, _pack_scratch)
+        if X.dtype == np.uint8 and X.flags.c_contiguous:
+            X8 = X
         thr = max(1, int(N * SPIKE_LIST_RATE))
         if K.spike_pack(X, X8, cnt, cols, thr, Xb, live):
             return None  # some value is neither 0 nor 1: not a spike train

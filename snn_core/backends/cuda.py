@@ -100,7 +100,7 @@ class CudaBackend(KernelModuleBackend):
         if a.size:
             K.fill(a, value)
 
-    def feature_major(self, x, n_features, dtype, where):
+    def feature_major(self, x, n_features, dtype, where, spikes=None):
         if isinstance(x, DeviceSequence):
             if x.shape[2] != n_features:
                 raise ValueError(f"{where}: expected {n_features} features (last axis), got shape {x.shape}")
@@ -108,7 +108,8 @@ class CudaBackend(KernelModuleBackend):
                 raise TypeError(f"{where}: expected dtype {dtype}, got {x.dtype}")
             return x.fm
         if isinstance(x, np.ndarray):
-            return cuda.to_device(host_feature_major(x, n_features, dtype, where))
+            # uint8/bool spikes become floats on the host: the kernels compute in float32
+            return cuda.to_device(host_feature_major(x, n_features, dtype, where, None if spikes is None else dtype))
         raise TypeError(f"{where}: expected a numpy.ndarray or a DeviceSequence of shape (T, batch, {n_features}), "
                         f"got {type(x).__name__}")
 

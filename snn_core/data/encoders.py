@@ -14,6 +14,14 @@ kernels walk one input feature's (T, B) block at a time, so they consume this
 layout without a copy. Pass ``out=`` (a C-contiguous float32 ``(F, T, B)``
 array) to reuse a buffer across batches.
 
+Spike dtype
+-----------
+The spike encoders (Bernoulli, Poisson, latency) also write uint8 spikes
+(``dtype=np.uint8``, or a uint8 ``out``): the same 0/1 values in a quarter
+of the memory. The network takes them as they are (``Network.forward``):
+a first ``SparseLinear`` on the ``cpu`` backend packs them without a float
+copy, other layers convert them, and the results are the same bits.
+
 Random number generation
 ------------------------
 Bernoulli/Poisson draws use a counter-based SplitMix64 stream with
@@ -44,6 +52,7 @@ import numbers
 
 import numba
 import numpy as np
+from numba.extending import overload
 
 from ..kernels.cpu import borrow, pick_version
 from .dvs import frames_to_sequence
@@ -159,9 +168,45 @@ def _bernoulli_row(f, p, state, out):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _bernoulli_tile(j, x, scale, state, features, out):
+def _bernoulli_row_bytes(f, p, state, out, zs, th):
+    """:func:`_bernoulli_row` for a uint8 ``out`` (same draws). All B words of a step group are hashed
+    into ``zs`` first, then each lane is compared for all B samples (thresholds in ``th``): in this order
+    the byte compares and stores vectorise. (The float loop's order, one word's four lanes at a time,
+    ran 1.6-1.9x slower into uint8.)"""
+    T, B = out.shape[1], out.shape[2]
+    G = (T + 3) // 4
+    for b in range(B):
+        th[b] = _threshold16(p[b])
+    for g in range(G):
+        base = np.uint64((f * G + g) * B) + _ONE
+        for b in range(B):
+            zs[b] = _mix64(state + (base + np.uint64(b)) * _GAMMA)
+        for lane in range(min(4, T - 4 * g)):
+            shift = np.uint64(16 * lane)
+            t = 4 * g + lane
+            for b in range(B):
+                out[f, t, b] = ((zs[b] >> shift) & _MASK16) < th[b]
+
+
+def _draw_row(f, p, state, out, scratch, j):
+    """Row f of the draws into ``out``: :func:`_bernoulli_row` (float) or :func:`_bernoulli_row_bytes`
+    (uint8, with tile j's ``scratch[j]``), chosen when Numba compiles the caller for out's dtype (so each
+    version keeps its own loop)."""
+    raise NotImplementedError("compiled code only")
+
+
+@overload(_draw_row, inline="always")
+def _draw_row_for(f, p, state, out, scratch, j):
+    if out.dtype == numba.types.uint8:
+        return lambda f, p, state, out, scratch, j: _bernoulli_row_bytes(f, p, state, out, scratch[j, 0],
+                                                                         scratch[j, 1])
+    return lambda f, p, state, out, scratch, j: _bernoulli_row(f, p, state, out)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _bernoulli_tile(j, x, scale, state, features, out, scratch):
     """Tile j (features 32j ... 32j + 31) of :func:`_bernoulli_kernel`; returns how many of its
-    intensities lie outside [0, 1] (NaN included)."""
+    intensities lie outside [0, 1] (NaN included). ``scratch[j]``: (2, B) uint64 of the uint8 rows."""
     B, F = x.shape
     f0 = j * _TILE
     n = min(_TILE, F - f0)
@@ -178,7 +223,7 @@ def _bernoulli_tile(j, x, scale, state, features, out):
             p[k, b] = min(v * scale, one)  # poisson_encode's p = min(x * rate * dt, 1), in float32
     for k in range(n):
         if features.size == 0 or features[f0 + k]:
-            _bernoulli_row(f0 + k, p[k], state, out)
+            _draw_row(f0 + k, p[k], state, out, scratch, j)
     return n * B - inside
 
 
@@ -187,9 +232,11 @@ def _bernoulli_ser(x, scale, state, features, out):
     x = borrow(x)  # no reference counting per tile (see kernels.cpu.borrow)
     out = borrow(out)
     features = borrow(features)
+    n_tiles = (x.shape[1] + _TILE - 1) // _TILE
+    scratch = np.empty((n_tiles if out.itemsize == 1 else 0, 2, x.shape[0]), np.uint64)  # owned: not borrowed
     bad = 0
-    for j in range((x.shape[1] + _TILE - 1) // _TILE):
-        bad += _bernoulli_tile(j, x, scale, state, features, out)
+    for j in range(n_tiles):
+        bad += _bernoulli_tile(j, x, scale, state, features, out, scratch)
     return bad
 
 
@@ -198,14 +245,16 @@ def _bernoulli_par(x, scale, state, features, out):
     x = borrow(x)
     out = borrow(out)
     features = borrow(features)
+    n_tiles = (x.shape[1] + _TILE - 1) // _TILE
+    scratch = np.empty((n_tiles if out.itemsize == 1 else 0, 2, x.shape[0]), np.uint64)  # owned: not borrowed
     bad = 0
-    for j in numba.prange((x.shape[1] + _TILE - 1) // _TILE):
-        bad += _bernoulli_tile(j, x, scale, state, features, out)
+    for j in numba.prange(n_tiles):
+        bad += _bernoulli_tile(j, x, scale, state, features, out, scratch)
     return bad
 
 
 def _bernoulli_kernel(x, scale, state, features, out):
-    """Draw ``out`` (F, T, B) from float32 intensities ``x`` (B, F) times ``scale`` (capped at 1).
+    """Draw ``out`` (F, T, B), float32 or uint8, from float32 intensities ``x`` (B, F) times ``scale`` (capped at 1).
 
     Only the rows f with ``features[f] != 0`` are written (an empty
     ``features``: every row). Returns the number of values of ``x`` outside
@@ -290,19 +339,36 @@ def _feature_mask(features, F: int) -> np.ndarray:
     return np.ascontiguousarray(m).view(np.uint8)
 
 
-def _out_buffer(out, F: int, T: int, B: int) -> np.ndarray:
+#: what the spike encoders write: float32 (the layers' dtype) or uint8 (the same 0/1 in one byte)
+SPIKE_DTYPES = (np.dtype(np.float32), np.dtype(np.uint8))
+
+
+def _spike_dtype(dtype, out) -> np.dtype:
+    """The spike encoders' output dtype: ``dtype`` (float32 or uint8), else out's, else float32."""
+    if dtype is None:
+        return out.dtype if isinstance(out, np.ndarray) and out.dtype in SPIKE_DTYPES else SPIKE_DTYPES[0]
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in SPIKE_DTYPES:
+        raise ValueError(f"dtype must be float32 or uint8 (spikes), got {dtype!r}")
+    return dt
+
+
+def _out_buffer(out, F: int, T: int, B: int, dtype=np.float32) -> np.ndarray:
     if out is None:
-        return np.empty((F, T, B), dtype=np.float32)
+        return np.empty((F, T, B), dtype=dtype)
     if (
         not isinstance(out, np.ndarray)
         or out.shape != (F, T, B)
-        or out.dtype != np.float32
+        or out.dtype != dtype
         or not out.flags.c_contiguous
         or not out.flags.writeable
     ):
         got = f"{out.shape} {out.dtype}" if isinstance(out, np.ndarray) else type(out).__name__
         raise ValueError(
-            f"out must be a writable C-contiguous float32 array of shape (F, T, B) = {(F, T, B)}, got {got}"
+            f"out must be a writable C-contiguous {np.dtype(dtype)} array of shape (F, T, B) = {(F, T, B)}, got {got}"
         )
     return out
 
@@ -314,16 +380,17 @@ def _view(buf: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- encoders
 
 
-def _bernoulli(x, T, scale: float, seed, out, backend: str, features) -> np.ndarray:
+def _bernoulli(x, T, scale: float, seed, out, backend: str, features, dtype) -> np.ndarray:
     """Draw spikes with p = min(x * scale, 1) into ``out`` (or a new buffer); see :func:`bernoulli_encode`."""
     x = _as_rows(x)
     B, F = x.shape
     T = _check_T(T)
+    dtype = _spike_dtype(dtype, out)
     mask = _feature_mask(features, F)
     if out is None and mask.size:  # the rows not drawn are zeros in a new buffer
-        buf = np.zeros((F, T, B), np.float32)
+        buf = np.zeros((F, T, B), dtype)
     else:
-        buf = _out_buffer(out, F, T, B)
+        buf = _out_buffer(out, F, T, B, dtype)
     state = _stream_state(seed)
     if backend == "numba":
         # the kernel checks every value on its way (one pass over x instead of three); only a
@@ -346,7 +413,8 @@ def _bernoulli(x, T, scale: float, seed, out, backend: str, features) -> np.ndar
     return _view(buf)
 
 
-def bernoulli_encode(x, T: int, seed=None, out=None, backend: str = "numba", features=None) -> np.ndarray:
+def bernoulli_encode(x, T: int, seed=None, out=None, backend: str = "numba", features=None,
+                     dtype=None) -> np.ndarray:
     """Rate coding: at every step each input spikes with probability equal to its intensity
     (rounded to a multiple of 2**-16; see the module docstring).
 
@@ -360,7 +428,7 @@ def bernoulli_encode(x, T: int, seed=None, out=None, backend: str = "numba", fea
         Same int -> identical spikes (for any numba thread count). A Generator
         is advanced by one draw per call. None -> fresh OS entropy.
     out : np.ndarray, optional
-        Reused buffer, C-contiguous float32 of shape (features, T, batch).
+        Reused buffer, C-contiguous float32 or uint8 of shape (features, T, batch).
     backend : {"numba", "numpy"}
         Compiled kernel (serial or parallel by size), or the slower NumPy
         reference; bit-identical.
@@ -371,27 +439,32 @@ def bernoulli_encode(x, T: int, seed=None, out=None, backend: str = "numba", fea
         :meth:`~snn_core.network.Network.input_rows_needed` and the inputs
         that no connection reads cost nothing (the ``Trainer`` does). Every
         value of x is still checked.
+    dtype : None, float32 or uint8
+        The spikes' dtype; None: out's, or float32 without ``out``. uint8
+        spikes take a quarter of the memory and go into ``Network.forward``
+        as they are (module docstring, "Spike dtype").
 
     Returns
     -------
     np.ndarray
-        float32 spikes in {0, 1}, indexing (T, batch, features), stored
-        feature-major: a transposed view of the (features, T, batch) buffer
-        (``out`` if given). See the module docstring.
+        float32 (or uint8) spikes in {0, 1}, indexing (T, batch, features),
+        stored feature-major: a transposed view of the (features, T, batch)
+        buffer (``out`` if given). See the module docstring.
 
     Raises
     ------
     ValueError
-        x not 2-D, outside [0, 1] or NaN; T < 1; bad ``out`` or ``features``.
-        (The range is checked while drawing: after this error ``out`` may
-        hold partly drawn spikes.)
+        x not 2-D, outside [0, 1] or NaN; T < 1; bad ``out``, ``features``
+        or ``dtype`` (or ``out`` of another dtype than ``dtype``). (The
+        range is checked while drawing: after this error ``out`` may hold
+        partly drawn spikes.)
     """
-    return _bernoulli(x, T, 1.0, seed, out, backend, features)
+    return _bernoulli(x, T, 1.0, seed, out, backend, features, dtype)
 
 
 def poisson_encode(
     x, T: int, max_rate: float = 1000.0, dt: float = 1e-3, seed=None, out=None, backend: str = "numba",
-    features=None,
+    features=None, dtype=None,
 ) -> np.ndarray:
     """Poisson rate coding: Bernoulli spikes with p = min(x * max_rate * dt, 1) per step.
 
@@ -406,19 +479,19 @@ def poisson_encode(
     dt : float
         Step length in seconds (> 0). With the defaults p == x, and the
         result equals :func:`bernoulli_encode` for the same seed.
-    seed, out, backend, features
+    seed, out, backend, features, dtype
         As in :func:`bernoulli_encode`.
 
     Returns
     -------
     np.ndarray
-        float32 (T, batch, features) view of a feature-major (features, T, batch) buffer.
+        float32 (or uint8) (T, batch, features) view of a feature-major (features, T, batch) buffer.
     """
     if not (max_rate >= 0.0 and np.isfinite(max_rate)):
         raise ValueError(f"max_rate must be finite and >= 0 Hz, got {max_rate}")
     if not (dt > 0.0 and np.isfinite(dt)):
         raise ValueError(f"dt must be finite and > 0 s, got {dt}")
-    return _bernoulli(x, T, float(max_rate) * float(dt), seed, out, backend, features)
+    return _bernoulli(x, T, float(max_rate) * float(dt), seed, out, backend, features, dtype)
 
 
 def direct_encode(x, T: int, out=None) -> np.ndarray:
@@ -455,7 +528,7 @@ def direct_encode(x, T: int, out=None) -> np.ndarray:
 
 
 def latency_encode(
-    x, T: int, threshold: float = 0.0, mapping: str = "linear", tau: float = 5.0, out=None
+    x, T: int, threshold: float = 0.0, mapping: str = "linear", tau: float = 5.0, out=None, dtype=None
 ) -> np.ndarray:
     """Time-to-first-spike coding: each input above ``threshold`` spikes exactly once,
     brighter inputs earlier; inputs at or below ``threshold`` never spike.
@@ -479,13 +552,16 @@ def latency_encode(
     tau : float
         Time constant in steps for ``mapping="log"`` (> 0).
     out : np.ndarray, optional
-        Reused C-contiguous float32 (features, T, batch) buffer (zeroed here).
+        Reused C-contiguous float32 or uint8 (features, T, batch) buffer (zeroed here).
+    dtype : None, float32 or uint8
+        As in :func:`bernoulli_encode`.
 
     Returns
     -------
     np.ndarray
-        float32 spikes in {0, 1}, (T, batch, features) view of a feature-major
-        (features, T, batch) buffer; at most one spike per (batch, feature).
+        float32 (or uint8) spikes in {0, 1}, (T, batch, features) view of a
+        feature-major (features, T, batch) buffer; at most one spike per
+        (batch, feature).
     """
     xt = _as_batch(x)
     T = _check_T(T)
@@ -506,10 +582,10 @@ def latency_encode(
         fire &= steps <= T - 1
     else:
         raise ValueError(f"mapping must be 'linear' or 'log', got {mapping!r}")
-    buf = _out_buffer(out, xt.shape[0], T, xt.shape[1])
-    buf.fill(0.0)
+    buf = _out_buffer(out, xt.shape[0], T, xt.shape[1], _spike_dtype(dtype, out))
+    buf.fill(0)
     f_idx, b_idx = np.nonzero(fire)
-    buf[f_idx, steps[f_idx, b_idx].astype(np.intp), b_idx] = 1.0
+    buf[f_idx, steps[f_idx, b_idx].astype(np.intp), b_idx] = 1
     return _view(buf)
 
 
@@ -571,7 +647,9 @@ def get_encoder(name: str):
 
     Every encoder takes ``(x, T, **options)`` and returns float32 (T, batch,
     features) stored feature-major; ``x`` is (batch, features) for the first
-    four and (batch, T, features) frame sequences for ``"frames"``.
+    four and (batch, T, features) frame sequences for ``"frames"``. The
+    spike encoders (``"bernoulli"``, ``"poisson"``, ``"latency"``) also
+    take ``dtype=np.uint8``.
     """
     try:
         return ENCODERS[name.lower()]
