@@ -479,7 +479,7 @@ class Trainer:
         return max(self.config.batch_size, min(200, self.EVAL_BATCH_BYTES // max(per_sample, 1)))
 
     #: the validation set's spikes are drawn once and kept while they take at most this many bytes
-    #: (uint8 spikes of full MNIST's 6,000 validation images at T = 8: 38 MB, a fifth of its float32 images)
+    #: (uint8 spikes of full MNIST's 6,000 validation images at T = 8: 38 MB, a quarter of its float32 training images)
     VAL_SPIKES_BYTES = 256 << 20
 
     def evaluate(self, x, y, batch_size=None):
