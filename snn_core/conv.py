@@ -48,7 +48,7 @@ def _dtype(dtype, where):
 
 def _fm(layer, x, n, what):
     """(F, N) feature-major view of a layer input/gradient and its (T, B); an input may be uint8/bool spikes."""
-    spikes = layer.dtype if what in ("input", "shortcut") else None  # an identity shortcut passes the input on
+    spikes = None if what == "grad" else layer.dtype  # only gradients must already be floats
     X3 = layer.backend.feature_major(x, n, layer.dtype, f"{layer.name} {what}", spikes)
     F, T, B = X3.shape
     return X3.reshape(F, T * B), T, B

@@ -30,7 +30,7 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data.augment import augment_cifar, augment_dvs, random_affine, random_crop
 from .data.datasets import load_dataset, to_float, train_val_split
-from .data.encoders import get_encoder
+from .data.encoders import SPIKE_ENCODERS, get_encoder
 from .models import IO_LAYERS, convnet, resnet19, vggsnn
 from .network import mlp
 from .neurons import LIFParams
@@ -298,7 +298,7 @@ class Trainer:
         # the spike encoders draw uint8 spikes: a quarter of float32's memory (kept validation spikes, the
         # reused buffers), and a first SparseLinear on the cpu backend packs them without a float copy
         # (docs/benchmarks.md, "uint8 spikes"); every layer gives the same bits as for float32 spikes
-        self._spike_dtype = np.uint8 if config.encoder in ("bernoulli", "poisson", "latency") else np.float32
+        self._spike_dtype = np.uint8 if config.encoder in SPIKE_ENCODERS else np.float32
         self._encode_buffers = {}
         self.loss_fn = losses.get_loss(config.loss)
         self.iters_per_epoch = math.ceil(len(self.x_train) / config.batch_size)

@@ -65,6 +65,7 @@ __all__ = [
     "frames_encode",
     "get_encoder",
     "ENCODERS",
+    "SPIKE_ENCODERS",
 ]
 
 _MASK64 = (1 << 64) - 1
@@ -633,6 +634,9 @@ def frames_encode(x, T: int, out=None) -> np.ndarray:
     return frames_to_sequence(x.reshape(B, T, F, 1, 1), np.float32, out=buf)
 
 
+#: the encoders that draw spikes and so also write uint8 (``dtype=np.uint8``)
+SPIKE_ENCODERS = ("bernoulli", "poisson", "latency")
+
 ENCODERS = {
     "bernoulli": bernoulli_encode,
     "poisson": poisson_encode,
@@ -648,8 +652,7 @@ def get_encoder(name: str):
     Every encoder takes ``(x, T, **options)`` and returns float32 (T, batch,
     features) stored feature-major; ``x`` is (batch, features) for the first
     four and (batch, T, features) frame sequences for ``"frames"``. The
-    spike encoders (``"bernoulli"``, ``"poisson"``, ``"latency"``) also
-    take ``dtype=np.uint8``.
+    spike encoders (:data:`SPIKE_ENCODERS`) also take ``dtype=np.uint8``.
     """
     try:
         return ENCODERS[name.lower()]
