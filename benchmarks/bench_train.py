@@ -128,6 +128,7 @@ def run_worker(a):
     import numpy as np
 
     from snn_core import Adam, ce_count
+    from snn_core.data import EncodeAhead
     from snn_core.data.encoders import bernoulli_encode
     from snn_core.kernels import cpu
 
@@ -135,14 +136,25 @@ def run_worker(a):
     images, labels = load_mnist(4 * B)
     net, masks = _network(a.engine, a.density, SIZES)
     opt = Adam(net.parameters(), lr=1e-3)
-    rng = np.random.default_rng(0)
-    buf = np.zeros((SIZES[0], T, B), np.uint8 if a.engine == "sparse" else np.float32)
+    spike_dtype = np.uint8 if a.engine == "sparse" else np.float32
+    buf = np.zeros((SIZES[0], T, B), spike_dtype)
+    # as the Trainer: batch i + 1 is drawn on the other core while batch i trains (seed = iteration)
+    ahead = EncodeAhead(bernoulli_encode, T, dtype=spike_dtype) if a.encode_ahead else None
+    last = a.warmup + a.iters
 
     def encode(i, every_input=False):
         k = i % 4
-        features = None if every_input else net.input_rows_needed()
-        x = bernoulli_encode(images[k * B:(k + 1) * B], T, seed=rng, out=buf, features=features)
-        return x, labels[k * B:(k + 1) * B]
+        x, y = images[k * B:(k + 1) * B], labels[k * B:(k + 1) * B]
+        if ahead is None or every_input:
+            features = None if every_input else net.input_rows_needed()
+            return bernoulli_encode(x, T, seed=i, out=buf, features=features), y
+        if not ahead.pending:
+            ahead.submit(x, seed=i, features=net.input_rows_needed())
+        spikes = ahead.result(features=net.input_rows_needed())
+        if i + 1 < last:
+            k = (i + 1) % 4
+            ahead.submit(images[k * B:(k + 1) * B], seed=i + 1, features=net.input_rows_needed())
+        return spikes, y
 
     def train_step(i):
         x, y = encode(i)
@@ -169,6 +181,8 @@ def run_worker(a):
     for i in range(a.iters):
         infer_step(a.warmup + i)
     t_infer = time.perf_counter() - t0
+    if ahead is not None:
+        ahead.close()
     ev = np.mean([forward_events(net, encode(i, every_input=True)[0]) for i in range(4)])
     iters_per_s = a.iters / t_train
     emit({
@@ -179,7 +193,7 @@ def run_worker(a):
         "connections": int(sum(_fanout(l).sum() for l in net.layers if _fanout(l) is not None)),
         "loss": "ce_count", "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
         "parallel_min_ns": cpu.parallel_min_ns(), "threading_layer": cpu.threading_layer(),
-        "load_avg_1min": os.getloadavg()[0],
+        "encode_ahead": bool(a.encode_ahead), "load_avg_1min": os.getloadavg()[0],
     })
 
 
@@ -423,7 +437,7 @@ def orchestrate(a):
                 else:
                     cmd = [sys.executable, me, "--worker", "--engine", eng.replace("-mt", ""), "--density", str(d),
                            "--iters", str(a.iters), "--warmup", str(a.warmup), "--steps", str(a.steps),
-                           "--batch", str(a.batch)]
+                           "--batch", str(a.batch)] + ([] if a.encode_ahead else ["--no-encode-ahead"])
                     r = _run(cmd, env_mt if eng == "dense-mt" else env, a.timeout)
                     r["engine_kind"] = eng
                 r["repeat"] = rep
@@ -499,6 +513,9 @@ def main(argv=None):
                    help="with --profile: also time every kernels/cpu.py call, and the rest (Python, dispatch)")
     p.add_argument("--timeout", type=float, default=1800)
     p.add_argument("--json-out", default=None, help="also write every run to this JSON file")
+    p.add_argument("--encode-ahead", action=argparse.BooleanOptionalAction, default=True,
+                   help="draw the next batch's spikes on a background thread while a batch trains, as the "
+                        "Trainer does (default); --no-encode-ahead draws each batch in the step")
     p.add_argument("--dense-mt", action="store_true",
                    help="also run the dense path with a BLAS thread per core ('dense-mt'; default: one BLAS thread)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -30,7 +30,8 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data.augment import augment_cifar, augment_dvs, random_affine, random_crop
 from .data.datasets import load_dataset, to_float, train_val_split
-from .data.encoders import SPIKE_ENCODERS, get_encoder
+from .data.ahead import EncodeAhead
+from .data.encoders import RANDOM_ENCODERS, SPIKE_ENCODERS, get_encoder
 from .models import IO_LAYERS, convnet, resnet19, vggsnn
 from .network import mlp
 from .neurons import LIFParams
@@ -300,6 +301,10 @@ class Trainer:
         # (docs/benchmarks.md, "uint8 spikes"); every layer gives the same bits as for float32 spikes
         self._spike_dtype = np.uint8 if config.encoder in SPIKE_ENCODERS else np.float32
         self._encode_buffers = {}
+        #: draw the next training batch's spikes on a background thread while a batch trains (the random
+        #: encoders; the same spikes as drawn in the step: docs/benchmarks.md, "Encoding ahead")
+        self.encode_ahead = config.encoder in RANDOM_ENCODERS
+        self._ahead = None
         self.loss_fn = losses.get_loss(config.loss)
         self.iters_per_epoch = math.ceil(len(self.x_train) / config.batch_size)
         self.planned_iterations = self.iters_per_epoch * config.epochs
@@ -372,8 +377,9 @@ class Trainer:
         features = self.network.input_rows_needed() if for_forward else None
         return self.encode(x, self.config.steps, seed=_seed(self.config.seed, *key), out=buf, features=features)
 
-    def augment(self, x):
-        """The training augmentation (``config.augment``) of a batch, else x itself.
+    def augment(self, x, iteration=None):
+        """The training augmentation (``config.augment``) of the batch of ``iteration`` (default: the next
+        optimizer step's, ``self.iteration``), else x itself.
 
         x is (batch, features) images or (batch, T, features) frame
         sequences; every image is viewed as ``self.image_shape`` (C, H, W),
@@ -384,7 +390,7 @@ class Trainer:
         kind = self.config.augment
         if kind == "none":
             return x
-        rng = np.random.default_rng(_seed(self.config.seed, 3, self.iteration))
+        rng = np.random.default_rng(_seed(self.config.seed, 3, self.iteration if iteration is None else iteration))
         # (B, C, H, W) or (B, T, C, H, W): the transforms draw once per sample (axis 0)
         # and move the last two axes, so a sample's frames move together
         images = x.reshape(x.shape[:-1] + tuple(self.image_shape))
@@ -412,12 +418,17 @@ class Trainer:
         total_loss, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
         timed = self.profiler  # a no-op unless profiling (snn-esl train --profile)
         per_layer = self.layer_profiler if self.layer_profiler.enabled else None
+        if self._ahead is not None:  # a batch drawn ahead by an epoch that stopped early is not this epoch's
+            self._ahead.cancel()
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
             with timed("rewiring"):  # first: it decides which inputs the forward reads, and so are encoded
                 self.rewirer.prepare(self.iteration + 1, net)
             with timed("encode"):
-                x = self._encode(self.augment(self.x_train[idx]), (2, self.iteration), for_forward=True)
+                if self.encode_ahead:
+                    x = self._take_ahead(order, start)
+                else:
+                    x = self._encode(self.augment(self.x_train[idx]), (2, self.iteration), for_forward=True)
                 y = self.y_train[idx]
             with timed("forward"):
                 out = to_host(net.forward(x, timer=per_layer))
@@ -445,6 +456,27 @@ class Trainer:
                                          density=f"{self.global_density():.3f}",
                                          sps=f"{seen / (time.perf_counter() - t0):.0f}", refresh=False)
         return total_loss / seen, correct / seen
+
+    def _take_ahead(self, order, start):
+        """The spikes of the batch ``order[start:...]`` (drawn during the previous step); submits the next one.
+
+        The batch of optimizer step i is drawn with the seed (config.seed, 2,
+        i), as :meth:`_encode` would draw it, for the input features the
+        network reads when it is taken (:class:`~snn_core.data.EncodeAhead`).
+        """
+        cfg, needed = self.config, self.network.input_rows_needed
+        if self._ahead is None:
+            self._ahead = EncodeAhead(self.encode, cfg.steps, dtype=self._spike_dtype)
+        ahead, bs = self._ahead, cfg.batch_size
+        if not ahead.pending:  # an epoch's first batch (train_epoch cancels one an interrupted epoch left)
+            ahead.submit(self.augment(self.x_train[order[start:start + bs]]), _seed(cfg.seed, 2, self.iteration),
+                         features=needed())
+        x = ahead.result(features=needed())
+        nxt = order[start + bs:start + 2 * bs]
+        if len(nxt):
+            ahead.submit(self.augment(self.x_train[nxt], self.iteration + 1), _seed(cfg.seed, 2, self.iteration + 1),
+                         features=needed())
+        return x
 
     def _check_diverged(self, loss, what):
         """Raise :class:`TrainingDiverged` at a non-finite/exploding loss or a NaN/Inf parameter."""

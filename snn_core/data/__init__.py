@@ -9,6 +9,7 @@ frame sequences, which the ``frames`` encoder only lays out.
 :func:`load_dataset` reads IDX, CIFAR and DVS folders alike.
 """
 
+from .ahead import EncodeAhead
 from .aedat import EVENT_DTYPE, make_events, read_aedat, write_aedat
 from .augment import (
     CIFAR10_MEAN,
@@ -95,6 +96,7 @@ __all__ = [
     "direct_encode",
     "download_archives",
     "download_mnist",
+    "EncodeAhead",
     "ENCODERS",
     "EVENT_DTYPE",
     "events_to_frames",

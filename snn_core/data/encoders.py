@@ -66,6 +66,7 @@ __all__ = [
     "get_encoder",
     "ENCODERS",
     "SPIKE_ENCODERS",
+    "RANDOM_ENCODERS",
 ]
 
 _MASK64 = (1 << 64) - 1
@@ -168,25 +169,43 @@ def _bernoulli_row(f, p, state, out):
                 z >>= _S16
 
 
+_LOW32 = np.uint64(0xFFFFFFFF)
+_MASK16_32 = np.uint32(0xFFFF)
+_U32_0, _U32_16 = np.uint32(0), np.uint32(16)
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
-def _bernoulli_row_bytes(f, p, state, out, zs, th):
+def _lane_bytes(out, f, t, w, shift, th):
+    """out[f, t, :] = the 16-bit uniforms at bit ``shift`` of the uint32 half-words ``w`` (B,) below ``th`` (B,)."""
+    for b in range(out.shape[2]):
+        out[f, t, b] = ((w[b] >> shift) & _MASK16_32) < th[b]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _bernoulli_row_bytes(f, p, state, out, th, lo, hi):
     """:func:`_bernoulli_row` for a uint8 ``out`` (same draws). All B words of a step group are hashed
-    into ``zs`` first, then each lane is compared for all B samples (thresholds in ``th``): in this order
-    the byte compares and stores vectorise. (The float loop's order, one word's four lanes at a time,
-    ran 1.6-1.9x slower into uint8.)"""
+    first, their halves kept in ``lo`` and ``hi`` (uint32, B), then each lane is compared for all B
+    samples (thresholds in ``th``, uint32). In this order the compares and byte stores vectorise, and
+    32-bit lanes compare twice as many samples per instruction as the 64-bit words (20-28% faster rows
+    than comparing the words, docs/benchmarks.md; the float loop's order ran 1.6-1.9x slower)."""
     T, B = out.shape[1], out.shape[2]
     G = (T + 3) // 4
     for b in range(B):
-        th[b] = _threshold16(p[b])
+        th[b] = np.uint32(_threshold16(p[b]))
     for g in range(G):
         base = np.uint64((f * G + g) * B) + _ONE
         for b in range(B):
-            zs[b] = _mix64(state + (base + np.uint64(b)) * _GAMMA)
-        for lane in range(min(4, T - 4 * g)):
-            shift = np.uint64(16 * lane)
-            t = 4 * g + lane
-            for b in range(B):
-                out[f, t, b] = ((zs[b] >> shift) & _MASK16) < th[b]
+            z = _mix64(state + (base + np.uint64(b)) * _GAMMA)
+            lo[b] = np.uint32(z & _LOW32)
+            hi[b] = np.uint32(z >> _S32)
+        t, lanes = 4 * g, min(4, T - 4 * g)
+        _lane_bytes(out, f, t, lo, _U32_0, th)
+        if lanes > 1:
+            _lane_bytes(out, f, t + 1, lo, _U32_16, th)
+        if lanes > 2:
+            _lane_bytes(out, f, t + 2, hi, _U32_0, th)
+        if lanes > 3:
+            _lane_bytes(out, f, t + 3, hi, _U32_16, th)
 
 
 def _draw_row(f, p, state, out, scratch, j):
@@ -200,14 +219,14 @@ def _draw_row(f, p, state, out, scratch, j):
 def _draw_row_for(f, p, state, out, scratch, j):
     if out.dtype == numba.types.uint8:
         return lambda f, p, state, out, scratch, j: _bernoulli_row_bytes(f, p, state, out, scratch[j, 0],
-                                                                         scratch[j, 1])
+                                                                         scratch[j, 1], scratch[j, 2])
     return lambda f, p, state, out, scratch, j: _bernoulli_row(f, p, state, out)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _bernoulli_tile(j, x, scale, state, features, out, scratch):
     """Tile j (features 32j ... 32j + 31) of :func:`_bernoulli_kernel`; returns how many of its
-    intensities lie outside [0, 1] (NaN included). ``scratch[j]``: (2, B) uint64 of the uint8 rows."""
+    intensities lie outside [0, 1] (NaN included). ``scratch[j]``: (3, B) uint32 of the uint8 rows."""
     B, F = x.shape
     f0 = j * _TILE
     n = min(_TILE, F - f0)
@@ -234,7 +253,7 @@ def _bernoulli_ser(x, scale, state, features, out):
     out = borrow(out)
     features = borrow(features)
     n_tiles = (x.shape[1] + _TILE - 1) // _TILE
-    scratch = np.empty((n_tiles if out.itemsize == 1 else 0, 2, x.shape[0]), np.uint64)  # owned: not borrowed
+    scratch = np.empty((n_tiles if out.itemsize == 1 else 0, 3, x.shape[0]), np.uint32)  # owned: not borrowed
     bad = 0
     for j in range(n_tiles):
         bad += _bernoulli_tile(j, x, scale, state, features, out, scratch)
@@ -247,26 +266,30 @@ def _bernoulli_par(x, scale, state, features, out):
     out = borrow(out)
     features = borrow(features)
     n_tiles = (x.shape[1] + _TILE - 1) // _TILE
-    scratch = np.empty((n_tiles if out.itemsize == 1 else 0, 2, x.shape[0]), np.uint64)  # owned: not borrowed
+    scratch = np.empty((n_tiles if out.itemsize == 1 else 0, 3, x.shape[0]), np.uint32)  # owned: not borrowed
     bad = 0
     for j in numba.prange(n_tiles):
         bad += _bernoulli_tile(j, x, scale, state, features, out, scratch)
     return bad
 
 
-def _bernoulli_kernel(x, scale, state, features, out):
+def _bernoulli_kernel(x, scale, state, features, out, parallel=None):
     """Draw ``out`` (F, T, B), float32 or uint8, from float32 intensities ``x`` (B, F) times ``scale`` (capped at 1).
 
     Only the rows f with ``features[f] != 0`` are written (an empty
     ``features``: every row). Returns the number of values of ``x`` outside
     [0, 1] or NaN, all of ``x`` counted; nonzero means ``out`` holds nothing
-    meaningful. Serial or parallel over tiles of features by estimated work
-    (identical results either way). Readable twin: :func:`_bernoulli_numpy`
-    on ``min(x.T * scale, 1)``.
+    meaningful. Serial or parallel over tiles of features by estimated work,
+    or as ``parallel`` (True/False) says (identical results either way).
+    Readable twin: :func:`_bernoulli_numpy` on ``min(x.T * scale, 1)``.
     """
-    rows = out.shape[0] if features.size == 0 else int(np.count_nonzero(features))
-    work = rows * out.shape[1] * out.shape[2] * _NS_BERNOULLI
-    return pick_version(_bernoulli_ser, _bernoulli_par, work)(x, np.float32(scale), state, features, out)
+    if parallel is False:
+        kernel = _bernoulli_ser
+    else:  # True: as if the work were endless, so still serial where no parallel region may start (a forked child)
+        rows = out.shape[0] if features.size == 0 else int(np.count_nonzero(features))
+        work = np.inf if parallel else rows * out.shape[1] * out.shape[2] * _NS_BERNOULLI
+        kernel = pick_version(_bernoulli_ser, _bernoulli_par, work)
+    return kernel(x, np.float32(scale), state, features, out)
 
 
 def _bernoulli_numpy(p_fb: np.ndarray, state: np.uint64, out: np.ndarray) -> None:
@@ -381,7 +404,7 @@ def _view(buf: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- encoders
 
 
-def _bernoulli(x, T, scale: float, seed, out, backend: str, features, dtype) -> np.ndarray:
+def _bernoulli(x, T, scale: float, seed, out, backend: str, features, dtype, parallel) -> np.ndarray:
     """Draw spikes with p = min(x * scale, 1) into ``out`` (or a new buffer); see :func:`bernoulli_encode`."""
     x = _as_rows(x)
     B, F = x.shape
@@ -396,7 +419,7 @@ def _bernoulli(x, T, scale: float, seed, out, backend: str, features, dtype) -> 
     if backend == "numba":
         # the kernel checks every value on its way (one pass over x instead of three); only a
         # failed check pays for the NumPy one, for its message
-        if buf.size and _bernoulli_kernel(x, scale, state, mask, buf):
+        if buf.size and _bernoulli_kernel(x, scale, state, mask, buf, parallel):
             _check_values(x)
     elif backend == "numpy":
         p = _as_batch(x)
@@ -414,8 +437,14 @@ def _bernoulli(x, T, scale: float, seed, out, backend: str, features, dtype) -> 
     return _view(buf)
 
 
+def _check_parallel(parallel):
+    if parallel is not None and not isinstance(parallel, (bool, np.bool_)):
+        raise ValueError(f"parallel must be None, True or False, got {parallel!r}")
+    return parallel
+
+
 def bernoulli_encode(x, T: int, seed=None, out=None, backend: str = "numba", features=None,
-                     dtype=None) -> np.ndarray:
+                     dtype=None, parallel=None) -> np.ndarray:
     """Rate coding: at every step each input spikes with probability equal to its intensity
     (rounded to a multiple of 2**-16; see the module docstring).
 
@@ -444,6 +473,11 @@ def bernoulli_encode(x, T: int, seed=None, out=None, backend: str = "numba", fea
         The spikes' dtype; None: out's, or float32 without ``out``. uint8
         spikes take a quarter of the memory and go into ``Network.forward``
         as they are (module docstring, "Spike dtype").
+    parallel : None, True or False
+        The numba kernel on every core or one: None chooses by size, True
+        takes the parallel kernel wherever one may run, False always draws
+        on the calling thread alone (what a background thread must do: see
+        :class:`~snn_core.data.EncodeAhead`). Same bits either way.
 
     Returns
     -------
@@ -460,12 +494,12 @@ def bernoulli_encode(x, T: int, seed=None, out=None, backend: str = "numba", fea
         range is checked while drawing: after this error ``out`` may hold
         partly drawn spikes.)
     """
-    return _bernoulli(x, T, 1.0, seed, out, backend, features, dtype)
+    return _bernoulli(x, T, 1.0, seed, out, backend, features, dtype, _check_parallel(parallel))
 
 
 def poisson_encode(
     x, T: int, max_rate: float = 1000.0, dt: float = 1e-3, seed=None, out=None, backend: str = "numba",
-    features=None, dtype=None,
+    features=None, dtype=None, parallel=None,
 ) -> np.ndarray:
     """Poisson rate coding: Bernoulli spikes with p = min(x * max_rate * dt, 1) per step.
 
@@ -480,7 +514,7 @@ def poisson_encode(
     dt : float
         Step length in seconds (> 0). With the defaults p == x, and the
         result equals :func:`bernoulli_encode` for the same seed.
-    seed, out, backend, features, dtype
+    seed, out, backend, features, dtype, parallel
         As in :func:`bernoulli_encode`.
 
     Returns
@@ -492,7 +526,8 @@ def poisson_encode(
         raise ValueError(f"max_rate must be finite and >= 0 Hz, got {max_rate}")
     if not (dt > 0.0 and np.isfinite(dt)):
         raise ValueError(f"dt must be finite and > 0 s, got {dt}")
-    return _bernoulli(x, T, float(max_rate) * float(dt), seed, out, backend, features, dtype)
+    return _bernoulli(x, T, float(max_rate) * float(dt), seed, out, backend, features, dtype,
+                      _check_parallel(parallel))
 
 
 def direct_encode(x, T: int, out=None) -> np.ndarray:
@@ -636,6 +671,9 @@ def frames_encode(x, T: int, out=None) -> np.ndarray:
 
 #: the encoders that draw spikes and so also write uint8 (``dtype=np.uint8``)
 SPIKE_ENCODERS = ("bernoulli", "poisson", "latency")
+#: the random ones among them: they take ``seed``, ``features`` and ``parallel`` (what
+#: :class:`~snn_core.data.EncodeAhead` calls)
+RANDOM_ENCODERS = ("bernoulli", "poisson")
 
 ENCODERS = {
     "bernoulli": bernoulli_encode,

@@ -1,0 +1,164 @@
+"""Drawing the next batch's spikes on a second core while the current batch trains.
+
+At density 0.01 the 784-800-10 MLP spends about a fifth of a training step
+in the Bernoulli draws and much of the rest in serial work (Python, small
+kernels) that leaves the second core idle. :class:`EncodeAhead` draws batch
+i + 1 on a background thread during batch i's forward, loss, backward and
+optimizer step, so the step only waits for whatever is left of the draws.
+
+Three rules keep it exact and out of the way:
+
+* **Same bits.** The draws depend only on (seed, feature, step, sample), so
+  the spikes are those of ``encode(x, T, seed=seed, features=...)`` on the
+  calling thread. The seed must be an int: a Generator would be advanced in
+  another order.
+* **The rows needed when the batch is taken.** A batch is submitted with
+  the input features the network reads at that moment; a rewiring before
+  it is taken may make the network read others. :meth:`EncodeAhead.result`
+  draws those rows then, with the same seed: the same bits as if they had
+  been drawn with the rest (``features`` never changes the drawn rows).
+* **Never in a parallel region's way.** The background thread draws with
+  the serial kernel (``parallel=False``: no second parallel region, which
+  Numba's work-queue layer does not allow and which would ask for more
+  threads than cores) at the lowest scheduling priority (Linux
+  ``SCHED_IDLE``): it runs only on a core that nothing else wants. At normal
+  priority it took cores from the training step's parallel kernels, whose
+  regions wait for their slowest thread: the 0.01 step ran 15-17% slower
+  instead of 11-12% faster (docs/benchmarks.md, "Encoding ahead").
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+__all__ = ["EncodeAhead"]
+
+
+def _lowest_priority():
+    """Let the calling thread run only where no other thread wants the core (Linux ``SCHED_IDLE``)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # pid 0: this thread
+    except (AttributeError, OSError):  # not Linux, or not permitted: normal priority, still correct
+        pass
+
+
+class EncodeAhead:
+    """Draws one batch ahead: :meth:`submit` the next batch, take the current one's spikes with :meth:`result`.
+
+    Parameters
+    ----------
+    encode : callable
+        A seeded spike encoder called as ``encode(x, T, seed=seed, out=buf,
+        features=mask, dtype=dtype, parallel=False)``:
+        :func:`~snn_core.data.bernoulli_encode`, :func:`~snn_core.data.poisson_encode`
+        or a ``functools.partial`` of one.
+    T : int
+        Number of time steps.
+    dtype : uint8 or float32
+        The spikes' dtype (uint8: a quarter of the memory, see the encoders).
+
+    The spikes returned by :meth:`result` are a (T, batch, features) view
+    of one of two reused (features, T, batch) buffers per batch shape: they
+    stay valid until the second :meth:`submit` after it (the batch after
+    next is drawn into the same buffer). A training loop::
+
+        ahead = EncodeAhead(bernoulli_encode, T)
+        ahead.submit(x[0], seed=0, features=net.input_rows_needed())
+        for i in range(n):
+            spikes = ahead.result(features=net.input_rows_needed())
+            if i + 1 < n:
+                ahead.submit(x[i + 1], seed=i + 1, features=net.input_rows_needed())
+            ...  # forward, backward, optimizer step (rewiring) on spikes
+        ahead.close()
+    """
+
+    def __init__(self, encode, T, dtype=np.uint8):
+        if not callable(encode):
+            raise TypeError(f"encode must be a spike encoder (callable), got {type(encode).__name__}")
+        self.encode, self.T, self.dtype = encode, T, np.dtype(dtype)
+        self._pool, self._pool_pid = None, None
+        self._buffers = {}  # (features, T, batch) -> [two buffers, the next one to draw into]
+        self._pending = None  # (future, x, seed, features drawn, buffer)
+
+    @property
+    def pending(self):
+        """Whether a submitted batch waits to be taken with :meth:`result`."""
+        return self._pending is not None
+
+    def _executor(self):
+        # a forked child inherits the executor but not its thread: it would wait forever, so it makes its own
+        if self._pool is None or self._pool_pid != os.getpid():
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="snn_core-encode", initializer=_lowest_priority)
+            self._pool_pid = os.getpid()
+        return self._pool
+
+    def _buffer(self, shape):
+        ring = self._buffers.get(shape)
+        if ring is None:  # zeros: rows that are never drawn hold spikes, never garbage
+            ring = self._buffers[shape] = [[np.zeros(shape, self.dtype), np.zeros(shape, self.dtype)], 0]
+        bufs, k = ring
+        ring[1] = 1 - k
+        return bufs[k]
+
+    def submit(self, x, seed, features=None):
+        """Start drawing the spikes of intensities ``x`` (batch, features) on the background thread.
+
+        ``seed``: an int (same int, same spikes). ``features``: a bool/uint8
+        mask of the input features to draw (e.g. ``Network.input_rows_needed()``),
+        None for all. Errors in x (NaN, outside [0, 1]) are raised by :meth:`result`.
+        """
+        if self._pending is not None:
+            raise RuntimeError("EncodeAhead.submit: the submitted batch was not taken yet (call result first)")
+        if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
+            raise TypeError(f"EncodeAhead.submit: seed must be an int (rows drawn later use it again), "
+                            f"got {type(seed).__name__}")
+        x = np.asarray(x)
+        if x.ndim != 2:
+            raise ValueError(f"EncodeAhead.submit: x must be 2-D (batch, features), got shape {x.shape}")
+        drawn = None if features is None else np.array(features, dtype=bool)  # a copy: the caller's may change
+        if drawn is not None and drawn.shape != (x.shape[1],):
+            raise ValueError(f"EncodeAhead.submit: features must be a mask of shape ({x.shape[1]},), one entry "
+                             f"per input feature, got {drawn.shape}")
+        buf = self._buffer((x.shape[1], self.T, x.shape[0]))
+        future = self._executor().submit(self.encode, x, self.T, seed=int(seed), out=buf, features=drawn,
+                                         dtype=self.dtype, parallel=False)
+        self._pending = (future, x, int(seed), drawn, buf)
+
+    def result(self, features=None):
+        """The submitted batch's spikes, (T, batch, features); waits for the draws to finish.
+
+        ``features``: the input features needed now (None: all). Those the
+        submit's mask left out are drawn here, on this thread, with the same
+        seed: the same bits as drawn together with the others.
+        """
+        if self._pending is None:
+            raise RuntimeError("EncodeAhead.result: no batch was submitted")
+        future, x, seed, drawn, buf = self._pending
+        self._pending = None
+        spikes = future.result()  # the encoder's own error, if any, is raised here
+        if drawn is not None:
+            missing = ~drawn if features is None else np.asarray(features, dtype=bool) & ~drawn
+            if missing.any():
+                self.encode(x, self.T, seed=seed, out=buf, features=missing, dtype=self.dtype)
+        return spikes
+
+    def cancel(self):
+        """Drop a submitted batch that will not be taken (waits for its draws, so its buffer is free)."""
+        if self._pending is not None:
+            future = self._pending[0]
+            self._pending = None
+            try:
+                future.result()
+            except Exception:  # noqa: BLE001 - a batch nobody takes: its error concerns nobody
+                pass
+
+    def close(self):
+        """Cancel what is pending and stop the background thread (a later :meth:`submit` starts a new one)."""
+        self.cancel()
+        if self._pool is not None and self._pool_pid == os.getpid():
+            self._pool.shutdown(wait=True)
+        self._pool = None
