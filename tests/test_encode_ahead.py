@@ -127,6 +127,13 @@ def test_bad_use_is_a_clear_error_and_encoder_errors_reach_result():
     ahead.close()
     with pytest.raises(TypeError, match="callable"):
         EncodeAhead("bernoulli", 4)
+    with pytest.raises(ValueError, match="dtype must be uint8 or float32"):
+        EncodeAhead(bernoulli_encode, 4, dtype=np.float64)
+    ahead = EncodeAhead(bernoulli_encode, 4)
+    ahead.submit(x, seed=0, features=np.ones(x.shape[1], bool))
+    with pytest.raises(ValueError, match="features must be a mask of shape"):
+        ahead.result(features=np.ones(3, bool))
+    ahead.close()
 
 
 def test_parallel_flag_gives_the_same_bits_and_is_checked():

@@ -35,6 +35,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .encoders import SPIKE_DTYPES
+
 __all__ = ["EncodeAhead"]
 
 
@@ -79,6 +81,8 @@ class EncodeAhead:
     def __init__(self, encode, T, dtype=np.uint8):
         if not callable(encode):
             raise TypeError(f"encode must be a spike encoder (callable), got {type(encode).__name__}")
+        if np.dtype(dtype) not in SPIKE_DTYPES:
+            raise ValueError(f"EncodeAhead: dtype must be uint8 or float32 (spikes), got {dtype!r}")
         self.encode, self.T, self.dtype = encode, T, np.dtype(dtype)
         self._pool, self._pool_pid = None, None
         self._buffers = {}  # (features, T, batch) -> [two buffers, the next one to draw into]
@@ -141,7 +145,11 @@ class EncodeAhead:
         self._pending = None
         spikes = future.result()  # the encoder's own error, if any, is raised here
         if drawn is not None:
-            missing = ~drawn if features is None else np.asarray(features, dtype=bool) & ~drawn
+            needed = None if features is None else np.asarray(features, dtype=bool)
+            if needed is not None and needed.shape != drawn.shape:
+                raise ValueError(f"EncodeAhead.result: features must be a mask of shape {drawn.shape}, one entry "
+                                 f"per input feature, got {needed.shape}")
+            missing = ~drawn if needed is None else needed & ~drawn
             if missing.any():
                 self.encode(x, self.T, seed=seed, out=buf, features=missing, dtype=self.dtype)
         return spikes
