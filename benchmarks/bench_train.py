@@ -148,12 +148,13 @@ def run_worker(a):
         if ahead is None or every_input:
             features = None if every_input else net.input_rows_needed()
             return bernoulli_encode(x, T, seed=i, out=buf, features=features), y
+        needed = net.input_rows_needed()  # the same for this batch and the next until the forward
         if not ahead.pending:
-            ahead.submit(x, seed=i, features=net.input_rows_needed())
-        spikes = ahead.result(features=net.input_rows_needed())
+            ahead.submit(x, seed=i, features=needed)
+        spikes = ahead.result(features=needed)
         if i + 1 < last:
             k = (i + 1) % 4
-            ahead.submit(images[k * B:(k + 1) * B], seed=i + 1, features=net.input_rows_needed())
+            ahead.submit(images[k * B:(k + 1) * B], seed=i + 1, features=needed)
         return spikes, y
 
     def train_step(i):

@@ -464,18 +464,20 @@ class Trainer:
         i), as :meth:`_encode` would draw it, for the input features the
         network reads when it is taken (:class:`~snn_core.data.EncodeAhead`).
         """
-        cfg, needed = self.config, self.network.input_rows_needed
+        cfg = self.config
         if self._ahead is None:
             self._ahead = EncodeAhead(self.encode, cfg.steps, dtype=self._spike_dtype)
         ahead, bs = self._ahead, cfg.batch_size
+        needed = self.network.input_rows_needed()  # until this step's forward, for this batch and the next
+
+        def submit(idx, iteration):
+            ahead.submit(self.augment(self.x_train[idx], iteration), _seed(cfg.seed, 2, iteration), features=needed)
+
         if not ahead.pending:  # an epoch's first batch (train_epoch cancels one an interrupted epoch left)
-            ahead.submit(self.augment(self.x_train[order[start:start + bs]]), _seed(cfg.seed, 2, self.iteration),
-                         features=needed())
-        x = ahead.result(features=needed())
-        nxt = order[start + bs:start + 2 * bs]
-        if len(nxt):
-            ahead.submit(self.augment(self.x_train[nxt], self.iteration + 1), _seed(cfg.seed, 2, self.iteration + 1),
-                         features=needed())
+            submit(order[start:start + bs], self.iteration)
+        x = ahead.result(features=needed)
+        if start + bs < len(order):
+            submit(order[start + bs:start + 2 * bs], self.iteration + 1)
         return x
 
     def _check_diverged(self, loss, what):
