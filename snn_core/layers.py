@@ -839,7 +839,10 @@ class LIF(_Neurons):
         when first read after a call, not by ``forward`` itself.
         """
         if self._v_last_host is None and self._v_last is not None:
-            self._v_last_host = self.backend.to_host(self._v_last).T
+            v = self.backend.to_host(self._v_last)
+            if self._forward_live is not None:  # rows the kernel left unwritten: not computed
+                v[self._forward_live == 0] = np.nan
+            self._v_last_host = v.T
         return self._v_last_host
 
     def _scratch_u(self, shape):

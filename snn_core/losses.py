@@ -26,21 +26,28 @@ from .kernels import cpu as K
 from .kernels import reference as R
 
 
-def _check(O, y):
+def _labels(O, y):
+    """``y`` as int64 class indices, its shape and dtype checked against O (its range: by the caller)."""
     if not isinstance(O, np.ndarray) or O.ndim != 3:
         raise ValueError(f"output: expected an ndarray (T, batch, classes), got {getattr(O, 'shape', type(O))}")
     y = np.asarray(y)
     if y.shape != (O.shape[1],):
         raise ValueError(f"labels: expected shape ({O.shape[1]},), got {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
+    if y.dtype.kind not in "iu":
         raise TypeError(f"labels: expected integers, got {y.dtype}")
+    return y.astype(np.int64, copy=False)
+
+
+def _check(O, y):
+    y = _labels(O, y)
     if y.size and (y.min() < 0 or y.max() >= O.shape[2]):
-        raise ValueError(f"labels: must be in [0, {O.shape[2]}), got range [{y.min()}, {y.max()}]")
-    return y.astype(np.int64)
+        raise K.label_range_error(y, O.shape[2])
+    return y
 
 
 def _time_ce(O, y, mean):
-    y = _check(O, y)
+    y = _labels(O, y)  # the range is checked by the kernel, in the same pass (two NumPy reductions here cost
+    # 6-8 us a training step on the Emerald Rapids guest)
     if O.dtype.type not in (np.float32, np.float64):
         raise TypeError(f"output: expected float32 or float64, got {O.dtype}")
     # the kernel runs over the feature-major (classes, T, batch) buffer behind a network's output (no copy),

@@ -143,11 +143,12 @@ class Network:
         neither read nor checked for NaN/Inf: it changes no output and no
         gradient. The mask changes when the structure does (rewiring) or a
         layer's ``retain_output_grad`` is set. Backends without row masks
-        read every input (None).
+        read every input (None). The array is read-only and the same object
+        until the mask changes (:class:`~snn_core.data.EncodeAhead` relies on
+        that to skip comparing masks).
         """
-        masks = self._forward_masks()
-        read = None if masks is None or masks[0] is None else masks[0][1]
-        return None if read is None else read.copy()
+        self._forward_masks()
+        return self._kept_masks[2]
 
     def _forward_masks(self):
         """:meth:`_compute_forward_masks`, kept until some layer's ``row_mask_key`` changes.
@@ -161,7 +162,11 @@ class Network:
         if kept is not None and len(kept[0]) == len(key) and all(a is b for a, b in zip(kept[0], key)):
             return kept[1]
         masks = self._compute_forward_masks()
-        self._kept_masks = (key, masks)
+        read = None if masks is None or masks[0] is None else masks[0][1]
+        if read is not None:  # what input_rows_needed hands out: read-only, so that no caller changes the masks
+            read = read.view()
+            read.flags.writeable = False
+        self._kept_masks = (key, masks, read)
         return masks
 
     def _compute_forward_masks(self):

@@ -56,6 +56,39 @@ def test_rows_needed_later_are_drawn_with_the_same_bits():
     ahead.close()
 
 
+def test_a_read_only_mask_is_kept_and_a_new_one_compared():
+    """The network's mask (read-only, the same object until it changes) is neither copied nor compared; another
+    mask at result, or a writable one at submit, is compared: rows missing then are drawn with the same bits."""
+    x, T, F = _batches(1)[0], 5, 45
+    calls = []
+
+    def spy(x, T, **kw):
+        calls.append(kw["features"])
+        return bernoulli_encode(x, T, **kw)
+
+    rng = np.random.default_rng(4)
+    first = (rng.random(F) < 0.4).astype(np.uint8)
+    first.flags.writeable = False
+    ahead = EncodeAhead(spy, T)
+    ahead.submit(x, seed=7, features=first)
+    ahead.result(features=first)
+    assert len(calls) == 1 and calls[0] is first  # kept as it is, nothing drawn late
+    later = first | (rng.random(F) < 0.5).astype(np.uint8)  # a rewiring: a new mask object reads more inputs
+    later.flags.writeable = False
+    ahead.submit(x, seed=7, features=first)
+    got = ahead.result(features=later)
+    assert len(calls) == 3 and np.array_equal(calls[2], later.astype(bool) & ~first.astype(bool))
+    want = bernoulli_encode(x, T, seed=7, dtype=np.uint8)
+    np.testing.assert_array_equal(got[:, :, later == 1], want[:, :, later == 1])
+    writable = first.copy()
+    ahead.submit(x, seed=8, features=writable)
+    writable[:] = 1  # the caller changes its mask: the submitted batch was drawn from a copy
+    got = ahead.result(features=writable)  # compared: every row not drawn at submit is drawn now
+    assert calls[3] is not writable and np.array_equal(calls[3], first.astype(bool))
+    np.testing.assert_array_equal(got, bernoulli_encode(x, T, seed=8, dtype=np.uint8))
+    ahead.close()
+
+
 def test_two_buffers_alternate_so_the_batch_in_use_is_not_overwritten():
     xs, T = _batches(3), 4
     ahead = EncodeAhead(bernoulli_encode, T)

@@ -379,6 +379,13 @@ def test_softmax_ce_time_parity(dtype, mean):
     assert value == pytest.approx(want_value, rel=1e-13)
     np.testing.assert_allclose(g, want_g, rtol=1e-6 if dtype == np.float32 else 1e-12, atol=0)
     np.testing.assert_array_equal(g, g[:, :1, :].repeat(O.shape[1], axis=1))  # the same at every step
+    for bad in (10, -1):  # a label outside [0, C): both raise, naming the range; nothing is written
+        y[5] = bad
+        g[...] = np.nan
+        for run in (lambda: cpu.softmax_ce_time(O, y, mean, g), lambda: ref.softmax_ce_time(O, y, mean)):
+            with pytest.raises(ValueError, match=r"labels: must be in \[0, 10\), got range"):
+                run()
+        assert np.isnan(g).all()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -449,6 +456,7 @@ def test_every_public_kernel_is_covered():
               if callable(obj) and not name.startswith("_") and getattr(obj, "__module__", "") == cpu.__name__}
     public -= {"pick_version", "parallel_min_ns", "threading_layer"}  # the serial/parallel choice, not kernels
     public -= {"borrow"}  # the views every kernel takes of its arrays (test_borrow_is_a_view_of_the_same_memory)
+    public -= {"label_range_error"}  # the error softmax_ce_time raises, like its twin (test_softmax_ce_time_parity)
     covered = {"nonfinite_count", "lif_forward", "lif_backward", "readout_forward", "readout_backward", "csr_forward",
                "csr_backward_input", "csr_backward_input_nz", "csr_grad_at", "csr_grad_dense", "spike_pack",
                "csr_forward_spikes", "csr_grad_spikes", "spike_work_ns", "adam_update", "sgd_update", "time_sum",

@@ -152,10 +152,12 @@ def test_count_correct_and_predict_of_a_networks_output(B):
 def test_bad_labels(name):
     fn = L.get_loss(name)
     O = np.zeros((2, 3, 4))
-    with pytest.raises(ValueError, match="labels"):
+    with pytest.raises(ValueError, match=r"labels: must be in \[0, 4\), got range \[0, 4\]"):
         fn(O, np.array([0, 1, 4]))        # out of range (C = 4)
-    with pytest.raises(ValueError, match="labels"):
+    with pytest.raises(ValueError, match=r"labels: must be in \[0, 4\), got range \[-1, 2\]"):
         fn(O, np.array([0, -1, 2]))       # negative
+    with pytest.raises(ValueError, match=r"got range \[0, 300\]"):
+        fn(O, np.array([0, 300, 2], np.uint16))  # unsigned
     with pytest.raises(ValueError, match="labels"):
         fn(O, np.array([0, 1]))           # wrong length
     with pytest.raises(ValueError, match="labels"):

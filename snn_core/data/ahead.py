@@ -25,19 +25,28 @@ Three rules keep it exact and out of the way:
   priority it took cores from the training step's parallel kernels, whose
   regions wait for their slowest thread: the 0.01 step ran 15-17% slower
   instead of 11-12% faster (docs/benchmarks.md, "Encoding ahead").
+* **Cheap to hand over.** A step at density 0.01 takes well under a
+  millisecond, so the handover itself shows: one thread fed by two queues
+  (no executor, no futures), and the network's mask, read-only and the same
+  object until it changes, is neither copied at submit nor compared at
+  result. The three took less than half as long as with an executor and
+  copies (docs/benchmarks.md, "The small step").
 """
 
 from __future__ import annotations
 
 import numbers
 import os
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
 
 import numpy as np
 
 from .encoders import SPIKE_DTYPES
 
 __all__ = ["EncodeAhead"]
+
+_MASK_DTYPES = (np.dtype(bool), np.dtype(np.uint8))
 
 
 def _lowest_priority():
@@ -46,6 +55,26 @@ def _lowest_priority():
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # pid 0: this thread
     except (AttributeError, OSError):  # not Linux, or not permitted: normal priority, still correct
         pass
+
+
+def _serve(jobs, done):
+    """The background thread: run each job ``(encode, args, kwargs)`` of ``jobs``, put ``(spikes, error)`` in ``done``.
+
+    Two queues and one thread instead of a ThreadPoolExecutor: a submit and
+    its result cost ~3 us instead of ~10 (futures, their locks and
+    conditions) on the Emerald Rapids guest, where a step at density 0.01
+    takes 0.6-1 ms.
+    """
+    _lowest_priority()
+    while True:
+        job = jobs.get()
+        if job is None:
+            return
+        encode, args, kwargs = job
+        try:
+            done.put((encode(*args, **kwargs), None))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller of result
+            done.put((None, e))
 
 
 class EncodeAhead:
@@ -71,9 +100,10 @@ class EncodeAhead:
         ahead = EncodeAhead(bernoulli_encode, T)
         ahead.submit(x[0], seed=0, features=net.input_rows_needed())
         for i in range(n):
-            spikes = ahead.result(features=net.input_rows_needed())
+            needed = net.input_rows_needed()
+            spikes = ahead.result(features=needed)
             if i + 1 < n:
-                ahead.submit(x[i + 1], seed=i + 1, features=net.input_rows_needed())
+                ahead.submit(x[i + 1], seed=i + 1, features=needed)
             ...  # forward, backward, optimizer step (rewiring) on spikes
         ahead.close()
     """
@@ -84,21 +114,24 @@ class EncodeAhead:
         if np.dtype(dtype) not in SPIKE_DTYPES:
             raise ValueError(f"EncodeAhead: dtype must be uint8 or float32 (spikes), got {dtype!r}")
         self.encode, self.T, self.dtype = encode, T, np.dtype(dtype)
-        self._pool, self._pool_pid = None, None
+        self._thread = self._jobs = self._done = self._pid = None
         self._buffers = {}  # (features, T, batch) -> [two buffers, the next one to draw into]
-        self._pending = None  # (future, x, seed, features drawn, buffer)
+        self._pending = None  # (x, seed, features drawn, the caller's read-only mask or None, buffer)
 
     @property
     def pending(self):
         """Whether a submitted batch waits to be taken with :meth:`result`."""
         return self._pending is not None
 
-    def _executor(self):
-        # a forked child inherits the executor but not its thread: it would wait forever, so it makes its own
-        if self._pool is None or self._pool_pid != os.getpid():
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="snn_core-encode", initializer=_lowest_priority)
-            self._pool_pid = os.getpid()
-        return self._pool
+    def _queue(self):
+        # a forked child inherits the queues but not the thread: it would wait forever, so it makes its own
+        if self._thread is None or self._pid != os.getpid():
+            self._jobs, self._done = queue.SimpleQueue(), queue.SimpleQueue()
+            self._thread = threading.Thread(target=_serve, args=(self._jobs, self._done), name="snn_core-encode",
+                                            daemon=True)
+            self._thread.start()
+            self._pid = os.getpid()
+        return self._jobs
 
     def _buffer(self, shape):
         ring = self._buffers.get(shape)
@@ -113,7 +146,10 @@ class EncodeAhead:
 
         ``seed``: an int (same int, same spikes). ``features``: a bool/uint8
         mask of the input features to draw (e.g. ``Network.input_rows_needed()``),
-        None for all. Errors in x (NaN, outside [0, 1]) are raised by :meth:`result`.
+        None for all. A writable mask is copied (the caller may change it);
+        a read-only one, which is what ``Network.input_rows_needed`` returns,
+        is kept as it is. Errors in x (NaN, outside [0, 1]) are raised by
+        :meth:`result`.
         """
         if self._pending is not None:
             raise RuntimeError("EncodeAhead.submit: the submitted batch was not taken yet (call result first)")
@@ -123,32 +159,45 @@ class EncodeAhead:
         x = np.asarray(x)
         if x.ndim != 2:
             raise ValueError(f"EncodeAhead.submit: x must be 2-D (batch, features), got shape {x.shape}")
-        drawn = None if features is None else np.array(features, dtype=bool)  # a copy: the caller's may change
-        if drawn is not None and drawn.shape != (x.shape[1],):
-            raise ValueError(f"EncodeAhead.submit: features must be a mask of shape ({x.shape[1]},), one entry "
-                             f"per input feature, got {drawn.shape}")
+        kept, drawn = None, None
+        if features is not None:
+            if isinstance(features, np.ndarray) and not features.flags.writeable and features.dtype in _MASK_DTYPES:
+                kept = drawn = features
+            else:
+                drawn = np.array(features, dtype=bool)  # a copy: the caller's may change
+            if drawn.shape != (x.shape[1],):
+                raise ValueError(f"EncodeAhead.submit: features must be a mask of shape ({x.shape[1]},), one "
+                                 f"entry per input feature, got {drawn.shape}")
         buf = self._buffer((x.shape[1], self.T, x.shape[0]))
-        future = self._executor().submit(self.encode, x, self.T, seed=int(seed), out=buf, features=drawn,
-                                         dtype=self.dtype, parallel=False)
-        self._pending = (future, x, int(seed), drawn, buf)
+        seed = int(seed)
+        self._queue().put((self.encode, (x, self.T),
+                           dict(seed=seed, out=buf, features=drawn, dtype=self.dtype, parallel=False)))
+        self._pending = (x, seed, drawn, kept, buf)
 
     def result(self, features=None):
         """The submitted batch's spikes, (T, batch, features); waits for the draws to finish.
 
         ``features``: the input features needed now (None: all). Those the
         submit's mask left out are drawn here, on this thread, with the same
-        seed: the same bits as drawn together with the others.
+        seed: the same bits as drawn together with the others. (The same
+        read-only mask as at submit: nothing is left out, nothing compared.)
         """
         if self._pending is None:
             raise RuntimeError("EncodeAhead.result: no batch was submitted")
-        future, x, seed, drawn, buf = self._pending
+        x, seed, drawn, kept, buf = self._pending
         self._pending = None
-        spikes = future.result()  # the encoder's own error, if any, is raised here
-        if drawn is not None:
+        if self._pid != os.getpid():  # submitted by the parent of this forked child: its thread is not here
+            spikes = self.encode(x, self.T, seed=seed, out=buf, features=drawn, dtype=self.dtype)
+        else:
+            spikes, error = self._done.get()
+            if error is not None:  # the encoder's own error
+                raise error
+        if drawn is not None and (features is None or features is not kept):
             needed = None if features is None else np.asarray(features, dtype=bool)
             if needed is not None and needed.shape != drawn.shape:
                 raise ValueError(f"EncodeAhead.result: features must be a mask of shape {drawn.shape}, one entry "
                                  f"per input feature, got {needed.shape}")
+            drawn = drawn.astype(bool, copy=False)
             missing = ~drawn if needed is None else needed & ~drawn
             if missing.any():
                 self.encode(x, self.T, seed=seed, out=buf, features=missing, dtype=self.dtype)
@@ -157,16 +206,15 @@ class EncodeAhead:
     def cancel(self):
         """Drop a submitted batch that will not be taken (waits for its draws, so its buffer is free)."""
         if self._pending is not None:
-            future = self._pending[0]
             self._pending = None
-            try:
-                future.result()
-            except Exception:  # noqa: BLE001 - a batch nobody takes: its error concerns nobody
-                pass
+            if self._pid == os.getpid():
+                self._done.get()  # an error here concerns nobody: nobody takes this batch
 
     def close(self):
         """Cancel what is pending and stop the background thread (a later :meth:`submit` starts a new one)."""
         self.cancel()
-        if self._pool is not None and self._pool_pid == os.getpid():
-            self._pool.shutdown(wait=True)
-        self._pool = None
+        if self._thread is not None and self._pid == os.getpid():
+            self._jobs.put(None)
+            self._thread.join()
+        self._thread = None
+

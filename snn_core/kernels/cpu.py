@@ -255,8 +255,10 @@ _NS_LIF_FWD = 1.5      # one (neuron, step, sample) of the LIF/readout forward
 _NS_LIF_BWD = 2.0      # one (neuron, step, sample) of the LIF/readout backward
 _NS_STREAM = 0.06      # one float of a vectorised multiply-add over a row
 _NS_EVENT = 0.65       # one scattered/gathered spike event
-_NS_PACK = 0.25        # one element of spike_pack: 0.15 on Zen 4, 0.41 on the Emerald Rapids guest (MNIST
-                       # input, 784 x 800; there a pack of half its rows, 50 us at 0.15, ran serial at 0.26 ms)
+_NS_PACK = 0.3         # one float element of spike_pack (0.3 serial on the Emerald Rapids guest, MNIST input)
+_NS_PACK_BYTES = 0.1   # one uint8 element, read 8 at a time: 0.06 serial there with the input in cache, more
+                       # when another core just wrote it (the encoder drawing ahead); half the MNIST input
+                       # (density 0.01) then packs serially, all of it in parallel
 _NS_UPDATE = 0.6       # one optimizer element
 # _NS_STREAM when the rows a kernel gathers (one per connection) come from an
 # operand larger than L2 (half of 2 MiB): the conv job's fc1 reads 3.2 MB of
@@ -269,6 +271,21 @@ _L2_BYTES = 1 << 20
 def _ns_stream(gathered):
     """Serial ns per multiply-add of a row kernel whose rows are gathered from the array ``gathered``."""
     return _NS_GATHER_FAR if gathered.nbytes > _L2_BYTES else _NS_STREAM
+
+
+# _NS_LIF_NEAR when the rows a neuron kernel touches fit in L2 (half of
+# 2 MiB, as for the gathers above): the 74 neurons that the MLP computes at
+# density 0.01 (74 x 8 x 100, 0.7 MB) took 37 us serial forward (then with
+# the NaN fill of the skipped rows) and 28 us backward on the Emerald
+# Rapids guest, 48 and 39 us in parallel. Priced so, such a population
+# always stays serial (1 MiB / 12 bytes at 0.4 ns: 35 us); a larger one
+# runs in parallel (200 rows, 1.9 MB: 155 us serial, 68 us parallel).
+_NS_LIF_NEAR = 0.4
+
+
+def _ns_neurons(elements, bytes_per_element, far_ns):
+    """Serial ns of a neuron kernel visiting ``elements`` (neuron, step, sample) entries of its arrays."""
+    return elements * (far_ns if elements * bytes_per_element > _L2_BYTES else _NS_LIF_NEAR)
 
 
 #: Above PARALLEL_MIN_NS, choose between the serial and the parallel version
@@ -420,9 +437,8 @@ def _lif_forward_row(f, I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smoot
 def _lif_forward_live_row(f, I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth, u_out, s_out, v_out, live):
     if live.size == 0 or live[f]:
         _lif_forward_row(f, I, v0, alpha, k0, c, v_th, v_reset, reset, sur, p, smooth, u_out, s_out, v_out)
-    else:  # not computed: u_out[f], s_out[f] keep whatever they held; the final membrane says so
-        for b in range(v_out.shape[1]):
-            v_out[f, b] = np.nan
+    # else not computed: rows f of u_out, s_out and v_out keep whatever they held (the layer's v_last
+    # marks them NaN when read: filling them here took ~18 us a call for the 726 rows the MLP skips at 0.01)
 
 
 @numba.njit(parallel=True, **_jit)
@@ -465,12 +481,12 @@ def lif_forward(I, v0, prm, u_out, s_out, v_out, live=None):
     Row mask (uint8, one entry per neuron; what ``Network.forward`` passes
     so that neurons whose output nothing reads cost nothing): only the
     neurons with ``live[f] != 0`` are integrated; the rows of the others in
-    ``u_out`` and ``s_out`` are left unwritten and their ``v_out`` rows are
-    NaN (not computed). The rows computed are the same bits as without a mask.
+    ``u_out``, ``s_out`` and ``v_out`` are left unwritten. The rows computed
+    are the same bits as without a mask.
     """
     F = I.shape[0]
     live_k = _row_mask(live, F, "lif_forward live")
-    k = pick_version(_lif_forward_ser, _lif_forward_par, I.size * _NS_LIF_FWD * _live_work(F, live))
+    k = pick_version(_lif_forward_ser, _lif_forward_par, _ns_neurons(I.size * _live_work(F, live), 12, _NS_LIF_FWD))
     k(I, v0, prm.alpha, prm.k0, prm.c, prm.v_th, prm.v_reset, prm.reset, prm.surrogate, prm.surrogate_p, prm.smooth,
       u_out, s_out, v_out, live_k)
 
@@ -632,7 +648,7 @@ def lif_backward(gs, u, s, prm, gI, live=None, live_out=None):
     """
     F = gs.shape[0]
     live_k, out_k = _row_mask(live, F, "lif_backward live"), _row_mask(live_out, F, "lif_backward live_out")
-    k = pick_version(_lif_backward_ser, _lif_backward_par, gs.size * _NS_LIF_BWD * _live_work(F, live))
+    k = pick_version(_lif_backward_ser, _lif_backward_par, _ns_neurons(gs.size * _live_work(F, live), 16, _NS_LIF_BWD))
     k(gs, u, s, prm.alpha, prm.c, prm.v_th, prm.v_reset, prm.reset, bool(prm.detach), prm.surrogate, prm.surrogate_p,
       gI, live_k, out_k)
 
@@ -1468,7 +1484,8 @@ def spike_pack(X, X8, cnt, cols, thr, Xb=None, live=None):
         raise ValueError(f"spike_pack: X8 may be X only for a C-contiguous uint8 X, got {X.dtype}")
     if X.dtype == np.uint8:
         X = _c(X)  # read by 64-bit words
-    k = pick_version(_spike_pack_ser, _spike_pack_par, X.size * _NS_PACK * _live_work(X.shape[0], live))
+    ns_el = _NS_PACK_BYTES if X.dtype == np.uint8 else _NS_PACK
+    k = pick_version(_spike_pack_ser, _spike_pack_par, X.size * ns_el * _live_work(X.shape[0], live))
     if X8.flags.c_contiguous:
         return int(k(X, X8, cnt, cols, thr, Xb if use_bits else _NO_BITS, use_bits, live_k))
     tmp = np.empty(X8.shape, np.uint8)
@@ -1932,6 +1949,9 @@ def _class_time_sum(O, c, acc):
 @numba.njit(**_jit)
 def _softmax_ce_fm(O, y, mean, g_out):
     C, T, B = O.shape
+    for b in range(B):  # labels outside [0, C): nothing computed, nothing written (the caller raises)
+        if y[b] < 0 or y[b] >= C:
+            return np.nan, True
     acc = np.empty(B, O.dtype)
     e = np.empty((C, B), np.float64)
     for c in range(C):  # the logits: sums over time in O's dtype, step by step (as NumPy sums over T)
@@ -1960,7 +1980,7 @@ def _softmax_ce_fm(O, y, mean, g_out):
         for t in range(T):  # dL/dO[t] is the same at every step
             for b in range(B):
                 g_out[c, t, b] = acc[b]
-    return value * scale
+    return value * scale, False
 
 
 def softmax_ce_time(O, y, mean, g_out):
@@ -1968,13 +1988,22 @@ def softmax_ce_time(O, y, mean, g_out):
 
     O : (C, T, B) float32/float64, C-contiguous: the output stored
     feature-major, ``O[c, t, b]`` is class c of sample b at step t; y : (B,)
-    int64 class indices in [0, C) (not checked here); g_out : (C, T, B),
-    O's dtype, C-contiguous, overwritten with dL/dO (the same at every
-    step). Returns the loss, a float. The softmax runs in float64.
+    int64 class indices in [0, C) (ValueError naming their range otherwise,
+    checked in the same call); g_out : (C, T, B), O's dtype, C-contiguous,
+    overwritten with dL/dO (the same at every step). Returns the loss, a
+    float. The softmax runs in float64.
 
     Readable twin: :func:`snn_core.kernels.reference.softmax_ce_time`.
     """
-    return float(_softmax_ce_fm(O, y, bool(mean), g_out))
+    value, bad_labels = _softmax_ce_fm(O, y, bool(mean), g_out)
+    if bad_labels:
+        raise label_range_error(y, O.shape[0])
+    return float(value)
+
+
+def label_range_error(y, C):
+    """The ValueError for class labels ``y`` outside [0, C) (not a kernel: no twin)."""
+    return ValueError(f"labels: must be in [0, {C}), got range [{y.min()}, {y.max()}]")
 
 
 # The predicted classes of a training batch, next to the loss: NumPy's sum and

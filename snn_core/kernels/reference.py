@@ -179,6 +179,8 @@ def softmax_ce_time(O, y, mean):
     indices. The gradient, the same at every step, has O's shape and dtype.
     """
     C, T, B = O.shape
+    if np.any((y < 0) | (y >= C)):
+        raise ValueError(f"labels: must be in [0, {C}), got range [{y.min()}, {y.max()}]")
     loss, g = softmax_ce((O.mean(axis=1) if mean else O.sum(axis=1)).T, y)  # logits (B, C)
     g = g / (T if mean else 1)                                              # dz/dO[t] = 1 (or 1/T)
     return loss, np.broadcast_to(g.T[:, None, :].astype(O.dtype), O.shape).copy()
