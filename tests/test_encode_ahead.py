@@ -89,6 +89,42 @@ def test_a_read_only_mask_is_kept_and_a_new_one_compared():
     ahead.close()
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork only")
+def test_a_forked_child_draws_the_pending_batch_itself():
+    """A child forked while a batch was pending has no background thread: result draws the batch there, with the
+    same bits, and the next submit starts the child's own thread; the parent's batch is untouched."""
+    x, T = _batches(1)[0], 4
+    want = bernoulli_encode(x, T, seed=3, dtype=np.uint8)
+    ahead = EncodeAhead(bernoulli_encode, T)
+    ahead.submit(x, seed=3)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report 1 on success, never return into pytest
+        ok = 0
+        try:
+            got = ahead.result().copy()
+            ahead.submit(x, seed=3)
+            ok = int(np.array_equal(got, want) and np.array_equal(ahead.result(), want))
+            ahead.close()
+        finally:
+            os.write(w, bytes([ok]))
+            os._exit(0)
+    os.close(w)
+    import select
+    import signal
+
+    if select.select([r], [], [], 120)[0]:  # a child waiting for a thread it does not have would never answer
+        status = os.read(r, 1)
+    else:
+        status = b"timed out"
+        os.kill(pid, signal.SIGKILL)
+    os.close(r)
+    os.waitpid(pid, 0)
+    np.testing.assert_array_equal(ahead.result(), want)
+    ahead.close()
+    assert status == b"\x01"
+
+
 def test_two_buffers_alternate_so_the_batch_in_use_is_not_overwritten():
     xs, T = _batches(3), 4
     ahead = EncodeAhead(bernoulli_encode, T)

@@ -217,4 +217,3 @@ class EncodeAhead:
             self._jobs.put(None)
             self._thread.join()
         self._thread = None
-
