@@ -24,5 +24,9 @@ class ChecksumError(ValueError):
 
 
 def format_error(path: str | os.PathLike, problem: str) -> DataFormatError:
-    """``DataFormatError("<path>: <problem>")``, the single message format of the readers."""
-    return DataFormatError(f"{os.fspath(path)}: {problem}")
+    """``DataFormatError("<path>: <problem>")``, the single message format of the readers, on one line.
+
+    A problem that quotes another library's message (e.g. pickle's, which
+    may span lines) has its line breaks folded into spaces.
+    """
+    return DataFormatError(f"{os.fspath(path)}: {' '.join(problem.split())}")
