@@ -116,7 +116,7 @@ class EncodeAhead:
         self.encode, self.T, self.dtype = encode, T, np.dtype(dtype)
         self._thread = self._jobs = self._done = self._pid = None
         self._buffers = {}  # (features, T, batch) -> [two buffers, the next one to draw into]
-        self._pending = None  # (x, seed, features drawn, the caller's read-only mask or None, buffer)
+        self._pending = None  # (x, seed, features drawn: the caller's read-only mask or a private copy, buffer)
 
     @property
     def pending(self):
@@ -159,10 +159,10 @@ class EncodeAhead:
         x = np.asarray(x)
         if x.ndim != 2:
             raise ValueError(f"EncodeAhead.submit: x must be 2-D (batch, features), got shape {x.shape}")
-        kept, drawn = None, None
+        drawn = None
         if features is not None:
             if isinstance(features, np.ndarray) and not features.flags.writeable and features.dtype in _MASK_DTYPES:
-                kept = drawn = features
+                drawn = features
             else:
                 drawn = np.array(features, dtype=bool)  # a copy: the caller's may change
             if drawn.shape != (x.shape[1],):
@@ -172,7 +172,7 @@ class EncodeAhead:
         seed = int(seed)
         self._queue().put((self.encode, (x, self.T),
                            dict(seed=seed, out=buf, features=drawn, dtype=self.dtype, parallel=False)))
-        self._pending = (x, seed, drawn, kept, buf)
+        self._pending = (x, seed, drawn, buf)
 
     def result(self, features=None):
         """The submitted batch's spikes, (T, batch, features); waits for the draws to finish.
@@ -184,7 +184,7 @@ class EncodeAhead:
         """
         if self._pending is None:
             raise RuntimeError("EncodeAhead.result: no batch was submitted")
-        x, seed, drawn, kept, buf = self._pending
+        x, seed, drawn, buf = self._pending
         self._pending = None
         if self._pid != os.getpid():  # submitted by the parent of this forked child: its thread is not here
             spikes = self.encode(x, self.T, seed=seed, out=buf, features=drawn, dtype=self.dtype)
@@ -192,7 +192,8 @@ class EncodeAhead:
             spikes, error = self._done.get()
             if error is not None:  # the encoder's own error
                 raise error
-        if drawn is not None and (features is None or features is not kept):
+        # the caller never holds a private copy: only its own read-only mask can be the very object drawn
+        if drawn is not None and features is not drawn:
             needed = None if features is None else np.asarray(features, dtype=bool)
             if needed is not None and needed.shape != drawn.shape:
                 raise ValueError(f"EncodeAhead.result: features must be a mask of shape {drawn.shape}, one entry "
